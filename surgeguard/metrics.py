@@ -1,0 +1,86 @@
+"""Prometheus metrics of a guarded service (names are a contract: see DESIGN.md).
+
+Label children are bound once here, at start-up, so the request path does a dict
+lookup and an ``inc``/``observe`` and never formats a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from surgeguard.limiter import REJECTION_REASONS, Limiter
+from surgeguard.priority import Priority
+
+# Admitted outcomes (label ``outcome``), from the response status.
+OUTCOMES: tuple[str, ...] = ("ok", "client_error", "unavailable", "error")
+REJECTED = "rejected"
+
+_LATENCY_EDGES_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1,
+                    0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+def latency_buckets(slo_seconds: float) -> tuple[float, ...]:
+    """Histogram edges in seconds, always with one exactly at the SLO."""
+    return tuple(sorted(set(_LATENCY_EDGES_S) | {round(slo_seconds, 6)}))
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status < 500:
+        return "client_error"
+    return "unavailable" if status == 503 else "error"
+
+
+class AdmissionMetrics:
+    """Request, rejection and limiter metrics with every label child bound up front."""
+
+    def __init__(self, registry: CollectorRegistry, *, slo_seconds: float,
+                 routes: Iterable[str]) -> None:
+        routes = tuple(routes)
+        buckets = latency_buckets(slo_seconds)
+        duration = Histogram(
+            "surgeguard_request_duration_seconds",
+            "Time from admission to the end of the response, seconds (admitted requests).",
+            ["route", "outcome"], buckets=buckets, registry=registry)
+        self.queue_wait = Histogram(
+            "surgeguard_queue_wait_seconds",
+            "Time an admitted request waited for a slot, seconds (0 when none was needed).",
+            buckets=(0.0, *buckets), registry=registry)
+        requests = Counter(
+            "surgeguard_requests", "Requests by route, priority and outcome.",
+            ["route", "priority", "outcome"], registry=registry)
+        rejections = Counter(
+            "surgeguard_rejections", "Requests turned away before any work, by reason.",
+            ["reason", "priority"], registry=registry)
+        self.duration = {(r, o): duration.labels(r, o) for r in routes for o in OUTCOMES}
+        self.requests = {(r, p, o): requests.labels(r, p.label, o)
+                         for r in routes for p in Priority for o in (*OUTCOMES, REJECTED)}
+        self.rejections = {(reason, p): rejections.labels(reason, p.label)
+                           for reason in REJECTION_REASONS for p in Priority}
+        self._gauges = {
+            name: Gauge(name, doc, registry=registry)
+            for name, doc in (
+                ("surgeguard_inflight", "Admitted requests in flight now."),
+                ("surgeguard_queue_depth", "Requests waiting for a slot now."),
+                ("surgeguard_concurrency_limit", "In-flight limit now (requests)."),
+                ("surgeguard_queue_limit", "How many may wait now: the shed threshold (requests)."),
+                ("surgeguard_queue_timeout_seconds", "Longest allowed wait for a slot now, seconds."),
+                ("surgeguard_inflight_peak", "Highest in-flight count seen since start (requests)."),
+            )
+        }
+
+    def bind_limiter(self, limiter: Limiter) -> None:
+        """Gauges read the limiter at scrape time: zero cost on the request path."""
+        readers: dict[str, Callable[[], float]] = {
+            "surgeguard_inflight": lambda: limiter.in_flight,
+            "surgeguard_queue_depth": lambda: limiter.waiting,
+            "surgeguard_concurrency_limit": lambda: limiter.limit,
+            "surgeguard_queue_limit": lambda: limiter.queue_limit,
+            "surgeguard_queue_timeout_seconds": lambda: limiter.queue_timeout_s,
+            "surgeguard_inflight_peak": lambda: limiter.peak_in_flight,
+        }
+        for name, read in readers.items():
+            self._gauges[name].set_function(read)
