@@ -69,7 +69,7 @@ def knob_spec(name: str) -> KnobSpec:
 class Knobs(Mapping[str, int]):
     """One complete, validated set of knob values (every knob present)."""
 
-    values: Mapping[str, int] = field(
+    mapping: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({n: s.default for n, s in KNOB_SPECS.items()})
     )
 
@@ -79,31 +79,31 @@ class Knobs(Mapping[str, int]):
 
     def with_changes(self, changes: Mapping[str, object]) -> Knobs:
         """A new ``Knobs`` with ``changes`` applied; raises ``KnobError`` before changing anything."""
-        merged = dict(self.values)
+        merged = dict(self.mapping)
         for name, value in changes.items():
             merged[name] = knob_spec(name).check(value)
         return Knobs(MappingProxyType(merged))
 
     def __getitem__(self, name: str) -> int:
-        return self.values[name]
+        return self.mapping[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self.mapping)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.mapping)
 
     @property
     def concurrency_limit(self) -> int:
-        return self.values["concurrency_limit"]
+        return self.mapping["concurrency_limit"]
 
     @property
     def queue_limit(self) -> int:
-        return self.values["queue_limit"]
+        return self.mapping["queue_limit"]
 
     @property
     def queue_timeout_ms(self) -> int:
-        return self.values["queue_timeout_ms"]
+        return self.mapping["queue_timeout_ms"]
 
     def bulkhead(self, dependency: str) -> int:
-        return self.values[f"bulkhead.{dependency}"]
+        return self.mapping[f"bulkhead.{dependency}"]

@@ -54,7 +54,8 @@ class RejectionResponses:
                     (b"x-surgeguard-reason", reason.encode()),
                 ],
             }
-            variants.append((start, {"type": "http.response.body", "body": body}))
+            end: Message = {"type": "http.response.body", "body": body}
+            variants.append((start, end))
         self._prebuilt[(status, reason)] = variants
 
     async def send(self, send: Send, status: int, reason: str) -> None:

@@ -1,0 +1,3 @@
+from surgeguard.cli import main
+
+raise SystemExit(main())

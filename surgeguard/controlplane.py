@@ -1,0 +1,171 @@
+"""The control plane's contract in Redis: one versioned JSON document plus a notice.
+
+Key ``surgeguard:control`` holds the document; every write bumps ``version`` and
+publishes the new version on ``surgeguard:control:changed``. The controller is its
+only writer (``ControlPlaneWriter``); replicas read it (``surgeguard.knob_watcher``).
+
+Document (all parts optional; absent means "use the replica's own start-up value"):
+    {"version": 7,
+     "knobs": {"concurrency_limit": 40, "bulkhead.db": 12, ...},
+     "replicas": {"<replica id>": {"knobs": {...}}},   # per-replica overrides
+     "modes": ["shed_sheddable", ...],
+     "chaos": {"db": {"latency_multiplier": 5.0, "error_rate": 0.0}},
+     "pins": ["queue_limit"],
+     "updated_at": 1767000000.0, "updated_by": "controller"}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from surgeguard.chaos import Chaos
+from surgeguard.knobs import DEPENDENCIES, Knobs, knob_spec
+from surgeguard.modes import Mode, parse_modes
+
+CONTROL_KEY = "surgeguard:control"
+CONTROL_CHANNEL = "surgeguard:control:changed"
+
+
+class ControlDocumentError(ValueError):
+    """A control document that is not valid; nothing of it may be applied."""
+
+
+@dataclass(frozen=True)
+class ControlState:
+    version: int = 0
+    knobs: Mapping[str, int] = field(default_factory=dict)
+    replicas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    modes: frozenset[Mode] = frozenset()
+    chaos: Mapping[str, Chaos] = field(default_factory=dict)
+    pins: frozenset[str] = frozenset()
+    updated_at: float = 0.0
+    updated_by: str = ""
+
+    def knobs_for(self, replica: str, initial: Knobs) -> Knobs:
+        """The effective knobs of one replica: its start-up values, then the global
+        values, then its own overrides. Raises ``KnobError`` on any invalid value."""
+        return initial.with_changes(self.knobs).with_changes(self.replicas.get(replica, {}))
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": self.version,
+            "knobs": dict(self.knobs),
+            "replicas": {r: {"knobs": dict(k)} for r, k in self.replicas.items()},
+            "modes": sorted(m.value for m in self.modes),
+            "chaos": {d: {"latency_multiplier": c.latency_multiplier, "error_rate": c.error_rate}
+                      for d, c in self.chaos.items()},
+            "pins": sorted(self.pins),
+            "updated_at": self.updated_at,
+            "updated_by": self.updated_by,
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ControlState:
+        """Parse and validate a whole document (raises ``ControlDocumentError``)."""
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ControlDocumentError("control document must be a JSON object")
+            knobs = _knob_values(doc.get("knobs", {}), "knobs")
+            replicas = {
+                str(name): _knob_values(part.get("knobs", {}), f"replicas.{name}.knobs")
+                for name, part in dict(doc.get("replicas", {})).items()
+            }
+            chaos: dict[str, Chaos] = {}
+            for dep, values in dict(doc.get("chaos", {})).items():
+                if dep not in DEPENDENCIES:
+                    raise ControlDocumentError(f"chaos: unknown dependency {dep!r}")
+                chaos[dep] = Chaos(float(values.get("latency_multiplier", 1.0)),
+                                   float(values.get("error_rate", 0.0)))
+            return cls(
+                version=int(doc.get("version", 0)),
+                knobs=knobs,
+                replicas=replicas,
+                modes=parse_modes(list(doc.get("modes", []))),
+                chaos=chaos,
+                pins=frozenset(knob_spec(p).name for p in doc.get("pins", [])),
+                updated_at=float(doc.get("updated_at", 0.0)),
+                updated_by=str(doc.get("updated_by", "")),
+            )
+        except ControlDocumentError:
+            raise
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ControlDocumentError(f"invalid control document: {exc}") from None
+
+
+def _knob_values(values: Any, where: str) -> dict[str, int]:
+    if not isinstance(values, dict):
+        raise ControlDocumentError(f"{where} must be an object of knob values")
+    checked = {name: knob_spec(name).check(value) for name, value in values.items()}
+    return checked
+
+
+async def read_state(client: aioredis.Redis) -> ControlState:
+    """The current document (an empty state at version 0 when none was written)."""
+    raw = await client.get(CONTROL_KEY)
+    return ControlState() if raw is None else ControlState.from_json(raw)
+
+
+class ControlPlaneWriter:
+    """Atomic read-modify-write of the control document (optimistic, WATCH/MULTI)."""
+
+    def __init__(self, client: aioredis.Redis, *, writer: str = "controller",
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._writer = writer
+        self._clock = clock
+
+    async def update(self, change: Callable[[ControlState], ControlState],
+                     *, attempts: int = 20) -> ControlState:
+        """Apply ``change`` to the current state and store it as the next version.
+        ``change`` must return a valid state; it is validated again before writing."""
+        for _ in range(attempts):
+            async with self._client.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(CONTROL_KEY)
+                    raw = await pipe.get(CONTROL_KEY)
+                    current = ControlState() if raw is None else ControlState.from_json(raw)
+                    new = replace(change(current), version=current.version + 1,
+                                  updated_at=self._clock(), updated_by=self._writer)
+                    encoded = new.to_json()
+                    ControlState.from_json(encoded)  # never store what a replica would refuse
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(CONTROL_KEY, encoded)
+                    pipe.publish(CONTROL_CHANNEL, str(new.version))
+                    await pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+        raise RuntimeError(f"control document kept changing; gave up after {attempts} attempts")
+
+    async def set_knobs(self, values: Mapping[str, int], replica: str | None = None) -> ControlState:
+        def change(state: ControlState) -> ControlState:
+            if replica is None:
+                return replace(state, knobs={**state.knobs, **values})
+            replicas = dict(state.replicas)
+            replicas[replica] = {**replicas.get(replica, {}), **values}
+            return replace(state, replicas=replicas)
+        return await self.update(change)
+
+    async def set_modes(self, modes: frozenset[Mode]) -> ControlState:
+        return await self.update(lambda s: replace(s, modes=modes))
+
+    async def set_chaos(self, dependency: str, chaos: Chaos) -> ControlState:
+        if dependency not in DEPENDENCIES:
+            raise ControlDocumentError(f"unknown dependency {dependency!r}")
+
+        def change(state: ControlState) -> ControlState:
+            updated = dict(state.chaos)
+            if chaos.is_calm:
+                updated.pop(dependency, None)
+            else:
+                updated[dependency] = chaos
+            return replace(state, chaos=updated)
+        return await self.update(change)

@@ -1,0 +1,110 @@
+"""``surgeguard up``: the whole stack on one machine, as supervised child processes.
+
+The embedded Redis (unless ``SURGEGUARD_REDIS_URL`` is set) and one process per
+service. Every child dies with this process (PDEATHSIG), and Ctrl-C (or SIGTERM)
+stops them in reverse order, each with a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import httpx
+
+from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.embedded_redis import _die_with_parent as die_with_parent
+from surgeguard.embedded_redis import _terminate as terminate
+from surgeguard.settings import DEMO_CLIENT_KEY, Settings
+
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Child:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], url: str) -> Child:
+    process = subprocess.Popen([sys.executable, "-m", "surgeguard", *args], env=env,
+                               preexec_fn=die_with_parent())
+    return Child(name, url, process)
+
+
+def _wait_healthy(child: Child, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise RuntimeError(f"{child.name} exited with status {child.process.returncode}")
+        try:
+            if httpx.get(f"{child.url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{child.name} did not answer {child.url}/healthz "
+                       f"within {READY_TIMEOUT_S:.0f} s")
+
+
+def up(settings: Settings, *, target_port: int) -> int:
+    """Start everything, print where it is, and supervise until Ctrl-C."""
+    stop_requested = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    token = settings.admin_token or secrets.token_urlsafe(18)
+    embedded = None if settings.redis_url else EmbeddedRedis(data_dir=settings.data_dir)
+    children: list[Child] = []
+    status = 0
+    try:
+        if embedded is not None:
+            embedded.start()
+        redis_url = settings.redis_url or (embedded.url if embedded else "")
+        env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url,
+               "SURGEGUARD_ADMIN_TOKEN": token}
+        host = settings.host
+        children.append(_spawn("target", ["target", "--port", str(target_port)], env,
+                               f"http://{host}:{target_port}"))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for child in children:
+            _wait_healthy(child, deadline)
+
+        where = "embedded, data in " + str(settings.data_dir) if embedded else "external"
+        print(f"surgeguard is up\n"
+              f"  redis       {redis_url}  ({where})\n"
+              f"  target      http://{host}:{target_port}   "
+              f"(metrics /metrics, health /healthz)\n"
+              f"  admin token {token}\n"
+              f"  client key  {sorted(settings.client_key_set)[0]}"
+              f"{'  (the documented demo key)' if DEMO_CLIENT_KEY in settings.client_key_set else ''}\n"
+              f"Press Ctrl-C to stop.", flush=True)
+        while not stop_requested:
+            for child in children:
+                if child.process.poll() is not None:
+                    print(f"{child.name} exited with status {child.process.returncode}; "
+                          "stopping the stack", file=sys.stderr, flush=True)
+                    status = 1
+                    stop_requested = True
+            time.sleep(0.2)
+    except RuntimeError as exc:
+        print(f"surgeguard up: {exc}", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        for child in reversed(children):
+            terminate(child.process, timeout_s=10.0)
+        if embedded is not None:
+            embedded.stop()
+        print("surgeguard stopped", flush=True)
+    return status

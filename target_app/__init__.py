@@ -1,0 +1,1 @@
+"""The demo service built on surgeguard: routes, simulated dependencies, worker."""

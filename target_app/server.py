@@ -1,0 +1,42 @@
+"""Run one replica of the demo service on uvicorn (one worker process)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import uvicorn
+
+from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.settings import Settings
+from target_app.service import Service, connect_redis
+
+
+@contextlib.contextmanager
+def redis_url_for(settings: Settings) -> Iterator[str]:
+    """The configured Redis, or an embedded one for the life of the block."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    with EmbeddedRedis(data_dir=settings.data_dir) as server:
+        yield server.url
+
+
+def build_service(settings: Settings, redis_url: str, port: int) -> Service:
+    return Service(settings, connect_redis(redis_url), replica=settings.replica_name(port))
+
+
+def serve(settings: Settings, port: int) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with redis_url_for(settings) as url:
+        service = build_service(settings, url, port)
+        config = uvicorn.Config(service.asgi, host=settings.host, port=port, loop="uvloop",
+                                http="httptools", lifespan="on", log_level="warning",
+                                access_log=False, timeout_graceful_shutdown=5,
+                                backlog=4096)
+        server = uvicorn.Server(config)
+        print(f"target {service.replica} listening on http://{settings.host}:{port}", flush=True)
+        server.run()
+    return 0
