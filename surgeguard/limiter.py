@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from surgeguard.priority import Priority
 
@@ -42,6 +43,14 @@ REJECTION_REASONS: tuple[str, ...] = (QUEUE_FULL, QUEUE_TIMEOUT, PRIORITY, CLIEN
 _PRIORITIES = tuple(Priority)
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+# ``call_later(delay_s, callback, arg)``: asyncio's by default; tests pass a fake timer.
+CallLater = Callable[[float, Callable[[Any], None], Any], Cancellable]
+
+
 class Waiter:
     """One request waiting for a slot. ``future`` resolves to None (slot held) or a reason."""
 
@@ -53,7 +62,7 @@ class Waiter:
         self.client = client
         self.enqueued_at = enqueued_at
         self.future = future
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Cancellable | None = None
 
 
 @dataclass(frozen=True)
@@ -83,12 +92,14 @@ class Limiter:
         client_share: float = 0.5,
         sheddable_queue_share: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        call_later: CallLater | None = None,
     ) -> None:
         if not 0.0 < client_share <= 1.0:
             raise ValueError(f"client_share must be in (0, 1], got {client_share}")
         if not 0.0 <= sheddable_queue_share <= 1.0:
             raise ValueError(f"sheddable_queue_share must be in [0, 1], got {sheddable_queue_share}")
         self._clock = clock
+        self._call_later = call_later
         self.client_share = client_share
         self.sheddable_queue_share = sheddable_queue_share
         self.limit = 1
@@ -183,7 +194,8 @@ class Limiter:
                 queue.clear()
         loop = asyncio.get_running_loop()
         waiter = Waiter(priority, client, self._clock(), loop.create_future())
-        waiter.timer = loop.call_later(self.queue_timeout_s, self._expire, waiter)
+        call_later = self._call_later or loop.call_later
+        waiter.timer = call_later(self.queue_timeout_s, self._expire, waiter)
         self._queues[priority].append(waiter)
         self.waiting += 1
         if client is not None:

@@ -41,12 +41,11 @@ def _check_capacity(capacity: int, who: str) -> int:
 
 
 class ProcessorSharing:
-    """Exact processor-sharing server in virtual time; every method takes ``now`` (seconds).
+    """Exact processor sharing in virtual time; every method takes ``now`` (seconds).
 
-    The virtual clock V advances by ``min(1, capacity / n)`` per real second while ``n``
-    jobs are in service; a job arriving at V0 with ``work_s`` seconds of work finishes
-    when V reaches ``V0 + work_s``. Finish tags sit in a heap: O(log n) per event.
-    """
+    V advances by ``min(1, capacity / n)`` per real second while ``n`` jobs are in service;
+    a job arriving at V0 with ``work_s`` seconds of work finishes when V reaches
+    ``V0 + work_s``. Finish tags sit in a heap: O(log n) per event."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = _check_capacity(capacity, "ProcessorSharing")
@@ -58,13 +57,11 @@ class ProcessorSharing:
         self._next_id = 0
 
     @property
-    def capacity(self) -> int:
-        """Parallel slots: up to this many jobs run at full speed."""
+    def capacity(self) -> int:  # parallel slots: up to this many jobs run at full speed
         return self._capacity
 
     @property
-    def active(self) -> int:
-        """Jobs in service as of the last ``now`` seen."""
+    def active(self) -> int:  # jobs in service as of the last ``now`` seen
         return len(self._live)
 
     def _rate(self) -> float:
@@ -162,25 +159,23 @@ class SimulatedDependency:
         self.base_latency_s = base_latency_s
         self._chaos = CALM
         self._waiters: dict[int, asyncio.Future[None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None  # wakes at the next completion
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's loop
         self.calls = 0
         self.peak_in_service = 0
 
     @property
-    def capacity(self) -> int:
-        """Parallel slots: up to this many calls run at full speed."""
+    def capacity(self) -> int:  # parallel slots: up to this many calls run at full speed
         return self._core.capacity
 
     @capacity.setter
     def capacity(self, value: int) -> None:
         self._core.resize(self._clock(), _check_capacity(value, self.name))
-        if self._timer_loop is not None:
-            self._rearm(self._timer_loop)
+        if self._timer is not None and self._loop is not None:  # next completion moved
+            self._rearm(self._loop)
 
     @property
-    def base_latency_s(self) -> float:
-        """Seconds one call takes at full speed when calm (applies to new calls)."""
+    def base_latency_s(self) -> float:  # seconds a call takes at full speed (new calls)
         return self._base_latency_s
 
     @base_latency_s.setter
@@ -198,8 +193,7 @@ class SimulatedDependency:
         self._chaos = chaos
 
     @property
-    def in_service(self) -> int:
-        """Calls inside the dependency now."""
+    def in_service(self) -> int:  # calls inside the dependency now
         return len(self._waiters)
 
     async def call(self, work_factor: float = 1.0) -> None:
@@ -208,8 +202,7 @@ class SimulatedDependency:
         ``chaos.error_rate`` only after the work is done: a failing dependency still
         takes the time and the capacity, which is what hurts callers in real outages."""
         if not (math.isfinite(work_factor) and work_factor >= 0):
-            raise ValueError(f"{self.name}: work_factor must be finite and >= 0, "
-                             f"got {work_factor!r}")
+            raise ValueError(f"{self.name}: work_factor must be in [0, inf), got {work_factor!r}")
         chaos = self._chaos
         fails = chaos.error_rate > 0 and self._rng.random() < chaos.error_rate
         loop = asyncio.get_running_loop()
@@ -238,8 +231,7 @@ class SimulatedDependency:
         now = self._clock()
         due = self._core.next_completion(now)
         if due is not None:
-            self._timer = loop.call_later(max(0.0, due - now), self._wake, loop)
-            self._timer_loop = loop
+            self._timer, self._loop = loop.call_later(max(0.0, due - now), self._wake, loop), loop
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -287,6 +279,6 @@ class SimulatedDependencies(Mapping[str, SimulatedDependency]):
         """Set chaos on the named dependencies; all others go back to ``CALM``."""
         unknown = sorted(set(chaos) - set(self._deps))
         if unknown:
-            raise KeyError(f"unknown dependencies {unknown}, known: {sorted(self._deps)}")
+            raise ValueError(f"unknown dependencies {unknown}, known: {sorted(self._deps)}")
         for name, dep in self._deps.items():
             dep.set_chaos(chaos.get(name, CALM))

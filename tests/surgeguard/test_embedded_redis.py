@@ -30,11 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _alive(pid: int) -> bool:
     """True while ``pid`` is a live process (a zombie counts as dead)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.parent.parent.is_dir() and Path("/proc/self").exists():
+    if Path("/proc/self/stat").exists():
         try:
             # The state letter follows the ")" closing the command name.
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            return stat.rsplit(")", 1)[1].split()[0] != "Z"
         except (FileNotFoundError, ProcessLookupError):
             return False
     try:
@@ -248,22 +248,23 @@ def test_busy_explicit_port_fails_with_the_log_tail(tmp_path: Path) -> None:
 def test_a_picked_port_taken_meanwhile_is_retried(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
+    # The thief is another redis: it answers PING on the port our server failed to
+    # bind, which must not pass for our server coming up.
+    with EmbeddedRedis(data_dir=tmp_path / "thief") as thief:
         real_free_port = embedded_redis._free_port
-        picks = iter([taken, taken])
+        picks = iter([thief.port, thief.port])
         monkeypatch.setattr(
             embedded_redis, "_free_port", lambda host: next(picks, None) or real_free_port(host)
         )
-        with EmbeddedRedis(data_dir=tmp_path) as srv:
-            assert srv.port != taken
+        with EmbeddedRedis(data_dir=tmp_path / "ours") as srv:
+            assert srv.port != thief.port
+            assert srv.running
             client = _client(srv)
             try:
-                assert client.ping()
+                assert client.info("server")["process_id"] == srv.pid
             finally:
                 client.close()
+        assert next(picks, None) is None  # both taken picks were tried
 
 
 def test_startup_timeout_kills_the_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ async def test_four_times_capacity_takes_about_four_times_as_long() -> None:
     alone = await fastest(dep)
     each = await asyncio.gather(*(timed(dep) for _ in range(8)))
     assert 2.5 <= max(each) / alone <= 6.0
-    assert 2.5 <= min(each) / alone  # processor sharing: everyone is slowed, not queued
+    assert min(each) / alone >= 2.5  # processor sharing: everyone is slowed, not queued
     assert (dep.calls, dep.in_service, dep.peak_in_service) == (11, 0, 8)
 
 
@@ -234,7 +234,7 @@ def test_apply_chaos_calms_the_dependencies_not_named() -> None:
     deps.apply_chaos({"db": slow})
     assert deps["db"].chaos == slow
     assert deps["cache"].chaos == CALM
-    with pytest.raises(KeyError, match="unknown dependencies \\['search'\\]"):
+    with pytest.raises(ValueError, match="unknown dependencies \\['search'\\]"):
         deps.apply_chaos({"search": slow, "db": CALM})
     assert deps["db"].chaos == slow  # nothing applied
 

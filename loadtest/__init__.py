@@ -1,0 +1,1 @@
+"""Load generators and micro-benchmarks that drive the demo service on loopback."""
