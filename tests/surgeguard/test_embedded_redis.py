@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,7 +115,7 @@ def test_missing_binary_names_what_was_searched(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(embedded_redis, "_bundled_redis_server", lambda: None)
-    monkeypatch.setattr(embedded_redis.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RedisServerNotFoundError) as info:
         find_redis_server()
     message = str(info.value)
@@ -129,7 +130,7 @@ def test_missing_binary_names_what_was_searched(
 
 def test_falls_back_to_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded_redis, "_bundled_redis_server", lambda: None)
-    monkeypatch.setattr(embedded_redis.shutil, "which", lambda name: f"/opt/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/opt/bin/{name}")
     assert find_redis_server() == Path("/opt/bin/redis-server")
 
 
