@@ -48,8 +48,7 @@ from typing import Any
 import httpx
 
 from surgeguard.embedded_redis import EmbeddedRedis
-from surgeguard.embedded_redis import _die_with_parent as die_with_parent
-from surgeguard.embedded_redis import _terminate as terminate
+from surgeguard.process import die_with_parent, terminate
 
 HOST = "127.0.0.1"
 PATH = "/ping"
@@ -59,7 +58,8 @@ WRK_GRACE_S = 30.0  # beyond --duration before a hung wrk is killed, seconds
 TARGET_LIMITS = ("--concurrency-limit", "10000", "--queue-limit", "1000")
 GOALS: dict[str, float] = {"admission_on_vs_off": 0.93, "rejection_vs_admitted": 2.5}
 MODE_REJECTIONS = re.compile(
-    r'^surgeguard_rejections_total\{[^}]*reason="mode"[^}]*\}\s+(\S+)\s*$', re.MULTILINE)
+    r'^surgeguard_rejections_total\{[^}]*reason="mode"[^}]*\}\s+(\S+)\s*$', re.MULTILINE
+)
 
 
 class BenchError(RuntimeError):
@@ -81,10 +81,14 @@ class Variant:
 
 
 ADMISSION_ON = Variant("admission_on", "GET /ping, admission on", (), (), 200)
-ADMISSION_OFF = Variant("admission_off", "GET /ping, --no-admission", ("--no-admission",), (),
-                        200)
-REJECTION = Variant("rejection", "GET /ping X-Priority: sheddable, --mode shed_sheddable",
-                    ("--mode", "shed_sheddable"), (("X-Priority", "sheddable"),), 429)
+ADMISSION_OFF = Variant("admission_off", "GET /ping, --no-admission", ("--no-admission",), (), 200)
+REJECTION = Variant(
+    "rejection",
+    "GET /ping X-Priority: sheddable, --mode shed_sheddable",
+    ("--mode", "shed_sheddable"),
+    (("X-Priority", "sheddable"),),
+    429,
+)
 VARIANTS: tuple[Variant, ...] = (ADMISSION_ON, ADMISSION_OFF, REJECTION)
 
 
@@ -95,8 +99,8 @@ _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)\s*$", re.MULTILINE)
 _TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", re.MULTILINE)
 _NON_2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+(\d+)\s*$", re.MULTILINE)
 _SOCKET_ERRORS = re.compile(
-    r"^\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)\s*$",
-    re.MULTILINE)
+    r"^\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)\s*$", re.MULTILINE
+)
 _LATENCY_AVG = re.compile(r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s", re.MULTILINE)
 _PERCENTILE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
 
@@ -141,15 +145,21 @@ def parse_wrk_output(text: str) -> WrkResult:
         duration_s=_to_ms(total.group(2), total.group(3)) / 1000.0,
         requests_per_s=float(rps.group(1)),
         non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=(dict(zip(("connect", "read", "write", "timeout"),
-                                map(int, errors.groups()), strict=True)) if errors else {}),
+        socket_errors=(
+            dict(
+                zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True)
+            )
+            if errors
+            else {}
+        ),
         latency_avg_ms=_to_ms(latency.group(1), latency.group(2)) if latency else None,
         latency_percentiles_ms={f"p{p}": _to_ms(v, u) for p, v, u in _PERCENTILE.findall(text)},
     )
 
 
-def wrk_command(url: str, headers: Sequence[tuple[str, str]], *, connections: int,
-                duration_s: float) -> list[str]:
+def wrk_command(
+    url: str, headers: Sequence[tuple[str, str]], *, connections: int, duration_s: float
+) -> list[str]:
     """``wrk -t1 -c<connections> -d<duration_s>s --latency [-H ...] url``."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
     for name, value in headers:
@@ -159,8 +169,13 @@ def wrk_command(url: str, headers: Sequence[tuple[str, str]], *, connections: in
 
 def run_wrk(command: Sequence[str], duration_s: float) -> WrkResult:
     """Run wrk to completion (killed after ``duration_s`` + a grace period, seconds)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, preexec_fn=die_with_parent())
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent(),
+    )
     try:
         out, err = process.communicate(timeout=duration_s + WRK_GRACE_S)
     finally:
@@ -211,14 +226,30 @@ def child_env(redis_url: str) -> dict[str, str]:
 def start_target(variant: Variant, env: Mapping[str, str], log_dir: Path) -> Target:
     """Spawn a target for ``variant`` on a free port; output goes to a log file."""
     port = free_port()
-    argv = [sys.executable, "-m", "surgeguard", "target", "--host", HOST, "--port", str(port),
-            *TARGET_LIMITS, *variant.target_args]
+    argv = [
+        sys.executable,
+        "-m",
+        "surgeguard",
+        "target",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *TARGET_LIMITS,
+        *variant.target_args,
+    ]
     log_path = log_dir / f"{variant.name}.log"
     with log_path.open("ab") as log:
         # Own session: a terminal Ctrl-C reaches only us and we stop the children.
-        process = subprocess.Popen(argv, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=die_with_parent())
+        process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
     return Target(variant, port, argv, process, log_path)
 
 
@@ -226,16 +257,20 @@ def wait_healthy(target: Target, deadline: float) -> None:
     """Poll ``/healthz`` until 200 or ``deadline`` (a ``time.monotonic()`` value)."""
     while time.monotonic() < deadline:
         if target.process.poll() is not None:
-            raise BenchError(f"target {target.variant.name} exited with status "
-                             f"{target.process.returncode}:\n{_tail(target.log_path)}")
+            raise BenchError(
+                f"target {target.variant.name} exited with status "
+                f"{target.process.returncode}:\n{_tail(target.log_path)}"
+            )
         try:
             if httpx.get(f"{target.base_url}/healthz", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise BenchError(f"target {target.variant.name} did not answer /healthz within "
-                     f"{READY_TIMEOUT_S:.0f} s:\n{_tail(target.log_path)}")
+    raise BenchError(
+        f"target {target.variant.name} did not answer /healthz within "
+        f"{READY_TIMEOUT_S:.0f} s:\n{_tail(target.log_path)}"
+    )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -246,8 +281,9 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 @contextmanager
-def running_targets(variants: Sequence[Variant], redis_url: str,
-                    log_dir: Path) -> Iterator[list[Target]]:
+def running_targets(
+    variants: Sequence[Variant], redis_url: str, log_dir: Path
+) -> Iterator[list[Target]]:
     """All targets up and healthy for the block; each stopped by its pid afterwards."""
     targets: list[Target] = []
     try:
@@ -280,10 +316,13 @@ def _signals_deferred() -> Iterator[None]:
 
 def sample_response(target: Target) -> dict[str, Any]:
     """One request as the load will send it: status and the rejection reason header."""
-    response = httpx.get(f"{target.base_url}{PATH}", headers=dict(target.variant.headers),
-                         timeout=5.0)
-    return {"status": response.status_code,
-            "x_surgeguard_reason": response.headers.get("x-surgeguard-reason")}
+    response = httpx.get(
+        f"{target.base_url}{PATH}", headers=dict(target.variant.headers), timeout=5.0
+    )
+    return {
+        "status": response.status_code,
+        "x_surgeguard_reason": response.headers.get("x-surgeguard-reason"),
+    }
 
 
 def mode_rejections(target: Target) -> float:
@@ -292,8 +331,9 @@ def mode_rejections(target: Target) -> float:
     return sum(float(value) for value in MODE_REJECTIONS.findall(text))
 
 
-def check_measurement(variant: Variant, result: WrkResult, metric_delta: float | None,
-                      connections: int) -> list[str]:
+def check_measurement(
+    variant: Variant, result: WrkResult, metric_delta: float | None, connections: int
+) -> list[str]:
     """Problems with one measurement (empty: it is valid).
 
     A rejection run must be all non-2xx, and the target's counter must have grown by
@@ -303,13 +343,17 @@ def check_measurement(variant: Variant, result: WrkResult, metric_delta: float |
         problems.append(f"socket errors {result.socket_errors}")
     expected_non_2xx = result.requests if variant.expected_status >= 300 else 0
     if result.non_2xx_3xx != expected_non_2xx:
-        problems.append(f"{result.non_2xx_3xx} non-2xx/3xx of {result.requests} responses, "
-                        f"expected {expected_non_2xx}")
+        problems.append(
+            f"{result.non_2xx_3xx} non-2xx/3xx of {result.requests} responses, "
+            f"expected {expected_non_2xx}"
+        )
     if metric_delta is not None:
         slack = metric_delta - result.non_2xx_3xx
         if not 0 <= slack <= connections:
-            problems.append(f"rejections_total{{reason=\"mode\"}} grew by {metric_delta:.0f}, "
-                            f"wrk saw {result.non_2xx_3xx} non-2xx responses")
+            problems.append(
+                f'rejections_total{{reason="mode"}} grew by {metric_delta:.0f}, '
+                f"wrk saw {result.non_2xx_3xx} non-2xx responses"
+            )
     return problems
 
 
@@ -336,9 +380,13 @@ class Measurement:
     problems: list[str]
 
     def to_json(self) -> dict[str, Any]:
-        return {"variant": self.variant, "requests_per_s": self.wrk.requests_per_s,
-                "wrk": asdict(self.wrk), "mode_rejections_delta": self.metric_delta,
-                "problems": self.problems}
+        return {
+            "variant": self.variant,
+            "requests_per_s": self.wrk.requests_per_s,
+            "wrk": asdict(self.wrk),
+            "mode_rejections_delta": self.metric_delta,
+            "problems": self.problems,
+        }
 
 
 def measure(target: Target, config: BenchConfig) -> Measurement:
@@ -346,15 +394,24 @@ def measure(target: Target, config: BenchConfig) -> Measurement:
     variant = target.variant
     url = f"{target.base_url}{PATH}"
     if config.warmup_s > 0:
-        run_wrk(wrk_command(url, variant.headers, connections=config.connections,
-                            duration_s=config.warmup_s), config.warmup_s)
+        run_wrk(
+            wrk_command(
+                url, variant.headers, connections=config.connections, duration_s=config.warmup_s
+            ),
+            config.warmup_s,
+        )
     counted = variant.expected_status == 429
     before = mode_rejections(target) if counted else 0.0
-    result = run_wrk(wrk_command(url, variant.headers, connections=config.connections,
-                                 duration_s=config.duration_s), config.duration_s)
+    result = run_wrk(
+        wrk_command(
+            url, variant.headers, connections=config.connections, duration_s=config.duration_s
+        ),
+        config.duration_s,
+    )
     delta = mode_rejections(target) - before if counted else None
-    return Measurement(variant.name, result, delta,
-                       check_measurement(variant, result, delta, config.connections))
+    return Measurement(
+        variant.name, result, delta, check_measurement(variant, result, delta, config.connections)
+    )
 
 
 def ratios(rps: Mapping[str, float]) -> dict[str, float]:
@@ -371,10 +428,19 @@ def run_rounds(targets: Sequence[Target], config: BenchConfig) -> list[dict[str,
     for number in range(1, config.rounds + 1):
         measurements = [measure(target, config) for target in targets]
         rps = {m.variant: m.wrk.requests_per_s for m in measurements}
-        rounds.append({"round": number, "requests_per_s": rps, "ratios": ratios(rps),
-                       "measurements": [m.to_json() for m in measurements]})
-        print(f"round {number}/{config.rounds}: "
-              + ", ".join(f"{name} {value:,.0f}/s" for name, value in rps.items()), flush=True)
+        rounds.append(
+            {
+                "round": number,
+                "requests_per_s": rps,
+                "ratios": ratios(rps),
+                "measurements": [m.to_json() for m in measurements],
+            }
+        )
+        print(
+            f"round {number}/{config.rounds}: "
+            + ", ".join(f"{name} {value:,.0f}/s" for name, value in rps.items()),
+            flush=True,
+        )
     return rounds
 
 
@@ -383,14 +449,19 @@ def run_rounds(targets: Sequence[Target], config: BenchConfig) -> list[dict[str,
 
 def summarize(rounds: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
     """Median requests/s per variant over the rounds, and the ratios of those medians."""
-    medians = {v.name: statistics.median(r["requests_per_s"][v.name] for r in rounds)
-               for v in VARIANTS}
+    medians = {
+        v.name: statistics.median(r["requests_per_s"][v.name] for r in rounds) for v in VARIANTS
+    }
     return medians, ratios(medians)
 
 
 def machine_info() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "python_version": platform.python_version(),
-            "platform": platform.platform(), "wrk": _wrk_version()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "wrk": _wrk_version(),
+    }
 
 
 def _wrk_version() -> str:
@@ -410,8 +481,11 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines.append(row + "".join(f"{r['ratios'][n]:>24.3f}" for n in ratio_names))
     lines.append("-" * len(head))
     medians, med_ratios = report["median_rps"], report["ratios"]
-    lines.append(f"{'median':>6} " + "".join(f"{medians[n]:>15,.0f}" for n in names)
-                 + "".join(f"{med_ratios[n]:>24.3f}" for n in ratio_names))
+    lines.append(
+        f"{'median':>6} "
+        + "".join(f"{medians[n]:>15,.0f}" for n in names)
+        + "".join(f"{med_ratios[n]:>24.3f}" for n in ratio_names)
+    )
     lines.append("")
     for name, goal in GOALS.items():
         verdict = "PASS" if med_ratios[name] >= goal else "MISS"
@@ -422,18 +496,27 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_report(command: str, config: BenchConfig, targets: Sequence[Target],
-                 samples: Mapping[str, Mapping[str, Any]],
-                 rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def build_report(
+    command: str,
+    config: BenchConfig,
+    targets: Sequence[Target],
+    samples: Mapping[str, Mapping[str, Any]],
+    rounds: list[dict[str, Any]],
+) -> dict[str, Any]:
     """The JSON document (see the module docstring for what each part means)."""
     medians, med_ratios = summarize(rounds)
-    problems = [f"round {r['round']} {m['variant']}: {p}"
-                for r in rounds for m in r["measurements"] for p in m["problems"]]
+    problems = [
+        f"round {r['round']} {m['variant']}: {p}"
+        for r in rounds
+        for m in r["measurements"]
+        for p in m["problems"]
+    ]
     for target in targets:
         variant, status = target.variant, samples[target.variant.name]["status"]
         if status != variant.expected_status:
-            problems.append(f"sample {variant.name}: status {status}, "
-                            f"expected {variant.expected_status}")
+            problems.append(
+                f"sample {variant.name}: status {status}, expected {variant.expected_status}"
+            )
     return {
         "command": command,
         "config": asdict(config) | {"threads": 1, "path": PATH},
@@ -443,12 +526,17 @@ def build_report(command: str, config: BenchConfig, targets: Sequence[Target],
         "goals": GOALS,
         "goals_met": {n: med_ratios[n] >= g for n, g in GOALS.items()},
         "problems": problems,
-        "targets": {t.variant.name: {"description": t.variant.description,
-                                     "argv": t.argv[1:], "port": t.port,
-                                     "headers": dict(t.variant.headers),
-                                     "expected_status": t.variant.expected_status,
-                                     "sample": dict(samples[t.variant.name])}
-                    for t in targets},
+        "targets": {
+            t.variant.name: {
+                "description": t.variant.description,
+                "argv": t.argv[1:],
+                "port": t.port,
+                "headers": dict(t.variant.headers),
+                "expected_status": t.variant.expected_status,
+                "sample": dict(samples[t.variant.name]),
+            }
+            for t in targets
+        },
         "machine": machine_info(),
     }
 
@@ -473,17 +561,35 @@ def _positive_int(value: str) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench_admission",
-        description="Requests/s of /ping with admission on vs off, and of 429 rejections.")
-    parser.add_argument("--duration", type=_positive_float, default=10.0,
-                        help="seconds of load per measurement (default 10)")
-    parser.add_argument("--rounds", type=_positive_int, default=5,
-                        help="interleaved rounds of all variants (default 5)")
-    parser.add_argument("--connections", type=_positive_int, default=50,
-                        help="wrk connections (default 50)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="seconds of unmeasured load before each measurement (default 1)")
-    parser.add_argument("--out", type=Path, default=Path("bench-out/admission.json"),
-                        help="JSON report path (default bench-out/admission.json)")
+        description="Requests/s of /ping with admission on vs off, and of 429 rejections.",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=10.0,
+        help="seconds of load per measurement (default 10)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=5,
+        help="interleaved rounds of all variants (default 5)",
+    )
+    parser.add_argument(
+        "--connections", type=_positive_int, default=50, help="wrk connections (default 50)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of unmeasured load before each measurement (default 1)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-out/admission.json"),
+        help="JSON report path (default bench-out/admission.json)",
+    )
     return parser.parse_args(argv)
 
 
@@ -496,9 +602,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise BenchError("wrk not found on PATH: apt-get install -y wrk")
     config = BenchConfig(args.duration, args.rounds, args.connections, max(args.warmup, 0.0))
-    with tempfile.TemporaryDirectory(prefix="bench-admission-") as tmp, \
-            EmbeddedRedis(data_dir=Path(tmp) / "redis") as redis_server, \
-            running_targets(VARIANTS, redis_server.url, Path(tmp)) as targets:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-admission-") as tmp,
+        EmbeddedRedis(data_dir=Path(tmp) / "redis") as redis_server,
+        running_targets(VARIANTS, redis_server.url, Path(tmp)) as targets,
+    ):
         samples = {t.variant.name: sample_response(t) for t in targets}
         rounds = run_rounds(targets, config)
         return build_report(command, config, targets, samples, rounds)
@@ -506,8 +614,14 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join([sys.executable, "-m", "loadtest.bench_admission",
-                          *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.bench_admission",
+            *(sys.argv[1:] if argv is None else argv),
+        ]
+    )
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         report = run(args, command)
@@ -515,8 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_admission: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench_admission: interrupted; every process it started was stopped",
-              file=sys.stderr)
+        print("bench_admission: interrupted; every process it started was stopped", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

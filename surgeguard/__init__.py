@@ -7,7 +7,7 @@ that the control plane publishes in Redis, and the client that applies them.
 
 from surgeguard.admission import AdmissionMiddleware, RouteTable
 from surgeguard.bulkhead import Bulkhead, BulkheadFull, BulkheadRejected, BulkheadTimeout
-from surgeguard.knobs import KNOB_SPECS, Knobs, KnobError
+from surgeguard.knobs import KNOB_SPECS, KnobError, Knobs
 from surgeguard.limiter import Limiter, LimiterStats
 from surgeguard.modes import Mode
 from surgeguard.priority import Priority

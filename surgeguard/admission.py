@@ -27,8 +27,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-READ_ONLY_DETAIL = ("The service is in read-only mode during a traffic spike: "
-                    "writes are paused, reads still work. Retry later.")
+READ_ONLY_DETAIL = (
+    "The service is in read-only mode during a traffic spike: "
+    "writes are paused, reads still work. Retry later."
+)
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,14 @@ class RouteTable:
 
     Exact paths are a dict lookup; prefixes (``/items/``) are tried in order."""
 
-    def __init__(self, exact: Mapping[str, Route], prefixes: Sequence[tuple[str, Route]] = (),
-                 *, default: Route = Route("other", Priority.NORMAL),
-                 bypass: Iterable[str] = ("/healthz", "/readyz", "/metrics")) -> None:
+    def __init__(
+        self,
+        exact: Mapping[str, Route],
+        prefixes: Sequence[tuple[str, Route]] = (),
+        *,
+        default: Route = Route("other", Priority.NORMAL),
+        bypass: Iterable[str] = ("/healthz", "/readyz", "/metrics"),
+    ) -> None:
         self._exact: dict[str, Route | None] = dict(exact)
         for path in bypass:
             self._exact[path] = None
@@ -158,8 +165,9 @@ class AdmissionMiddleware:
             self.metrics.duration[(route.name, outcome)].observe(clock() - admitted)
             self.metrics.requests[(route.name, priority, outcome)].inc()
 
-    async def _reject(self, send: Send, route: str, priority: Priority, reason: str,
-                      status: int) -> None:
+    async def _reject(
+        self, send: Send, route: str, priority: Priority, reason: str, status: int
+    ) -> None:
         self.metrics.rejections[(reason, priority)].inc()
         self.metrics.requests[(route, priority, REJECTED)].inc()
         await self.rejections.send(send, status, reason)

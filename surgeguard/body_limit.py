@@ -7,6 +7,7 @@ a truncated body) is replaced by the 413, so nothing of the request is acted on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -28,17 +29,25 @@ class BodySizeLimitMiddleware:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.app = app
         self.max_bytes = max_bytes
-        self._body = json.dumps({
-            "error": "payload_too_large",
-            "detail": f"request body is larger than the maximum of {max_bytes} bytes",
-        }).encode()
+        self._body = json.dumps(
+            {
+                "error": "payload_too_large",
+                "detail": f"request body is larger than the maximum of {max_bytes} bytes",
+            }
+        ).encode()
 
     async def _send_413(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self._body)).encode()),
-            (b"connection", b"close"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(self._body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": self._body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,9 +90,7 @@ class BodySizeLimitMiddleware:
                 sent_413 = True
                 await self._send_413(send)
 
-        try:
+        with contextlib.suppress(BodyTooLarge):
             await self.app(scope, counting_receive, guarded_send)
-        except BodyTooLarge:
-            pass
         if too_large and not sent_413:
             await self._send_413(send)

@@ -45,22 +45,37 @@ class DependencyMetrics:
     OUTCOMES = ("ok", "error", "timeout")
 
     def __init__(self, registry: CollectorRegistry, *, slo_seconds: float = 0.25) -> None:
-        self.inflight = Gauge("surgeguard_dependency_inflight",
-                              "Calls in flight to a dependency now.", ["dependency"],
-                              registry=registry)
-        self.limit = Gauge("surgeguard_dependency_limit",
-                           "Bulkhead limit of a dependency now (calls).", ["dependency"],
-                           registry=registry)
-        self.waiting = Gauge("surgeguard_dependency_waiting",
-                             "Calls waiting for a bulkhead slot now.", ["dependency"],
-                             registry=registry)
-        self.duration = Histogram("surgeguard_dependency_duration_seconds",
-                                  "Duration of a dependency call, seconds (after its wait).",
-                                  ["dependency", "outcome"],
-                                  buckets=latency_buckets(slo_seconds), registry=registry)
-        self.rejections = Counter("surgeguard_dependency_rejections",
-                                  "Calls refused by a bulkhead (full) or cut off (timeout).",
-                                  ["dependency", "reason"], registry=registry)
+        self.inflight = Gauge(
+            "surgeguard_dependency_inflight",
+            "Calls in flight to a dependency now.",
+            ["dependency"],
+            registry=registry,
+        )
+        self.limit = Gauge(
+            "surgeguard_dependency_limit",
+            "Bulkhead limit of a dependency now (calls).",
+            ["dependency"],
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "surgeguard_dependency_waiting",
+            "Calls waiting for a bulkhead slot now.",
+            ["dependency"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "surgeguard_dependency_duration_seconds",
+            "Duration of a dependency call, seconds (after its wait).",
+            ["dependency", "outcome"],
+            buckets=latency_buckets(slo_seconds),
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "surgeguard_dependency_rejections",
+            "Calls refused by a bulkhead (full) or cut off (timeout).",
+            ["dependency", "reason"],
+            registry=registry,
+        )
 
 
 @dataclass(frozen=True)
@@ -76,9 +91,16 @@ class BulkheadStats:
 
 
 class Bulkhead:
-    def __init__(self, name: str, limit: int, *, max_wait_s: float = 0.05,
-                 timeout_s: float = 2.0, metrics: DependencyMetrics | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        name: str,
+        limit: int,
+        *,
+        max_wait_s: float = 0.05,
+        timeout_s: float = 2.0,
+        metrics: DependencyMetrics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0 seconds, got {max_wait_s}")
         if timeout_s <= 0:
@@ -99,7 +121,9 @@ class Bulkhead:
             metrics.limit.labels(name).set_function(lambda: self.limit)
             metrics.waiting.labels(name).set_function(lambda: self.waiting)
             self._durations = tuple(metrics.duration.labels(name, o) for o in metrics.OUTCOMES)
-            self._rejections = tuple(metrics.rejections.labels(name, r) for r in ("full", "timeout"))
+            self._rejections = tuple(
+                metrics.rejections.labels(name, r) for r in ("full", "timeout")
+            )
 
     @property
     def waiting(self) -> int:
@@ -167,7 +191,8 @@ class Bulkhead:
             if self._rejections:
                 self._rejections[1].inc()
             raise BulkheadTimeout(
-                self.name, f"no answer within {self.timeout_s * 1000:.0f} ms") from None
+                self.name, f"no answer within {self.timeout_s * 1000:.0f} ms"
+            ) from None
         except BaseException:
             outcome = 1
             self.errors += 1
@@ -178,5 +203,13 @@ class Bulkhead:
                 self._durations[outcome].observe(self._clock() - started)
 
     def stats(self) -> BulkheadStats:
-        return BulkheadStats(self.name, self.limit, self.in_flight, self.waiting, self.calls,
-                             self.rejected_full, self.timed_out, self.errors)
+        return BulkheadStats(
+            self.name,
+            self.limit,
+            self.in_flight,
+            self.waiting,
+            self.calls,
+            self.rejected_full,
+            self.timed_out,
+            self.errors,
+        )

@@ -19,7 +19,8 @@ class Chaos:
         low, high = LATENCY_MULTIPLIER_RANGE
         if not low <= self.latency_multiplier <= high:
             raise ValueError(
-                f"latency_multiplier must be in [{low}, {high}], got {self.latency_multiplier}")
+                f"latency_multiplier must be in [{low}, {high}], got {self.latency_multiplier}"
+            )
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
 

@@ -28,36 +28,54 @@ def _port(value: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="surgeguard",
-        description="Keep a web service fast when traffic spikes far past what it can serve.")
+        description="Keep a web service fast when traffic spikes far past what it can serve.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
-    up = sub.add_parser("up", help="run the whole stack on this machine",
-                        description="Start the embedded Redis (unless SURGEGUARD_REDIS_URL is "
-                                    "set) and the target service; print their URLs and the "
-                                    "admin token; Ctrl-C stops everything.")
+    up = sub.add_parser(
+        "up",
+        help="run the whole stack on this machine",
+        description="Start the embedded Redis (unless SURGEGUARD_REDIS_URL is "
+        "set) and the target service; print their URLs and the "
+        "admin token; Ctrl-C stops everything.",
+    )
     up.add_argument("--target-port", type=_port, default=8000, help="default 8000")
     up.add_argument("--data-dir", type=Path, help="embedded Redis data (SURGEGUARD_DATA_DIR)")
 
-    red = sub.add_parser("redis", help="run the embedded Redis server standalone",
-                         description="A real redis-server with append-only persistence.")
+    red = sub.add_parser(
+        "redis",
+        help="run the embedded Redis server standalone",
+        description="A real redis-server with append-only persistence.",
+    )
     red.add_argument("--port", type=_port, help="default: a free port")
     red.add_argument("--data-dir", type=Path, help="default ./.surgeguard (SURGEGUARD_DATA_DIR)")
 
-    target = sub.add_parser("target", help="run one replica of the demo service",
-                            description="The demo service behind admission control. Initial "
-                                        "knobs come from these flags or SURGEGUARD_* variables; "
-                                        "the control plane in Redis may change them later.")
+    target = sub.add_parser(
+        "target",
+        help="run one replica of the demo service",
+        description="The demo service behind admission control. Initial "
+        "knobs come from these flags or SURGEGUARD_* variables; "
+        "the control plane in Redis may change them later.",
+    )
     target.add_argument("--host", help="default 127.0.0.1 (SURGEGUARD_HOST)")
     target.add_argument("--port", type=_port, default=8000, help="default 8000")
     target.add_argument("--replica-id", help="default host:port (SURGEGUARD_REPLICA_ID)")
     target.add_argument("--concurrency-limit", type=int, help="requests in flight at once")
     target.add_argument("--queue-limit", type=int, help="requests that may wait")
     target.add_argument("--queue-timeout-ms", type=int, help="longest wait for a slot, ms")
-    target.add_argument("--mode", action="append", default=[], metavar="MODE",
-                        help="degradation mode on at start (repeatable): "
-                             + ", ".join(m.value for m in Mode))
-    target.add_argument("--no-admission", action="store_true", default=None,
-                        help="admission middleware off (to measure its cost)")
+    target.add_argument(
+        "--mode",
+        action="append",
+        default=[],
+        metavar="MODE",
+        help="degradation mode on at start (repeatable): " + ", ".join(m.value for m in Mode),
+    )
+    target.add_argument(
+        "--no-admission",
+        action="store_true",
+        default=None,
+        help="admission middleware off (to measure its cost)",
+    )
     target.add_argument("--data-dir", type=Path, help="embedded Redis data when no URL is set")
     return parser
 
@@ -79,10 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from target_app.server import serve
 
             settings = load_settings(
-                host=args.host, replica_id=args.replica_id, data_dir=args.data_dir,
-                concurrency_limit=args.concurrency_limit, queue_limit=args.queue_limit,
-                queue_timeout_ms=args.queue_timeout_ms, no_admission=args.no_admission,
-                modes=",".join(args.mode) if args.mode else None)
+                host=args.host,
+                replica_id=args.replica_id,
+                data_dir=args.data_dir,
+                concurrency_limit=args.concurrency_limit,
+                queue_limit=args.queue_limit,
+                queue_timeout_ms=args.queue_timeout_ms,
+                no_admission=args.no_admission,
+                modes=",".join(args.mode) if args.mode else None,
+            )
             return serve(settings, args.port)
     except SettingsError as exc:
         print(f"surgeguard {args.command}: {exc}", file=sys.stderr)

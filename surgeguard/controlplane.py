@@ -54,17 +54,22 @@ class ControlState:
         return initial.with_changes(self.knobs).with_changes(self.replicas.get(replica, {}))
 
     def to_json(self) -> str:
-        return json.dumps({
-            "version": self.version,
-            "knobs": dict(self.knobs),
-            "replicas": {r: {"knobs": dict(k)} for r, k in self.replicas.items()},
-            "modes": sorted(m.value for m in self.modes),
-            "chaos": {d: {"latency_multiplier": c.latency_multiplier, "error_rate": c.error_rate}
-                      for d, c in self.chaos.items()},
-            "pins": sorted(self.pins),
-            "updated_at": self.updated_at,
-            "updated_by": self.updated_by,
-        }, sort_keys=True)
+        return json.dumps(
+            {
+                "version": self.version,
+                "knobs": dict(self.knobs),
+                "replicas": {r: {"knobs": dict(k)} for r, k in self.replicas.items()},
+                "modes": sorted(m.value for m in self.modes),
+                "chaos": {
+                    d: {"latency_multiplier": c.latency_multiplier, "error_rate": c.error_rate}
+                    for d, c in self.chaos.items()
+                },
+                "pins": sorted(self.pins),
+                "updated_at": self.updated_at,
+                "updated_by": self.updated_by,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ControlState:
@@ -82,8 +87,10 @@ class ControlState:
             for dep, values in dict(doc.get("chaos", {})).items():
                 if dep not in DEPENDENCIES:
                     raise ControlDocumentError(f"chaos: unknown dependency {dep!r}")
-                chaos[dep] = Chaos(float(values.get("latency_multiplier", 1.0)),
-                                   float(values.get("error_rate", 0.0)))
+                chaos[dep] = Chaos(
+                    float(values.get("latency_multiplier", 1.0)),
+                    float(values.get("error_rate", 0.0)),
+                )
             return cls(
                 version=int(doc.get("version", 0)),
                 knobs=knobs,
@@ -116,14 +123,20 @@ async def read_state(client: aioredis.Redis) -> ControlState:
 class ControlPlaneWriter:
     """Atomic read-modify-write of the control document (optimistic, WATCH/MULTI)."""
 
-    def __init__(self, client: aioredis.Redis, *, writer: str = "controller",
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        writer: str = "controller",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._client = client
         self._writer = writer
         self._clock = clock
 
-    async def update(self, change: Callable[[ControlState], ControlState],
-                     *, attempts: int = 20) -> ControlState:
+    async def update(
+        self, change: Callable[[ControlState], ControlState], *, attempts: int = 20
+    ) -> ControlState:
         """Apply ``change`` to the current state and store it as the next version.
         ``change`` must return a valid state; it is validated again before writing."""
         for _ in range(attempts):
@@ -132,8 +145,12 @@ class ControlPlaneWriter:
                     await pipe.watch(CONTROL_KEY)
                     raw = await pipe.get(CONTROL_KEY)
                     current = ControlState() if raw is None else ControlState.from_json(raw)
-                    new = replace(change(current), version=current.version + 1,
-                                  updated_at=self._clock(), updated_by=self._writer)
+                    new = replace(
+                        change(current),
+                        version=current.version + 1,
+                        updated_at=self._clock(),
+                        updated_by=self._writer,
+                    )
                     encoded = new.to_json()
                     ControlState.from_json(encoded)  # never store what a replica would refuse
                     pipe.multi()  # type: ignore[no-untyped-call]
@@ -145,13 +162,16 @@ class ControlPlaneWriter:
                     continue
         raise RuntimeError(f"control document kept changing; gave up after {attempts} attempts")
 
-    async def set_knobs(self, values: Mapping[str, int], replica: str | None = None) -> ControlState:
+    async def set_knobs(
+        self, values: Mapping[str, int], replica: str | None = None
+    ) -> ControlState:
         def change(state: ControlState) -> ControlState:
             if replica is None:
                 return replace(state, knobs={**state.knobs, **values})
             replicas = dict(state.replicas)
             replicas[replica] = {**replicas.get(replica, {}), **values}
             return replace(state, replicas=replicas)
+
         return await self.update(change)
 
     async def set_modes(self, modes: frozenset[Mode]) -> ControlState:
@@ -168,4 +188,5 @@ class ControlPlaneWriter:
             else:
                 updated[dependency] = chaos
             return replace(state, chaos=updated)
+
         return await self.update(change)

@@ -14,8 +14,6 @@ file.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
 import fcntl
 import importlib.util
 import os
@@ -25,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
@@ -33,6 +30,8 @@ from typing import IO, Self
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from surgeguard.process import die_with_parent, terminate
 
 __all__ = [
     "EmbeddedRedis",
@@ -49,7 +48,6 @@ _LOCK_NAME = "embedded-redis.lock"
 # a few fresh picks make that race practically impossible to lose every time.
 _BIND_ATTEMPTS = 5
 _POLL_S = 0.05
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -96,29 +94,6 @@ def _free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies (Linux).
-
-    Caveat: the kernel fires PDEATHSIG when the *thread* that forked the child exits,
-    not the whole process. So ``start()`` must run on a long-lived thread (normally the
-    main thread); started from a short-lived worker thread, redis is killed as soon as
-    that thread ends.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    # Resolve prctl before fork: the child between fork and exec must not load libraries.
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent_pid = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died before prctl ran; then no signal will ever come.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -222,7 +197,7 @@ class EmbeddedRedis:
         proc, self._proc = self._proc, None
         if proc is not None:
             atexit.unregister(self.stop)
-            _terminate(proc, timeout_s)
+            terminate(proc, timeout_s)
         self._unlock_data_dir()
 
     def __enter__(self) -> Self:
@@ -281,7 +256,7 @@ class EmbeddedRedis:
                 stdout=log,
                 stderr=log,
                 pass_fds=(self._lock_file.fileno(),),
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
                 # Own session: a terminal Ctrl-C reaches only us, so we decide the
                 # shutdown order (apps first, their Redis last). PDEATHSIG covers our death.
                 start_new_session=True,
@@ -309,7 +284,7 @@ class EmbeddedRedis:
                     return None
                 if time.monotonic() >= deadline:
                     self._proc = None
-                    _terminate(proc, timeout_s=2.0)
+                    terminate(proc, timeout_s=2.0)
                     return (
                         f"redis-server did not answer PING on {self._host}:{port} within "
                         f"{self._startup_timeout_s} s; log tail ({self.log_path}):\n"
@@ -332,18 +307,6 @@ class EmbeddedRedis:
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return False
         return bool(info.get("process_id") == pid)
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM, wait up to ``timeout_s`` seconds, then SIGKILL and reap."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
 
 
 def run_forever(port: int | None, data_dir: Path) -> int:

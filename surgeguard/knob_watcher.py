@@ -9,6 +9,7 @@ serving, and ``staleness_s`` says for how long it has not heard from the plane.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,8 +31,14 @@ Apply = Callable[[ControlState], None]
 
 
 class KnobWatcher:
-    def __init__(self, client: aioredis.Redis, apply: Apply, *, poll_interval_s: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        apply: Apply,
+        *,
+        poll_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._apply = apply
         self.poll_interval_s = poll_interval_s
@@ -89,10 +96,8 @@ class KnobWatcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def run(self) -> None:
@@ -104,16 +109,15 @@ class KnobWatcher:
                 await self.refresh()  # anything published before we subscribed
                 while True:
                     message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=self.poll_interval_s)
+                        ignore_subscribe_messages=True, timeout=self.poll_interval_s
+                    )
                     if not await self.refresh() and message is None:
                         break
             except (RedisError, OSError) as exc:
                 self._fail(exc)
             finally:
-                try:
+                with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except (RedisError, OSError):
-                    pass
             # Redis is away: poll (cheaply) until it answers, then resubscribe.
-            while not await self.refresh():
+            while not await self.refresh():  # noqa: ASYNC110 - polling Redis, not a flag
                 await asyncio.sleep(self.poll_interval_s)

@@ -40,17 +40,43 @@ class KnobSpec:
 
 def _specs() -> dict[str, KnobSpec]:
     specs = [
-        KnobSpec("concurrency_limit", 1, 10_000, 64, "requests",
-                 "requests handled at once by one replica"),
-        KnobSpec("queue_limit", 0, 100_000, 128, "requests",
-                 "requests that may wait for a slot (the shed threshold)"),
-        KnobSpec("queue_timeout_ms", 1, 60_000, 200, "ms",
-                 "longest a request may wait for a slot before a 429"),
+        KnobSpec(
+            "concurrency_limit",
+            1,
+            10_000,
+            64,
+            "requests",
+            "requests handled at once by one replica",
+        ),
+        KnobSpec(
+            "queue_limit",
+            0,
+            100_000,
+            128,
+            "requests",
+            "requests that may wait for a slot (the shed threshold)",
+        ),
+        KnobSpec(
+            "queue_timeout_ms",
+            1,
+            60_000,
+            200,
+            "ms",
+            "longest a request may wait for a slot before a 429",
+        ),
     ]
     defaults = {"db": 16, "cache": 64, "recommendations": 8, "payments": 8}
     for dep in DEPENDENCIES:
-        specs.append(KnobSpec(f"bulkhead.{dep}", 1, 10_000, defaults[dep], "calls",
-                              f"calls to {dep} in flight at once"))
+        specs.append(
+            KnobSpec(
+                f"bulkhead.{dep}",
+                1,
+                10_000,
+                defaults[dep],
+                "calls",
+                f"calls to {dep} in flight at once",
+            )
+        )
     return {s.name: s for s in specs}
 
 
@@ -78,7 +104,7 @@ class Knobs(Mapping[str, int]):
         return cls().with_changes(changes or {})
 
     def with_changes(self, changes: Mapping[str, object]) -> Knobs:
-        """A new ``Knobs`` with ``changes`` applied; raises ``KnobError`` before changing anything."""
+        """A new ``Knobs`` with ``changes`` applied (raises ``KnobError``, changing nothing)."""
         merged = dict(self.mapping)
         for name, value in changes.items():
             merged[name] = knob_spec(name).check(value)

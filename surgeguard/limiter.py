@@ -56,8 +56,13 @@ class Waiter:
 
     __slots__ = ("client", "enqueued_at", "future", "priority", "timer")
 
-    def __init__(self, priority: Priority, client: bytes | None, enqueued_at: float,
-                 future: asyncio.Future[str | None]) -> None:
+    def __init__(
+        self,
+        priority: Priority,
+        client: bytes | None,
+        enqueued_at: float,
+        future: asyncio.Future[str | None],
+    ) -> None:
         self.priority = priority
         self.client = client
         self.enqueued_at = enqueued_at
@@ -97,7 +102,9 @@ class Limiter:
         if not 0.0 < client_share <= 1.0:
             raise ValueError(f"client_share must be in (0, 1], got {client_share}")
         if not 0.0 <= sheddable_queue_share <= 1.0:
-            raise ValueError(f"sheddable_queue_share must be in [0, 1], got {sheddable_queue_share}")
+            raise ValueError(
+                f"sheddable_queue_share must be in [0, 1], got {sheddable_queue_share}"
+            )
         self._clock = clock
         self._call_later = call_later
         self.client_share = client_share
@@ -120,8 +127,13 @@ class Limiter:
 
     # -- limits -------------------------------------------------------------------------
 
-    def set_limits(self, *, limit: int | None = None, queue_limit: int | None = None,
-                   queue_timeout_s: float | None = None) -> None:
+    def set_limits(
+        self,
+        *,
+        limit: int | None = None,
+        queue_limit: int | None = None,
+        queue_timeout_s: float | None = None,
+    ) -> None:
         """Change limits now. Validates all before changing any."""
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")

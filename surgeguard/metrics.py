@@ -17,8 +17,30 @@ from surgeguard.priority import Priority
 OUTCOMES: tuple[str, ...] = ("ok", "client_error", "unavailable", "error")
 REJECTED = "rejected"
 
-_LATENCY_EDGES_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1,
-                    0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+_LATENCY_EDGES_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 def latency_buckets(slo_seconds: float) -> tuple[float, ...]:
@@ -37,29 +59,48 @@ def outcome_of(status: int) -> str:
 class AdmissionMetrics:
     """Request, rejection and limiter metrics with every label child bound up front."""
 
-    def __init__(self, registry: CollectorRegistry, *, slo_seconds: float,
-                 routes: Iterable[str]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, slo_seconds: float, routes: Iterable[str]
+    ) -> None:
         routes = tuple(routes)
         buckets = latency_buckets(slo_seconds)
         duration = Histogram(
             "surgeguard_request_duration_seconds",
             "Time from admission to the end of the response, seconds (admitted requests).",
-            ["route", "outcome"], buckets=buckets, registry=registry)
+            ["route", "outcome"],
+            buckets=buckets,
+            registry=registry,
+        )
         self.queue_wait = Histogram(
             "surgeguard_queue_wait_seconds",
             "Time an admitted request waited for a slot, seconds (0 when none was needed).",
-            buckets=(0.0, *buckets), registry=registry)
+            buckets=(0.0, *buckets),
+            registry=registry,
+        )
         requests = Counter(
-            "surgeguard_requests", "Requests by route, priority and outcome.",
-            ["route", "priority", "outcome"], registry=registry)
+            "surgeguard_requests",
+            "Requests by route, priority and outcome.",
+            ["route", "priority", "outcome"],
+            registry=registry,
+        )
         rejections = Counter(
-            "surgeguard_rejections", "Requests turned away before any work, by reason.",
-            ["reason", "priority"], registry=registry)
+            "surgeguard_rejections",
+            "Requests turned away before any work, by reason.",
+            ["reason", "priority"],
+            registry=registry,
+        )
         self.duration = {(r, o): duration.labels(r, o) for r in routes for o in OUTCOMES}
-        self.requests = {(r, p, o): requests.labels(r, p.label, o)
-                         for r in routes for p in Priority for o in (*OUTCOMES, REJECTED)}
-        self.rejections = {(reason, p): rejections.labels(reason, p.label)
-                           for reason in REJECTION_REASONS for p in Priority}
+        self.requests = {
+            (r, p, o): requests.labels(r, p.label, o)
+            for r in routes
+            for p in Priority
+            for o in (*OUTCOMES, REJECTED)
+        }
+        self.rejections = {
+            (reason, p): rejections.labels(reason, p.label)
+            for reason in REJECTION_REASONS
+            for p in Priority
+        }
         self._gauges = {
             name: Gauge(name, doc, registry=registry)
             for name, doc in (
@@ -67,8 +108,14 @@ class AdmissionMetrics:
                 ("surgeguard_queue_depth", "Requests waiting for a slot now."),
                 ("surgeguard_concurrency_limit", "In-flight limit now (requests)."),
                 ("surgeguard_queue_limit", "How many may wait now: the shed threshold (requests)."),
-                ("surgeguard_queue_timeout_seconds", "Longest allowed wait for a slot now, seconds."),
-                ("surgeguard_inflight_peak", "Highest in-flight count seen since start (requests)."),
+                (
+                    "surgeguard_queue_timeout_seconds",
+                    "Longest allowed wait for a slot now, seconds.",
+                ),
+                (
+                    "surgeguard_inflight_peak",
+                    "Highest in-flight count seen since start (requests).",
+                ),
             )
         }
 

@@ -28,11 +28,14 @@ REASON_DETAIL: dict[str, str] = {
 class RejectionResponses:
     """One prebuilt (start, body) pair per status, reason and Retry-After value."""
 
-    def __init__(self, retry_after_s: tuple[int, int] = (1, 3), *,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, retry_after_s: tuple[int, int] = (1, 3), *, rng: random.Random | None = None
+    ) -> None:
         low, high = retry_after_s
         if not 0 <= low <= high:
-            raise ValueError(f"retry_after_s must be (low, high) with 0 <= low <= high, got {retry_after_s}")
+            raise ValueError(
+                f"retry_after_s must be (low, high) with 0 <= low <= high, got {retry_after_s}"
+            )
         self._values = list(range(low, high + 1))
         self._random = (rng or random.Random()).random
         self._prebuilt: dict[tuple[int, str], list[tuple[Message, Message]]] = {}

@@ -39,8 +39,7 @@ def _knob_field(name: str) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore",
-                                      validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
     # -- where things are --
     redis_url: str | None = Field(None, description="Redis to use; unset: start the embedded one")
@@ -61,12 +60,14 @@ class Settings(BaseSettings):
     queue_timeout_ms: int = _knob_field("queue_timeout_ms")
     modes: str = Field("", description="comma-separated degradation modes on at start")
     no_admission: bool = Field(False, description="admission middleware off (cost measurement)")
-    client_share: float = Field(0.5, gt=0.0, le=1.0,
-                                description="largest share of the limit one client may hold")
+    client_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="largest share of the limit one client may hold"
+    )
     retry_after_min_s: int = Field(1, ge=0, le=3600)
     retry_after_max_s: int = Field(3, ge=0, le=3600)
-    control_poll_ms: int = Field(500, ge=50, le=60_000,
-                                 description="control-plane polling fallback period, ms")
+    control_poll_ms: int = Field(
+        500, ge=50, le=60_000, description="control-plane polling fallback period, ms"
+    )
 
     # -- request edges --
     max_body_bytes: int = Field(64 * 1024, ge=64, le=16 * 1024 * 1024)
@@ -76,16 +77,20 @@ class Settings(BaseSettings):
     db_latency_ms: float = Field(DEPENDENCY_DEFAULTS["db"][1], ge=0.0, le=60_000)
     cache_capacity: int = Field(DEPENDENCY_DEFAULTS["cache"][0], ge=1, le=10_000)
     cache_latency_ms: float = Field(DEPENDENCY_DEFAULTS["cache"][1], ge=0.0, le=60_000)
-    recommendations_capacity: int = Field(DEPENDENCY_DEFAULTS["recommendations"][0],
-                                          ge=1, le=10_000)
-    recommendations_latency_ms: float = Field(DEPENDENCY_DEFAULTS["recommendations"][1],
-                                              ge=0.0, le=60_000)
+    recommendations_capacity: int = Field(
+        DEPENDENCY_DEFAULTS["recommendations"][0], ge=1, le=10_000
+    )
+    recommendations_latency_ms: float = Field(
+        DEPENDENCY_DEFAULTS["recommendations"][1], ge=0.0, le=60_000
+    )
     payments_capacity: int = Field(DEPENDENCY_DEFAULTS["payments"][0], ge=1, le=10_000)
     payments_latency_ms: float = Field(DEPENDENCY_DEFAULTS["payments"][1], ge=0.0, le=60_000)
-    bulkhead_max_wait_ms: int = Field(50, ge=0, le=60_000,
-                                      description="longest wait for a bulkhead slot, ms")
-    dependency_timeout_ms: int = Field(2_000, ge=1, le=600_000,
-                                       description="a dependency call is cut off after, ms")
+    bulkhead_max_wait_ms: int = Field(
+        50, ge=0, le=60_000, description="longest wait for a bulkhead slot, ms"
+    )
+    dependency_timeout_ms: int = Field(
+        2_000, ge=1, le=600_000, description="a dependency call is cut off after, ms"
+    )
 
     @field_validator("client_keys")
     @classmethod
@@ -105,7 +110,8 @@ class Settings(BaseSettings):
         if self.retry_after_min_s > self.retry_after_max_s:
             raise ValueError(
                 f"retry_after_min_s ({self.retry_after_min_s}) must be <= "
-                f"retry_after_max_s ({self.retry_after_max_s})")
+                f"retry_after_max_s ({self.retry_after_max_s})"
+            )
         return self
 
     # -- derived views --
@@ -123,11 +129,13 @@ class Settings(BaseSettings):
         return self.slo_p99_ms / 1000.0
 
     def initial_knobs(self) -> Knobs:
-        return Knobs.build({
-            "concurrency_limit": self.concurrency_limit,
-            "queue_limit": self.queue_limit,
-            "queue_timeout_ms": self.queue_timeout_ms,
-        })
+        return Knobs.build(
+            {
+                "concurrency_limit": self.concurrency_limit,
+                "queue_limit": self.queue_limit,
+                "queue_timeout_ms": self.queue_timeout_ms,
+            }
+        )
 
     def dependency(self, name: str) -> tuple[int, float]:
         """(parallel slots, base latency in seconds) of a simulated dependency."""
@@ -162,7 +170,7 @@ def _one_line(exc: ValidationError, given: dict[str, Any]) -> str:
 
 
 def _allowed(field: str) -> str:
-    """" (allowed: [low, high])" from the field's bounds, when it has both."""
+    """ " (allowed: [low, high])" from the field's bounds, when it has both."""
     info = Settings.model_fields.get(field)
     if info is None:
         return ""

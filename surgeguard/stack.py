@@ -19,8 +19,7 @@ from types import FrameType
 import httpx
 
 from surgeguard.embedded_redis import EmbeddedRedis
-from surgeguard.embedded_redis import _die_with_parent as die_with_parent
-from surgeguard.embedded_redis import _terminate as terminate
+from surgeguard.process import die_with_parent, terminate
 from surgeguard.settings import DEMO_CLIENT_KEY, Settings
 
 READY_TIMEOUT_S = 30.0
@@ -34,8 +33,9 @@ class Child:
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], url: str) -> Child:
-    process = subprocess.Popen([sys.executable, "-m", "surgeguard", *args], env=env,
-                               preexec_fn=die_with_parent())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "surgeguard", *args], env=env, preexec_fn=die_with_parent()
+    )
     return Child(name, url, process)
 
 
@@ -49,8 +49,9 @@ def _wait_healthy(child: Child, deadline: float) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{child.name} did not answer {child.url}/healthz "
-                       f"within {READY_TIMEOUT_S:.0f} s")
+    raise RuntimeError(
+        f"{child.name} did not answer {child.url}/healthz within {READY_TIMEOUT_S:.0f} s"
+    )
 
 
 def up(settings: Settings, *, target_port: int) -> int:
@@ -72,29 +73,42 @@ def up(settings: Settings, *, target_port: int) -> int:
         if embedded is not None:
             embedded.start()
         redis_url = settings.redis_url or (embedded.url if embedded else "")
-        env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url,
-               "SURGEGUARD_ADMIN_TOKEN": token}
+        env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url, "SURGEGUARD_ADMIN_TOKEN": token}
         host = settings.host
-        children.append(_spawn("target", ["target", "--port", str(target_port)], env,
-                               f"http://{host}:{target_port}"))
+        children.append(
+            _spawn(
+                "target",
+                ["target", "--port", str(target_port)],
+                env,
+                f"http://{host}:{target_port}",
+            )
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         for child in children:
             _wait_healthy(child, deadline)
 
+        demo = DEMO_CLIENT_KEY in settings.client_key_set
+        demo_note = "  (the documented demo key)" if demo else ""
         where = "embedded, data in " + str(settings.data_dir) if embedded else "external"
-        print(f"surgeguard is up\n"
-              f"  redis       {redis_url}  ({where})\n"
-              f"  target      http://{host}:{target_port}   "
-              f"(metrics /metrics, health /healthz)\n"
-              f"  admin token {token}\n"
-              f"  client key  {sorted(settings.client_key_set)[0]}"
-              f"{'  (the documented demo key)' if DEMO_CLIENT_KEY in settings.client_key_set else ''}\n"
-              f"Press Ctrl-C to stop.", flush=True)
+        print(
+            f"surgeguard is up\n"
+            f"  redis       {redis_url}  ({where})\n"
+            f"  target      http://{host}:{target_port}   "
+            f"(metrics /metrics, health /healthz)\n"
+            f"  admin token {token}\n"
+            f"  client key  {sorted(settings.client_key_set)[0]}{demo_note}\n"
+            f"Press Ctrl-C to stop.",
+            flush=True,
+        )
         while not stop_requested:
             for child in children:
                 if child.process.poll() is not None:
-                    print(f"{child.name} exited with status {child.process.returncode}; "
-                          "stopping the stack", file=sys.stderr, flush=True)
+                    print(
+                        f"{child.name} exited with status {child.process.returncode}; "
+                        "stopping the stack",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     status = 1
                     stop_requested = True
             time.sleep(0.2)

@@ -149,9 +149,15 @@ class SimulatedDependency:
     # is the asyncio loop's own clock. A fake clock would stall calls here, so fake-clock
     # tests drive ProcessorSharing directly.
 
-    def __init__(self, name: str, capacity: int, base_latency_s: float, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        base_latency_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self.name = name
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
@@ -182,7 +188,8 @@ class SimulatedDependency:
     def base_latency_s(self, value: float) -> None:
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise ValueError(
-                f"{self.name}: base_latency_s must be in (0, inf) seconds, got {value!r}")
+                f"{self.name}: base_latency_s must be in (0, inf) seconds, got {value!r}"
+            )
         self._base_latency_s = float(value)
 
     @property
@@ -206,8 +213,9 @@ class SimulatedDependency:
         chaos = self._chaos
         fails = chaos.error_rate > 0 and self._rng.random() < chaos.error_rate
         loop = asyncio.get_running_loop()
-        job = self._core.arrive(self._clock(),
-                                self._base_latency_s * chaos.latency_multiplier * work_factor)
+        job = self._core.arrive(
+            self._clock(), self._base_latency_s * chaos.latency_multiplier * work_factor
+        )
         done: asyncio.Future[None] = loop.create_future()
         self._waiters[job] = done
         self.calls += 1
@@ -249,19 +257,35 @@ class SimulatedDependencies(Mapping[str, SimulatedDependency]):
         self._deps = dict(dependencies)
 
     @classmethod
-    def build(cls, capacities: Mapping[str, int], latencies_ms: Mapping[str, float], *,
-              rng: random.Random | None = None,
-              clock: Callable[[], float] = time.monotonic) -> SimulatedDependencies:
+    def build(
+        cls,
+        capacities: Mapping[str, int],
+        latencies_ms: Mapping[str, float],
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> SimulatedDependencies:
         """One dependency per name; ``capacities`` in slots, ``latencies_ms`` in
         milliseconds. Each gets its own RNG seeded from ``rng``, so one dependency's
         failures do not depend on how often the others are called."""
         if set(capacities) != set(latencies_ms):
-            raise ValueError(f"capacities and latencies_ms must name the same dependencies, "
-                             f"got {sorted(capacities)} and {sorted(latencies_ms)}")
+            raise ValueError(
+                f"capacities and latencies_ms must name the same dependencies, "
+                f"got {sorted(capacities)} and {sorted(latencies_ms)}"
+            )
         parent = rng if rng is not None else random.Random()
-        return cls({name: SimulatedDependency(
-            name, capacities[name], latencies_ms[name] / 1000.0, clock=clock,
-            rng=random.Random(parent.getrandbits(64))) for name in capacities})
+        return cls(
+            {
+                name: SimulatedDependency(
+                    name,
+                    capacities[name],
+                    latencies_ms[name] / 1000.0,
+                    clock=clock,
+                    rng=random.Random(parent.getrandbits(64)),
+                )
+                for name in capacities
+            }
+        )
 
     def __getitem__(self, name: str) -> SimulatedDependency:
         try:

@@ -28,23 +28,43 @@ class SignupStatus:
     created_at: float  # unix seconds
 
 
-async def enqueue_signup(client: aioredis.Redis, email: str, name: str, *,
-                         now: float | None = None) -> str:
+async def enqueue_signup(
+    client: aioredis.Redis, email: str, name: str, *, now: float | None = None
+) -> str:
     """Store a signup and its jobs in one transaction; returns the signup id."""
     signup_id = uuid.uuid4().hex
     created = time.time() if now is None else now
     async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(SIGNUP_KEY.format(id=signup_id), mapping={
-            "status": "queued", "attempts": 0, "email": email, "name": name,
-            "created_at": created,
-        })
+        pipe.hset(
+            SIGNUP_KEY.format(id=signup_id),
+            mapping={
+                "status": "queued",
+                "attempts": 0,
+                "email": email,
+                "name": name,
+                "created_at": created,
+            },
+        )
         # The idempotency key travels with the job so a retried job has its effect once.
-        pipe.xadd(EMAIL_STREAM, {"task": "welcome_email", "signup_id": signup_id,
-                                 "email": email, "name": name,
-                                 "idempotency_key": f"welcome_email:{signup_id}"})
-        pipe.xadd(ANALYTICS_STREAM, {"task": "analytics", "event": "signup",
-                                     "signup_id": signup_id,
-                                     "idempotency_key": f"analytics:{signup_id}"})
+        pipe.xadd(
+            EMAIL_STREAM,
+            {
+                "task": "welcome_email",
+                "signup_id": signup_id,
+                "email": email,
+                "name": name,
+                "idempotency_key": f"welcome_email:{signup_id}",
+            },
+        )
+        pipe.xadd(
+            ANALYTICS_STREAM,
+            {
+                "task": "analytics",
+                "event": "signup",
+                "signup_id": signup_id,
+                "idempotency_key": f"analytics:{signup_id}",
+            },
+        )
         await pipe.execute()
     return signup_id
 

@@ -57,8 +57,11 @@ class AnalyticsIn(BaseModel):
 def client_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
     """The caller's client key; 401 when it is missing or unknown."""
     if x_api_key is None or x_api_key not in request.app.state.service.settings.client_key_set:
-        raise HTTPException(401, "missing or unknown client key in X-Api-Key",
-                            headers={"WWW-Authenticate": "ApiKey"})
+        raise HTTPException(
+            401,
+            "missing or unknown client key in X-Api-Key",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
     return x_api_key
 
 
@@ -68,13 +71,15 @@ Client = Annotated[str, Depends(client_key)]
 def _unavailable(what: str, detail: str) -> JSONResponse:
     return JSONResponse(
         {"error": "unavailable", "dependency": what, "detail": detail},
-        status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+        status_code=503,
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
 
 
-def build_api(service: Service,
-              lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:
-    api = FastAPI(title="surgeguard target_app", lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
+def build_api(
+    service: Service, lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]
+) -> FastAPI:
+    api = FastAPI(title="surgeguard target_app", lifespan=lifespan, docs_url=None, redoc_url=None)
     api.state.service = service
     deps = service.dependencies
     bulkheads = service.bulkheads
@@ -89,7 +94,7 @@ def build_api(service: Service,
 
     @api.exception_handler(DependencyError)
     async def _dependency(_: Request, exc: DependencyError) -> JSONResponse:
-        return _unavailable(exc.dependency, str(exc))
+        return _unavailable(exc.name, str(exc))
 
     @api.exception_handler(RedisError)
     async def _redis(_: Request, exc: RedisError) -> JSONResponse:
@@ -107,9 +112,11 @@ def build_api(service: Service,
         body = {
             "ready": service.ready,
             "replica": service.replica,
-            "control_plane": {"version": watcher.applied_version,
-                              "staleness_s": round(watcher.staleness_s, 3),
-                              "last_error": watcher.last_error or None},
+            "control_plane": {
+                "version": watcher.applied_version,
+                "staleness_s": round(watcher.staleness_s, 3),
+                "last_error": watcher.last_error or None,
+            },
             "knobs": dict(service.knobs),
             "modes": sorted(m.value for m in service.modes),
         }
@@ -130,11 +137,13 @@ def build_api(service: Service,
 
         async def load() -> bytes:
             await use("db")
-            return json.dumps({"id": item_id, "name": f"item {item_id}",
-                               "price_cents": 100 + item_id % 9_900}).encode()
+            return json.dumps(
+                {"id": item_id, "name": f"item {item_id}", "price_cents": 100 + item_id % 9_900}
+            ).encode()
 
-        result = await service.cache.get(f"item:{item_id}", load,
-                                         allow_stale=Mode.SERVE_STALE in service.modes)
+        result = await service.cache.get(
+            f"item:{item_id}", load, allow_stale=Mode.SERVE_STALE in service.modes
+        )
         return _json(result.value, _cache_degraded(result.stale, result.cache_available))
 
     @router.get("/feed")
@@ -142,11 +151,13 @@ def build_api(service: Service,
         async def load() -> bytes:
             await use("db", work=2.0)  # a feed page is a heavier query than one item
             first = (page - 1) * 20 + 1
-            return json.dumps([{"id": i, "name": f"item {i}"}
-                               for i in range(first, first + 20)]).encode()
+            return json.dumps(
+                [{"id": i, "name": f"item {i}"} for i in range(first, first + 20)]
+            ).encode()
 
-        result = await service.cache.get(f"feed:{page}", load,
-                                         allow_stale=Mode.SERVE_STALE in service.modes)
+        result = await service.cache.get(
+            f"feed:{page}", load, allow_stale=Mode.SERVE_STALE in service.modes
+        )
         degraded = _cache_degraded(result.stale, result.cache_available)
         recommendations: list[int] = []
         if Mode.RECOMMENDATIONS_OFF in service.modes:
@@ -158,7 +169,10 @@ def build_api(service: Service,
             except (BulkheadRejected, DependencyError):
                 degraded.append("recommendations_unavailable")
         body = b'{"page":%d,"items":%s,"recommendations":%s}' % (
-            page, result.value, json.dumps(recommendations).encode())
+            page,
+            result.value,
+            json.dumps(recommendations).encode(),
+        )
         return _json(body, degraded)
 
     @router.get("/recommendations")
@@ -170,8 +184,12 @@ def build_api(service: Service,
     async def orders(order: OrderIn, _: Client) -> dict[str, Any]:
         await use("db")
         await use("payments")
-        return {"order_id": uuid.uuid4().hex, "item_id": order.item_id,
-                "quantity": order.quantity, "status": "confirmed"}
+        return {
+            "order_id": uuid.uuid4().hex,
+            "item_id": order.item_id,
+            "quantity": order.quantity,
+            "status": "confirmed",
+        }
 
     @router.post("/signup", status_code=202)
     async def signup(body: SignupIn, _: Client) -> dict[str, str]:
@@ -179,19 +197,26 @@ def build_api(service: Service,
         return {"id": signup_id, "status_url": f"/signups/{signup_id}"}
 
     @router.get("/signups/{signup_id}")
-    async def signup_state(signup_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
-                           _: Client) -> dict[str, Any]:
+    async def signup_state(
+        signup_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], _: Client
+    ) -> dict[str, Any]:
         status = await signup_status(service.redis, signup_id)
         if status is None:
             raise HTTPException(404, f"no signup {signup_id}")
-        return {"id": status.id, "status": status.status, "attempts": status.attempts,
-                "last_error": status.last_error}
+        return {
+            "id": status.id,
+            "status": status.status,
+            "attempts": status.attempts,
+            "last_error": status.last_error,
+        }
 
     @router.post("/analytics", status_code=202)
     async def analytics(body: AnalyticsIn, _: Client) -> dict[str, str]:
         key = uuid.uuid4().hex
-        entry = await service.redis.xadd(ANALYTICS_STREAM, {
-            "task": "analytics", "event": body.event, "idempotency_key": f"analytics:{key}"})
+        entry = await service.redis.xadd(
+            ANALYTICS_STREAM,
+            {"task": "analytics", "event": body.event, "idempotency_key": f"analytics:{key}"},
+        )
         return {"id": entry.decode() if isinstance(entry, bytes) else str(entry)}
 
     api.include_router(router)

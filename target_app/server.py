@@ -32,10 +32,18 @@ def serve(settings: Settings, port: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with redis_url_for(settings) as url:
         service = build_service(settings, url, port)
-        config = uvicorn.Config(service.asgi, host=settings.host, port=port, loop="uvloop",
-                                http="httptools", lifespan="on", log_level="warning",
-                                access_log=False, timeout_graceful_shutdown=5,
-                                backlog=4096)
+        config = uvicorn.Config(
+            service.asgi,
+            host=settings.host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            backlog=4096,
+        )
         server = uvicorn.Server(config)
         print(f"target {service.replica} listening on http://{settings.host}:{port}", flush=True)
         server.run()

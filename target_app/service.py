@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -57,9 +57,15 @@ JOBS_SAMPLE_PERIOD_S = 1.0
 class Service:
     """Everything one replica owns. Built once per process (or per test)."""
 
-    def __init__(self, settings: Settings, redis_client: aioredis.Redis, *, replica: str,
-                 registry: CollectorRegistry | None = None, rng: random.Random | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_client: aioredis.Redis,
+        *,
+        replica: str,
+        registry: CollectorRegistry | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings = settings
         self.redis = redis_client
         self.replica = replica
@@ -70,28 +76,42 @@ class Service:
         self.ready = False
 
         self.limiter = Limiter(
-            self.knobs.concurrency_limit, self.knobs.queue_limit,
-            self.knobs.queue_timeout_ms / 1000.0, client_share=settings.client_share)
+            self.knobs.concurrency_limit,
+            self.knobs.queue_limit,
+            self.knobs.queue_timeout_ms / 1000.0,
+            client_share=settings.client_share,
+        )
         self.admission_metrics = AdmissionMetrics(
-            self.registry, slo_seconds=settings.slo_seconds, routes=ROUTES.names)
+            self.registry, slo_seconds=settings.slo_seconds, routes=ROUTES.names
+        )
         self.admission_metrics.bind_limiter(self.limiter)
 
         rng = rng or random.Random()
         self.dependencies = SimulatedDependencies.build(
             {d: settings.dependency(d)[0] for d in DEPENDENCIES},
-            {d: settings.dependency(d)[1] * 1000.0 for d in DEPENDENCIES}, rng=rng)
+            {d: settings.dependency(d)[1] * 1000.0 for d in DEPENDENCIES},
+            rng=rng,
+        )
         dependency_metrics = DependencyMetrics(self.registry, slo_seconds=settings.slo_seconds)
         self.bulkheads: Mapping[str, Bulkhead] = {
-            d: Bulkhead(d, self.knobs.bulkhead(d),
-                        max_wait_s=settings.bulkhead_max_wait_ms / 1000.0,
-                        timeout_s=settings.dependency_timeout_ms / 1000.0,
-                        metrics=dependency_metrics)
+            d: Bulkhead(
+                d,
+                self.knobs.bulkhead(d),
+                max_wait_s=settings.bulkhead_max_wait_ms / 1000.0,
+                timeout_s=settings.dependency_timeout_ms / 1000.0,
+                metrics=dependency_metrics,
+            )
             for d in DEPENDENCIES
         }
-        self.cache = ReadThroughCache(redis_client, self.bulkheads["cache"],
-                                      remote_latency=self.dependencies["cache"].call, rng=rng)
-        self.watcher = KnobWatcher(redis_client, self.apply_control,
-                                   poll_interval_s=settings.control_poll_ms / 1000.0)
+        self.cache = ReadThroughCache(
+            redis_client,
+            self.bulkheads["cache"],
+            remote_latency=self.dependencies["cache"].call,
+            rng=rng,
+        )
+        self.watcher = KnobWatcher(
+            redis_client, self.apply_control, poll_interval_s=settings.control_poll_ms / 1000.0
+        )
         self._control_metrics()
 
         from target_app.routes import build_api  # routes need the Service type
@@ -99,9 +119,12 @@ class Service:
         self.api: FastAPI = build_api(self, lifespan=self._lifespan)
         self.admission = AdmissionMiddleware(
             BodySizeLimitMiddleware(self.api, settings.max_body_bytes),
-            self.limiter, ROUTES, self.admission_metrics,
+            self.limiter,
+            ROUTES,
+            self.admission_metrics,
             retry_after_s=(settings.retry_after_min_s, settings.retry_after_max_s),
-            enabled=not settings.no_admission)
+            enabled=not settings.no_admission,
+        )
         self.admission.set_modes(self.modes)
         self.asgi = self.admission
 
@@ -112,8 +135,11 @@ class Service:
         then set, so a bad value leaves every knob as it was."""
         knobs = state.knobs_for(self.replica, self.initial_knobs)
         modes = state.modes if state.version > 0 else self.settings.mode_set
-        self.limiter.set_limits(limit=knobs.concurrency_limit, queue_limit=knobs.queue_limit,
-                                queue_timeout_s=knobs.queue_timeout_ms / 1000.0)
+        self.limiter.set_limits(
+            limit=knobs.concurrency_limit,
+            queue_limit=knobs.queue_limit,
+            queue_timeout_s=knobs.queue_timeout_ms / 1000.0,
+        )
         for name, bulkhead in self.bulkheads.items():
             bulkhead.set_limit(knobs.bulkhead(name))
         self.dependencies.apply_chaos(state.chaos)
@@ -122,21 +148,35 @@ class Service:
 
     def _control_metrics(self) -> None:
         registry = self.registry
-        Gauge("surgeguard_control_plane_staleness_seconds",
-              "Seconds since this replica last read the control plane (fail static meanwhile).",
-              registry=registry).set_function(lambda: self.watcher.staleness_s)
-        Gauge("surgeguard_control_plane_version",
-              "Version of the control document applied (-1: none yet).",
-              registry=registry).set_function(lambda: self.watcher.applied_version)
-        mode_active = Gauge("surgeguard_mode_active", "1 while a degradation mode is on.",
-                            ["mode"], registry=registry)
+        Gauge(
+            "surgeguard_control_plane_staleness_seconds",
+            "Seconds since this replica last read the control plane (fail static meanwhile).",
+            registry=registry,
+        ).set_function(lambda: self.watcher.staleness_s)
+        Gauge(
+            "surgeguard_control_plane_version",
+            "Version of the control document applied (-1: none yet).",
+            registry=registry,
+        ).set_function(lambda: self.watcher.applied_version)
+        mode_active = Gauge(
+            "surgeguard_mode_active",
+            "1 while a degradation mode is on.",
+            ["mode"],
+            registry=registry,
+        )
         for mode in Mode:
-            mode_active.labels(mode.value).set_function(lambda m=mode: float(m in self.modes))
-        self._jobs_pending = Gauge("surgeguard_jobs_pending",
-                                   "Jobs not yet acknowledged by a worker, per stream.",
-                                   ["stream"], registry=registry)
+            mode_active.labels(mode.value).set_function(self._mode_reader(mode))
+        self._jobs_pending = Gauge(
+            "surgeguard_jobs_pending",
+            "Jobs not yet acknowledged by a worker, per stream.",
+            ["stream"],
+            registry=registry,
+        )
         for stream in JOB_STREAMS:
             self._jobs_pending.labels(stream).set(0)
+
+    def _mode_reader(self, mode: Mode) -> Callable[[], float]:
+        return lambda: float(mode in self.modes)
 
     async def _sample_jobs(self) -> None:
         while True:
@@ -166,5 +206,10 @@ def connect_redis(url: str) -> aioredis.Redis:
     """A client that fails fast: a request must get its 503 quickly when Redis is gone."""
     # One immediate retry covers a pooled connection broken by a Redis restart; more
     # (with redis-py's default backoff) would hold a request for seconds.
-    return aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
-                                   retry=Retry(NoBackoff(), 1), health_check_interval=5)
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=5,
+    )

@@ -59,7 +59,8 @@ def test_parses_a_run_without_non_2xx_line() -> None:
     assert result.socket_errors == {}
     assert result.latency_avg_ms == pytest.approx(7.40)
     assert result.latency_percentiles_ms == pytest.approx(
-        {"p50": 5.75, "p75": 8.85, "p90": 11.08, "p99": 34.84})
+        {"p50": 5.75, "p75": 8.85, "p90": 11.08, "p99": 34.84}
+    )
 
 
 def test_parses_non_2xx_socket_errors_and_time_units() -> None:
@@ -102,8 +103,9 @@ def test_checks_match_rejections_against_the_metric() -> None:
 
 
 def test_wrk_command_uses_one_thread_and_the_priority_header() -> None:
-    command = wrk_command("http://127.0.0.1:1/ping", REJECTION.headers, connections=64,
-                          duration_s=5.0)
+    command = wrk_command(
+        "http://127.0.0.1:1/ping", REJECTION.headers, connections=64, duration_s=5.0
+    )
     assert command[:5] == ["wrk", "-t1", "-c64", "-d5s", "--latency"]
     assert command[-3:] == ["-H", "X-Priority: sheddable", "http://127.0.0.1:1/ping"]
 

@@ -18,11 +18,22 @@ T = TypeVar("T")
 
 
 class ServerThread:
-    def __init__(self, app: Callable[..., Awaitable[None]], *, host: str = "127.0.0.1",
-                 startup_timeout_s: float = 15.0) -> None:
-        self.config = uvicorn.Config(app, host=host, port=0, lifespan="on",
-                                     log_level="warning", access_log=False,
-                                     timeout_graceful_shutdown=2)
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        host: str = "127.0.0.1",
+        startup_timeout_s: float = 15.0,
+    ) -> None:
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=0,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
         self.server = uvicorn.Server(self.config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="uvicorn-test", daemon=True)

@@ -32,8 +32,10 @@ class FakeTimers:
     def advance(self, seconds: float) -> None:
         """Move time forward and fire, in order, every timer that came due."""
         self.clock.advance(seconds)
-        due = sorted((t for t in self.pending if t.due <= self.clock() and not t.cancelled),
-                     key=lambda t: t.due)
+        due = sorted(
+            (t for t in self.pending if t.due <= self.clock() and not t.cancelled),
+            key=lambda t: t.due,
+        )
         self.pending = [t for t in self.pending if t not in due and not t.cancelled]
         for timer in due:
             timer.callback(timer.arg)

@@ -23,8 +23,9 @@ from surgeguard.modes import Mode
 from surgeguard.priority import Priority
 from tests.support.servers import ServerThread
 
-ROUTES = RouteTable({"/work": Route("work", Priority.NORMAL),
-                     "/order": Route("order", Priority.CRITICAL)})
+ROUTES = RouteTable(
+    {"/work": Route("work", Priority.NORMAL), "/order": Route("order", Priority.CRITICAL)}
+)
 
 
 class GatedApp:
@@ -60,26 +61,34 @@ class GatedApp:
                 await asyncio.sleep(0.002)  # a little work so requests overlap
         finally:
             self.running -= 1
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"done"})
 
 
 class Door:
-    def __init__(self, server: ServerThread, app: GatedApp, limiter: Limiter,
-                 middleware: AdmissionMiddleware) -> None:
+    def __init__(
+        self, server: ServerThread, app: GatedApp, limiter: Limiter, middleware: AdmissionMiddleware
+    ) -> None:
         self.server, self.app, self.limiter, self.middleware = server, app, limiter, middleware
         self.url = server.url
 
     def close_gate(self) -> None:
         async def close() -> None:
             self.app.gate = asyncio.Event()
+
         self.server.call(close())
 
     def open_gate(self) -> None:
         async def open_() -> None:
             assert self.app.gate is not None
             self.app.gate.set()
+
         self.server.call(open_())
 
     def wait_until(self, condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -93,8 +102,9 @@ class Door:
 def door() -> Iterator[Callable[..., Door]]:
     servers: list[ServerThread] = []
 
-    def build(limit: int = 4, queue_limit: int = 8, timeout_s: float = 5.0,
-              **limiter_kwargs: float) -> Door:
+    def build(
+        limit: int = 4, queue_limit: int = 8, timeout_s: float = 5.0, **limiter_kwargs: float
+    ) -> Door:
         app = GatedApp()
         limiter = Limiter(limit, queue_limit, timeout_s, **limiter_kwargs)
         app.limiter = limiter
@@ -109,15 +119,17 @@ def door() -> Iterator[Callable[..., Door]]:
         server.stop()
 
 
-async def _fire(url: str, n: int, headers: dict[str, str] | None = None,
-                path: str = "/work") -> list[httpx.Response]:
+async def _fire(
+    url: str, n: int, headers: dict[str, str] | None = None, path: str = "/work"
+) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=20) as client:
         return list(await asyncio.gather(*(client.get(path, headers=headers) for _ in range(n))))
 
 
 def test_in_flight_and_waiting_never_exceed_their_limits_under_load(
-        door: Callable[..., Door]) -> None:
+    door: Callable[..., Door],
+) -> None:
     d = door(limit=5, queue_limit=10, timeout_s=0.05)
     responses = asyncio.run(_fire(d.url, 300))
     statuses = {r.status_code for r in responses}
@@ -159,18 +171,30 @@ def test_sheddable_is_shed_before_critical(door: Callable[..., Door]) -> None:
         async with httpx.AsyncClient(base_url=d.url, timeout=20, limits=limits) as client:
             blockers = [asyncio.create_task(client.get("/work")) for _ in range(2)]
             await asyncio.to_thread(d.wait_until, lambda: d.limiter.in_flight == 2)
-            sheddable = [asyncio.create_task(client.get("/work", headers={"X-Priority": "sheddable"}))
-                         for _ in range(10)]
+            sheddable = [
+                asyncio.create_task(client.get("/work", headers={"X-Priority": "sheddable"}))
+                for _ in range(10)
+            ]
             await asyncio.to_thread(
-                d.wait_until, lambda: d.limiter.waiting + d.limiter.rejected["priority"] == 10)
-            critical = [asyncio.create_task(client.get("/work", headers={"X-Priority": "critical"}))
-                        for _ in range(10)]
-            await asyncio.to_thread(d.wait_until, lambda: d.limiter.waiting == 10
-                                    and d.limiter.stats().waiting_by_priority["critical"] == 10)
+                d.wait_until, lambda: d.limiter.waiting + d.limiter.rejected["priority"] == 10
+            )
+            critical = [
+                asyncio.create_task(client.get("/work", headers={"X-Priority": "critical"}))
+                for _ in range(10)
+            ]
+            await asyncio.to_thread(
+                d.wait_until,
+                lambda: (
+                    d.limiter.waiting == 10
+                    and d.limiter.stats().waiting_by_priority["critical"] == 10
+                ),
+            )
             d.open_gate()
             await asyncio.gather(*blockers)
-            return ([(await t).status_code for t in sheddable],
-                    [(await t).status_code for t in critical])
+            return (
+                [(await t).status_code for t in sheddable],
+                [(await t).status_code for t in critical],
+            )
 
     shed, crit = asyncio.run(scenario())
     assert crit == [200] * 10

@@ -18,8 +18,13 @@ SURGEGUARD = [sys.executable, "-m", "surgeguard"]
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SURGEGUARD, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*SURGEGUARD, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _free_port() -> int:
@@ -36,16 +41,20 @@ def test_every_subcommand_has_help(sub: str) -> None:
     assert "usage: surgeguard" in result.stdout
 
 
-@pytest.mark.parametrize(("args", "env", "names"), [
-    (["target", "--concurrency-limit", "0"], {}, ["--concurrency-limit", "[1, 10000]"]),
-    (["target", "--queue-timeout-ms", "999999"], {}, ["--queue-timeout-ms", "[1, 60000]"]),
-    (["target", "--mode", "panic"], {}, ["mode", "'panic'", "shed_sheddable"]),
-    (["target"], {"SURGEGUARD_DB_CAPACITY": "lots"}, ["SURGEGUARD_DB_CAPACITY", "integer"]),
-    (["target"], {"SURGEGUARD_SLO_P99_MS": "0"}, ["SURGEGUARD_SLO_P99_MS", "[1, 60000]"]),
-    (["up"], {"SURGEGUARD_CLIENT_KEYS": " , "}, ["SURGEGUARD_CLIENT_KEYS", "client key"]),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (["target", "--concurrency-limit", "0"], {}, ["--concurrency-limit", "[1, 10000]"]),
+        (["target", "--queue-timeout-ms", "999999"], {}, ["--queue-timeout-ms", "[1, 60000]"]),
+        (["target", "--mode", "panic"], {}, ["mode", "'panic'", "shed_sheddable"]),
+        (["target"], {"SURGEGUARD_DB_CAPACITY": "lots"}, ["SURGEGUARD_DB_CAPACITY", "integer"]),
+        (["target"], {"SURGEGUARD_SLO_P99_MS": "0"}, ["SURGEGUARD_SLO_P99_MS", "[1, 60000]"]),
+        (["up"], {"SURGEGUARD_CLIENT_KEYS": " , "}, ["SURGEGUARD_CLIENT_KEYS", "client key"]),
+    ],
+)
 def test_invalid_settings_stop_start_up_with_one_line(
-        args: list[str], env: dict[str, str], names: list[str]) -> None:
+    args: list[str], env: dict[str, str], names: list[str]
+) -> None:
     result = _run(*args, env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -86,9 +95,13 @@ def _children_of(pid: int) -> list[int]:
 def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "SURGEGUARD_REDIS_URL"}
-    proc = subprocess.Popen([*SURGEGUARD, "up", "--target-port", str(port),
-                             "--data-dir", str(tmp_path / "data")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [*SURGEGUARD, "up", "--target-port", str(port), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         lines: list[str] = []
@@ -106,8 +119,9 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert len(children) >= 2  # redis-server and the target
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status_code == 200
-        item = httpx.get(f"http://127.0.0.1:{port}/items/1", timeout=5,
-                         headers={"X-Api-Key": "demo-key"})
+        item = httpx.get(
+            f"http://127.0.0.1:{port}/items/1", timeout=5, headers={"X-Api-Key": "demo-key"}
+        )
         assert item.status_code == 200
 
         proc.send_signal(signal.SIGINT)

@@ -19,10 +19,16 @@ def timers(fake_clock: FakeClock) -> FakeTimers:
     return FakeTimers(fake_clock)
 
 
-def make(timers: FakeTimers, limit: int = 2, queue_limit: int = 4, timeout_s: float = 0.5,
-         **kwargs: float) -> Limiter:
-    return Limiter(limit, queue_limit, timeout_s, clock=timers.clock,
-                   call_later=timers.call_later, **kwargs)
+def make(
+    timers: FakeTimers,
+    limit: int = 2,
+    queue_limit: int = 4,
+    timeout_s: float = 0.5,
+    **kwargs: float,
+) -> Limiter:
+    return Limiter(
+        limit, queue_limit, timeout_s, clock=timers.clock, call_later=timers.call_later, **kwargs
+    )
 
 
 async def settle() -> None:
@@ -86,7 +92,8 @@ async def test_sheddable_only_fills_its_share_of_the_queue(timers: FakeTimers) -
 
 
 async def test_critical_displaces_the_newest_sheddable_when_the_queue_is_full(
-        timers: FakeTimers) -> None:
+    timers: FakeTimers,
+) -> None:
     limiter = make(timers, limit=1, queue_limit=2, sheddable_queue_share=1.0)
     limiter.try_acquire(N, None)
     older = limiter.try_acquire(S, None)
@@ -151,7 +158,8 @@ async def test_lowering_the_limit_never_cancels_work_in_flight(timers: FakeTimer
 
 
 async def test_one_client_cannot_hold_more_than_its_share_when_saturated(
-        timers: FakeTimers) -> None:
+    timers: FakeTimers,
+) -> None:
     limiter = make(timers, limit=4, queue_limit=10, client_share=0.5)
     noisy, quiet = b"noisy", b"quiet"
     # Not saturated: the noisy client may use idle capacity.
@@ -178,8 +186,7 @@ async def test_an_abandoned_waiter_leaves_the_queue(timers: FakeTimers) -> None:
     assert limiter.in_flight == 0  # the slot went to nobody
 
 
-async def test_a_cancelled_wait_gives_back_a_slot_it_was_just_granted(
-        timers: FakeTimers) -> None:
+async def test_a_cancelled_wait_gives_back_a_slot_it_was_just_granted(timers: FakeTimers) -> None:
     limiter = make(timers, limit=1)
     limiter.try_acquire(N, None)
     waiter = limiter.try_acquire(N, None)
@@ -204,10 +211,13 @@ async def test_stats_snapshot(timers: FakeTimers) -> None:
     assert stats.admitted == 2 and stats.peak_in_flight == 2
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"client_share": 0.0}, r"client_share must be in \(0, 1\], got 0.0"),
-    ({"sheddable_queue_share": 1.5}, r"sheddable_queue_share must be in \[0, 1\], got 1.5"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"client_share": 0.0}, r"client_share must be in \(0, 1\], got 0.0"),
+        ({"sheddable_queue_share": 1.5}, r"sheddable_queue_share must be in \[0, 1\], got 1.5"),
+    ],
+)
 def test_bad_construction_says_the_range(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Limiter(1, 1, 1.0, **kwargs)  # type: ignore[arg-type]

@@ -212,7 +212,8 @@ def build() -> SimulatedDependencies:
     return SimulatedDependencies.build(
         {"db": 10, "cache": 50, "recommendations": 5, "payments": 4},
         {"db": 20.0, "cache": 1.0, "recommendations": 80.0, "payments": 120.0},
-        rng=random.Random(1))
+        rng=random.Random(1),
+    )
 
 
 def test_build_from_settings_values() -> None:
@@ -244,8 +245,7 @@ async def test_seeded_failures_are_reproducible_per_dependency() -> None:
         dep = deps["payments"]
         dep.base_latency_s = 0.001
         dep.set_chaos(Chaos(error_rate=0.5))
-        results = await asyncio.gather(*(dep.call() for _ in range(20)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(dep.call() for _ in range(20)), return_exceptions=True)
         return [isinstance(r, DependencyError) for r in results]
 
     first, second = await pattern(build()), await pattern(build())
