@@ -1,0 +1,1 @@
+"""The feedback controller: signals from metrics, limit algorithms, the loop, its API."""

@@ -1,0 +1,207 @@
+"""Limit algorithms: pure objects that turn one sample into the next limit.
+
+No clock reads, no I/O: time arrives as ``Sample.now`` (seconds). The controller
+feeds each knob's algorithm the signals that mean congestion for that knob, and
+turns the returned ``Update`` into a recorded decision. One interface, so the
+benchmark can compare policies on one workload.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+CUT, GROW, HOLD = "cut", "grow", "hold"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What an algorithm sees once per tick.
+
+    now: seconds (monotonic). limit: the knob's value now. latency_s: the knob's
+    latency signal (admitted p99, queue wait p99, dependency p99), NaN without data.
+    target_s: what latency_s must stay under. peak_in_flight: highest concurrent use
+    during the tick (requests or calls). overloaded: another congestion sign
+    (timeouts, errors) with why in ``overload_reason``."""
+
+    now: float
+    limit: int
+    latency_s: float
+    target_s: float
+    peak_in_flight: float
+    overloaded: bool = False
+    overload_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Update:
+    limit: int
+    action: str  # cut | grow | hold
+    why: str  # the condition, readable: "p99 412 ms > target 250 ms"
+
+
+class LimitAlgorithm(Protocol):
+    name: str
+
+    def update(self, sample: Sample) -> Update: ...
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _check_bounds(minimum: int, maximum: int) -> None:
+    if not 1 <= minimum <= maximum:
+        raise ValueError(f"bounds must satisfy 1 <= min <= max, got [{minimum}, {maximum}]")
+
+
+class Static:
+    """Never moves: the baseline a static deployment would have."""
+
+    name = "static"
+
+    def update(self, sample: Sample) -> Update:
+        return Update(sample.limit, HOLD, "static policy")
+
+
+class AIMD:
+    """Additive increase, multiplicative decrease, with the guards an SRE expects.
+
+    - congestion (latency over target, or ``overloaded``): multiply by ``backoff``;
+      then no further cut for ``cooldown_s`` so the cut can show its effect;
+    - hold while latency is inside the band [(1 - hysteresis) * target, target];
+    - grow by ``step`` only while the limit is in use (peak >= ``in_use`` * limit),
+      so a quiet service does not drift to the maximum;
+    - after cuts, grow multiplicatively (``slow_start`` per tick) back toward where
+      the cuts began (times ``backoff``), so recovery takes seconds, not minutes;
+    - clamp to [minimum, maximum]."""
+
+    name = "aimd"
+
+    def __init__(self, minimum: int, maximum: int, *, backoff: float = 0.9, step: int = 2,
+                 hysteresis: float = 0.1, cooldown_s: float = 2.0, in_use: float = 0.5,
+                 slow_start: float = 1.25) -> None:
+        _check_bounds(minimum, maximum)
+        if not 0.5 <= backoff < 1.0:
+            raise ValueError(f"backoff must be in [0.5, 1), got {backoff}")
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+        if not 0.0 <= hysteresis < 1.0:
+            raise ValueError(f"hysteresis must be in [0, 1), got {hysteresis}")
+        if cooldown_s < 0:
+            raise ValueError(f"cooldown_s must be >= 0 seconds, got {cooldown_s}")
+        if not 0.0 <= in_use <= 1.0:
+            raise ValueError(f"in_use must be in [0, 1], got {in_use}")
+        if slow_start < 1.0:
+            raise ValueError(f"slow_start must be >= 1, got {slow_start}")
+        self.minimum, self.maximum = minimum, maximum
+        self.backoff, self.step, self.hysteresis = backoff, step, hysteresis
+        self.cooldown_s, self.in_use, self.slow_start = cooldown_s, in_use, slow_start
+        self.last_cut_at = -math.inf
+        self.recover_to: int | None = None  # where slow start ends, set by a cut
+
+    def _clamp(self, value: float) -> int:
+        return max(self.minimum, min(self.maximum, int(value)))
+
+    def update(self, s: Sample) -> Update:
+        limit = self._clamp(s.limit)
+        latency_known = not math.isnan(s.latency_s)
+        over = latency_known and s.latency_s > s.target_s
+        if over or s.overloaded:
+            why = (f"p99 {_ms(s.latency_s)} > target {_ms(s.target_s)}" if over
+                   else s.overload_reason or "overloaded")
+            if s.now - self.last_cut_at < self.cooldown_s:
+                return Update(limit, HOLD, f"{why}, cooling down after the last cut")
+            if limit <= self.minimum:
+                return Update(limit, HOLD, f"{why}, already at the minimum {self.minimum}")
+            self.last_cut_at = s.now
+            target = max(self.recover_to or 0, int(limit * self.backoff))
+            self.recover_to = min(self.maximum, target)
+            new = min(limit - 1, self._clamp(math.floor(limit * self.backoff)))
+            return Update(max(new, self.minimum), CUT, why)
+        if not latency_known:
+            return Update(limit, HOLD, "no admitted traffic to judge by")
+        if s.latency_s >= (1.0 - self.hysteresis) * s.target_s:
+            return Update(limit, HOLD, f"p99 {_ms(s.latency_s)} within {self.hysteresis:.0%} "
+                                       f"of target {_ms(s.target_s)}")
+        if s.peak_in_flight < self.in_use * limit:
+            return Update(limit, HOLD, f"limit not in use (peak {s.peak_in_flight:.0f} "
+                                       f"< {self.in_use:.0%} of {limit})")
+        if limit >= self.maximum:
+            return Update(limit, HOLD, f"at the maximum {self.maximum}")
+        why = f"p99 {_ms(s.latency_s)} < target {_ms(s.target_s)}"
+        if self.recover_to is not None and limit < self.recover_to:
+            new = min(self.recover_to, max(limit + self.step, math.ceil(limit * self.slow_start)))
+            if new >= self.recover_to:
+                self.recover_to = None
+            return Update(self._clamp(new), GROW, f"{why}, recovering")
+        self.recover_to = None
+        return Update(self._clamp(limit + self.step), GROW, why)
+
+
+class Gradient:
+    """Gradient-style (after Netflix's Gradient2): compare the latency now with its
+    long-term average; shrink in proportion when it rises, grow by a small queue
+    allowance when it does not. The SLO caps the gradient too, so a service whose
+    latency is steadily bad still backs off.
+
+    gradient = clamp(tolerance * long / short, 0.5, 1), then also <= target / short;
+    new = limit * gradient + sqrt(limit), smoothed by ``smoothing``."""
+
+    name = "gradient"
+
+    def __init__(self, minimum: int, maximum: int, *, tolerance: float = 1.5,
+                 smoothing: float = 0.2, long_window: int = 60, in_use: float = 0.5) -> None:
+        _check_bounds(minimum, maximum)
+        if tolerance < 1.0:
+            raise ValueError(f"tolerance must be >= 1, got {tolerance}")
+        if not 0.0 < smoothing <= 1.0:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        if long_window < 1:
+            raise ValueError(f"long_window must be >= 1 samples, got {long_window}")
+        self.minimum, self.maximum = minimum, maximum
+        self.tolerance, self.smoothing, self.in_use = tolerance, smoothing, in_use
+        self._alpha = 2.0 / (long_window + 1)
+        self.long_latency_s: float | None = None
+        self._estimate: float | None = None
+
+    def update(self, s: Sample) -> Update:
+        limit = max(self.minimum, min(self.maximum, s.limit))
+        if math.isnan(s.latency_s) or s.latency_s <= 0:
+            return Update(limit, HOLD, "no admitted traffic to judge by")
+        short = s.latency_s
+        long = short if self.long_latency_s is None else self.long_latency_s
+        # Let the long average follow, but never let a bad spell become the new normal.
+        self.long_latency_s = long + self._alpha * (min(short, s.target_s) - long)
+        gradient = max(0.5, min(1.0, self.tolerance * long / short))
+        gradient = min(gradient, s.target_s / short)
+        if s.overloaded:
+            gradient = min(gradient, 0.9)
+        estimate = self._estimate if self._estimate is not None else float(limit)
+        if gradient >= 1.0 and s.peak_in_flight < self.in_use * limit:
+            return Update(limit, HOLD, f"limit not in use (peak {s.peak_in_flight:.0f} "
+                                       f"< {self.in_use:.0%} of {limit})")
+        wanted = limit * gradient + math.sqrt(limit)
+        estimate = estimate * (1 - self.smoothing) + wanted * self.smoothing
+        if gradient < 1.0:
+            estimate = min(estimate, wanted)  # cut now, smooth only the growth
+        self._estimate = max(float(self.minimum), min(float(self.maximum), estimate))
+        new = int(self._estimate)
+        why = (f"latency {_ms(short)} vs long-term {_ms(long)} and target {_ms(s.target_s)}: "
+               f"gradient {gradient:.2f}")
+        action = CUT if new < limit else GROW if new > limit else HOLD
+        return Update(new, action, why)
+
+
+ALGORITHMS = ("aimd", "static", "gradient")
+
+
+def build_algorithm(name: str, minimum: int, maximum: int) -> LimitAlgorithm:
+    if name == "aimd":
+        return AIMD(minimum, maximum)
+    if name == "static":
+        return Static()
+    if name == "gradient":
+        return Gradient(minimum, maximum)
+    raise ValueError(f"unknown algorithm {name!r}: allowed are {', '.join(ALGORITHMS)}")
