@@ -114,7 +114,9 @@ class Limiter:
         self.queue_timeout_s = 0.0
         self.in_flight = 0
         self.waiting = 0
-        self.peak_in_flight = 0
+        self.peak_in_flight = 0  # highest in flight in the current peak window
+        self._previous_peak = 0
+        self._peak_window_start = clock()
         self._queues: tuple[deque[Waiter], ...] = tuple(deque() for _ in _PRIORITIES)
         self._held: dict[bytes, int] = {}  # client -> in flight + waiting
         self._client_cap = 1
@@ -282,10 +284,19 @@ class Limiter:
 
     # -- observation --------------------------------------------------------------------
 
-    def take_peak(self) -> int:
-        """Peak in flight since the last call (requests); restarts from the current value."""
-        peak, self.peak_in_flight = self.peak_in_flight, self.in_flight
-        return peak
+    def recent_peak(self, window_s: float = 1.0) -> int:
+        """Highest in-flight count over the last one to two windows (requests).
+
+        Rotation happens here, when someone reads, so the hot path never reads a clock;
+        every reader sees the same windows, however many there are."""
+        now = self._clock()
+        elapsed = now - self._peak_window_start
+        if elapsed >= window_s:
+            # A window with no reader in between: its peak is unknown, assume "now".
+            self._previous_peak = self.in_flight if elapsed >= 2 * window_s else self.peak_in_flight
+            self.peak_in_flight = self.in_flight
+            self._peak_window_start = now
+        return max(self._previous_peak, self.peak_in_flight)
 
     def stats(self) -> LimiterStats:
         return LimiterStats(

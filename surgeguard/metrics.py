@@ -114,7 +114,7 @@ class AdmissionMetrics:
                 ),
                 (
                     "surgeguard_inflight_peak",
-                    "Highest in-flight count seen since start (requests).",
+                    "Highest in-flight count over the last 1-2 s (requests).",
                 ),
             )
         }
@@ -127,7 +127,7 @@ class AdmissionMetrics:
             "surgeguard_concurrency_limit": lambda: limiter.limit,
             "surgeguard_queue_limit": lambda: limiter.queue_limit,
             "surgeguard_queue_timeout_seconds": lambda: limiter.queue_timeout_s,
-            "surgeguard_inflight_peak": lambda: limiter.peak_in_flight,
+            "surgeguard_inflight_peak": limiter.recent_peak,
         }
         for name, read in readers.items():
             self._gauges[name].set_function(read)

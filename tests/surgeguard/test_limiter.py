@@ -228,3 +228,19 @@ def test_bad_limits_change_nothing() -> None:
     with pytest.raises(ValueError, match="queue_limit must be >= 0"):
         limiter.set_limits(limit=9, queue_limit=-1)
     assert (limiter.limit, limiter.queue_limit) == (5, 5)
+
+
+async def test_recent_peak_covers_the_last_one_to_two_windows(timers: FakeTimers) -> None:
+    limiter = make(timers, limit=10)
+    for _ in range(6):
+        limiter.try_acquire(N, None)
+    for _ in range(5):
+        limiter.release(None)
+    assert limiter.recent_peak() == 6
+    timers.advance(1.0)
+    assert limiter.recent_peak() == 6  # the previous window still counts
+    timers.advance(1.0)
+    assert limiter.recent_peak() == 1  # both windows since then saw at most 1
+    timers.advance(5.0)
+    limiter.try_acquire(N, None)
+    assert limiter.recent_peak() == 2
