@@ -79,9 +79,18 @@ class AIMD:
 
     name = "aimd"
 
-    def __init__(self, minimum: int, maximum: int, *, backoff: float = 0.9, step: int = 2,
-                 hysteresis: float = 0.1, cooldown_s: float = 2.0, in_use: float = 0.5,
-                 slow_start: float = 1.25) -> None:
+    def __init__(
+        self,
+        minimum: int,
+        maximum: int,
+        *,
+        backoff: float = 0.9,
+        step: int = 2,
+        hysteresis: float = 0.1,
+        cooldown_s: float = 2.0,
+        in_use: float = 0.5,
+        slow_start: float = 1.25,
+    ) -> None:
         _check_bounds(minimum, maximum)
         if not 0.5 <= backoff < 1.0:
             raise ValueError(f"backoff must be in [0.5, 1), got {backoff}")
@@ -109,8 +118,11 @@ class AIMD:
         latency_known = not math.isnan(s.latency_s)
         over = latency_known and s.latency_s > s.target_s
         if over or s.overloaded:
-            why = (f"p99 {_ms(s.latency_s)} > target {_ms(s.target_s)}" if over
-                   else s.overload_reason or "overloaded")
+            why = (
+                f"p99 {_ms(s.latency_s)} > target {_ms(s.target_s)}"
+                if over
+                else s.overload_reason or "overloaded"
+            )
             if s.now - self.last_cut_at < self.cooldown_s:
                 return Update(limit, HOLD, f"{why}, cooling down after the last cut")
             if limit <= self.minimum:
@@ -123,11 +135,17 @@ class AIMD:
         if not latency_known:
             return Update(limit, HOLD, "no admitted traffic to judge by")
         if s.latency_s >= (1.0 - self.hysteresis) * s.target_s:
-            return Update(limit, HOLD, f"p99 {_ms(s.latency_s)} within {self.hysteresis:.0%} "
-                                       f"of target {_ms(s.target_s)}")
+            return Update(
+                limit,
+                HOLD,
+                f"p99 {_ms(s.latency_s)} within {self.hysteresis:.0%} of target {_ms(s.target_s)}",
+            )
         if s.peak_in_flight < self.in_use * limit:
-            return Update(limit, HOLD, f"limit not in use (peak {s.peak_in_flight:.0f} "
-                                       f"< {self.in_use:.0%} of {limit})")
+            return Update(
+                limit,
+                HOLD,
+                f"limit not in use (peak {s.peak_in_flight:.0f} < {self.in_use:.0%} of {limit})",
+            )
         if limit >= self.maximum:
             return Update(limit, HOLD, f"at the maximum {self.maximum}")
         why = f"p99 {_ms(s.latency_s)} < target {_ms(s.target_s)}"
@@ -151,8 +169,16 @@ class Gradient:
 
     name = "gradient"
 
-    def __init__(self, minimum: int, maximum: int, *, tolerance: float = 1.5,
-                 smoothing: float = 0.2, long_window: int = 60, in_use: float = 0.5) -> None:
+    def __init__(
+        self,
+        minimum: int,
+        maximum: int,
+        *,
+        tolerance: float = 1.5,
+        smoothing: float = 0.2,
+        long_window: int = 60,
+        in_use: float = 0.5,
+    ) -> None:
         _check_bounds(minimum, maximum)
         if tolerance < 1.0:
             raise ValueError(f"tolerance must be >= 1, got {tolerance}")
@@ -180,16 +206,21 @@ class Gradient:
             gradient = min(gradient, 0.9)
         estimate = self._estimate if self._estimate is not None else float(limit)
         if gradient >= 1.0 and s.peak_in_flight < self.in_use * limit:
-            return Update(limit, HOLD, f"limit not in use (peak {s.peak_in_flight:.0f} "
-                                       f"< {self.in_use:.0%} of {limit})")
+            return Update(
+                limit,
+                HOLD,
+                f"limit not in use (peak {s.peak_in_flight:.0f} < {self.in_use:.0%} of {limit})",
+            )
         wanted = limit * gradient + math.sqrt(limit)
         estimate = estimate * (1 - self.smoothing) + wanted * self.smoothing
         if gradient < 1.0:
             estimate = min(estimate, wanted)  # cut now, smooth only the growth
         self._estimate = max(float(self.minimum), min(float(self.maximum), estimate))
         new = int(self._estimate)
-        why = (f"latency {_ms(short)} vs long-term {_ms(long)} and target {_ms(s.target_s)}: "
-               f"gradient {gradient:.2f}")
+        why = (
+            f"latency {_ms(short)} vs long-term {_ms(long)} and target {_ms(s.target_s)}: "
+            f"gradient {gradient:.2f}"
+        )
         action = CUT if new < limit else GROW if new > limit else HOLD
         return Update(new, action, why)
 

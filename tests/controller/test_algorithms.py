@@ -12,10 +12,17 @@ from tests.support.clock import FakeClock
 SLO = 0.25
 
 
-def sample(clock: FakeClock, limit: int, p99_ms: float, peak: float | None = None,
-           **kw: object) -> Sample:
-    return Sample(now=clock(), limit=limit, latency_s=p99_ms / 1000, target_s=SLO,
-                  peak_in_flight=limit if peak is None else peak, **kw)  # type: ignore[arg-type]
+def sample(
+    clock: FakeClock, limit: int, p99_ms: float, peak: float | None = None, **kw: object
+) -> Sample:
+    return Sample(
+        now=clock(),
+        limit=limit,
+        latency_s=p99_ms / 1000,
+        target_s=SLO,
+        peak_in_flight=limit if peak is None else peak,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_aimd_cuts_by_the_backoff_on_congestion(fake_clock: FakeClock) -> None:
@@ -25,8 +32,9 @@ def test_aimd_cuts_by_the_backoff_on_congestion(fake_clock: FakeClock) -> None:
 
 
 def test_aimd_cuts_on_an_overload_flag_even_when_latency_is_fine(fake_clock: FakeClock) -> None:
-    update = AIMD(1, 1000).update(sample(fake_clock, 50, 10, overloaded=True,
-                                         overload_reason="db timeouts 12%"))
+    update = AIMD(1, 1000).update(
+        sample(fake_clock, 50, 10, overloaded=True, overload_reason="db timeouts 12%")
+    )
     assert (update.limit, update.action, update.why) == (45, CUT, "db timeouts 12%")
 
 
@@ -87,12 +95,15 @@ def test_aimd_recovers_from_a_deep_cut_within_seconds(fake_clock: FakeClock) -> 
     assert aimd.update(sample(fake_clock, 90, 50)).limit == 92
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"backoff": 1.0}, r"backoff must be in \[0.5, 1\), got 1.0"),
-    ({"backoff": 0.4}, r"backoff must be in \[0.5, 1\), got 0.4"),
-    ({"step": 0}, r"step must be >= 1, got 0"),
-    ({"hysteresis": 1.0}, r"hysteresis must be in \[0, 1\), got 1.0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backoff": 1.0}, r"backoff must be in \[0.5, 1\), got 1.0"),
+        ({"backoff": 0.4}, r"backoff must be in \[0.5, 1\), got 0.4"),
+        ({"step": 0}, r"step must be >= 1, got 0"),
+        ({"hysteresis": 1.0}, r"hysteresis must be in \[0, 1\), got 1.0"),
+    ],
+)
 def test_aimd_says_the_allowed_range(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AIMD(1, 10, **kwargs)  # type: ignore[arg-type]
@@ -105,8 +116,7 @@ def test_static_never_moves(fake_clock: FakeClock) -> None:
         assert (update.limit, update.action) == (40, HOLD)
 
 
-def test_gradient_cuts_when_latency_rises_over_its_long_term_average(
-        fake_clock: FakeClock) -> None:
+def test_gradient_cuts_when_latency_rises_over_its_long_term_average(fake_clock: FakeClock) -> None:
     gradient = Gradient(1, 1000, tolerance=1.5)
     limit = 100
     for _ in range(20):  # a steady 20 ms

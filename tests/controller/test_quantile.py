@@ -56,4 +56,6 @@ def test_a_counter_reset_counts_everything_since_the_restart() -> None:
     before = [(0.1, 500.0), (0.25, 900.0), (INF, 1000.0)]
     restarted = [(0.1, 3.0), (0.25, 4.0), (INF, 4.0)]
     assert bucket_deltas(restarted, before) == restarted
-    assert histogram_quantile(0.5, bucket_deltas(restarted, before)) == pytest.approx(0.0666666, 1e-4)
+    assert histogram_quantile(0.5, bucket_deltas(restarted, before)) == pytest.approx(
+        0.0666666, 1e-4
+    )

@@ -1,0 +1,111 @@
+"""Signals computed from two real scrapes of the service's own metric families."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from controller.scrape import Scrape
+from controller.signals import aggregate, compute
+from surgeguard.bulkhead import DependencyMetrics
+from surgeguard.limiter import Limiter
+from surgeguard.metrics import AdmissionMetrics
+from surgeguard.priority import Priority
+
+SLO = 0.25
+
+
+class Replica:
+    """The metric families a target replica exports, driven by hand."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = AdmissionMetrics(self.registry, slo_seconds=SLO, routes=["feed"])
+        self.limiter = Limiter(40, 80, 0.2)
+        self.metrics.bind_limiter(self.limiter)
+        self.deps = DependencyMetrics(self.registry, slo_seconds=SLO)
+        self.deps.limit.labels("db").set(10)
+        self.deps.inflight.labels("db").set(0)
+
+    def serve(self, n: int, seconds: float, outcome: str = "ok") -> None:
+        for _ in range(n):
+            self.metrics.duration[("feed", outcome)].observe(seconds)
+            self.metrics.requests[("feed", Priority.NORMAL, outcome)].inc()
+
+    def reject(self, n: int, reason: str) -> None:
+        self.metrics.rejections[(reason, Priority.SHEDDABLE)].inc(n)
+
+    def db(self, n: int, seconds: float, outcome: str = "ok") -> None:
+        for _ in range(n):
+            self.deps.duration.labels("db", outcome).observe(seconds)
+
+    def scrape(self, at: float) -> Scrape:
+        return Scrape.from_text(generate_latest(self.registry).decode(), at)
+
+
+def test_window_rates_and_quantiles_come_from_deltas() -> None:
+    r = Replica()
+    r.serve(1000, 0.01)  # history before the window must not count
+    before = r.scrape(at=100.0)
+    r.serve(90, 0.02)
+    r.serve(10, 0.4)  # 10% slow: p99 lands in the slow bucket
+    r.serve(5, 0.03, outcome="unavailable")
+    r.reject(50, "queue_full")
+    after = r.scrape(at=102.0)
+    s = compute("a", before, after, slo_s=SLO)
+    assert s.window_s == pytest.approx(2.0)
+    assert s.admitted_per_s == pytest.approx(105 / 2)
+    assert s.good_per_s == pytest.approx(90 / 2)  # the slow and the 503s are not good
+    assert s.rejected_per_s["queue_full"] == pytest.approx(25.0)
+    assert s.error_rate == pytest.approx(5 / 105)
+    assert 0.3 < s.p99_s <= 0.4  # rank 103.95 of 105 is in (0.3, 0.4]
+    assert s.p50_s == pytest.approx(0.015 + 0.01 * (52.5 - 0) / 90, rel=0.3)
+    assert s.mean_in_flight == pytest.approx((90 * 0.02 + 10 * 0.4 + 5 * 0.03) / 2)
+    assert s.concurrency_limit == 40 and s.queue_limit == 80
+
+
+def test_a_restarted_replica_does_not_produce_negative_rates() -> None:
+    old = Replica()
+    old.serve(5000, 0.01)
+    before = old.scrape(at=10.0)
+    restarted = Replica()
+    restarted.serve(20, 0.05)
+    s = compute("a", before, restarted.scrape(at=11.0), slo_s=SLO)
+    assert s.admitted_per_s == pytest.approx(20.0)
+    assert 0.025 < s.p50_s <= 0.05
+
+
+def test_no_traffic_gives_nan_latency_not_zero() -> None:
+    r = Replica()
+    before = r.scrape(at=0.0)
+    s = compute("a", before, r.scrape(at=1.0), slo_s=SLO)
+    assert math.isnan(s.p99_s)
+    assert s.admitted_per_s == 0.0
+
+
+def test_dependency_signals() -> None:
+    r = Replica()
+    before = r.scrape(at=0.0)
+    r.db(80, 0.05)
+    r.db(20, 2.0, outcome="timeout")
+    r.deps.rejections.labels("db", "full").inc(30)
+    s = compute("a", before, r.scrape(at=1.0), slo_s=SLO).dependencies["db"]
+    assert s.calls_per_s == pytest.approx(100)
+    assert s.timeout_rate == pytest.approx(0.2)
+    assert s.rejected_per_s == pytest.approx(30)
+    assert s.mean_in_flight == pytest.approx(80 * 0.05 + 20 * 2.0)
+    assert s.utilisation == pytest.approx(s.mean_in_flight / 10)
+
+
+def test_aggregate_sums_replicas_like_promql_sum() -> None:
+    a, b = Replica(), Replica()
+    a_before, b_before = a.scrape(at=0.0), b.scrape(at=0.0)
+    a.serve(100, 0.01)
+    b.serve(100, 0.4)
+    total = aggregate([(a_before, a.scrape(at=1.0)), (b_before, b.scrape(at=1.0))], slo_s=SLO)
+    assert total.admitted_per_s == pytest.approx(200)
+    assert total.concurrency_limit == 80  # two limits of 40
+    assert 0.3 < total.p99_s <= 0.4
+    assert total.p50_s <= 0.3
