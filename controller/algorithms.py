@@ -32,6 +32,18 @@ class Sample:
     peak_in_flight: float
     overloaded: bool = False
     overload_reason: str = ""
+    signal_label: str = "p99"  # names latency_s in reasons
+    target_label: str = "target"  # names target_s in reasons
+
+    def over(self) -> str:
+        return (
+            f"{self.signal_label} {_ms(self.latency_s)} > {self.target_label} {_ms(self.target_s)}"
+        )
+
+    def under(self) -> str:
+        return (
+            f"{self.signal_label} {_ms(self.latency_s)} < {self.target_label} {_ms(self.target_s)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,8 @@ def _ms(seconds: float) -> str:
 
 
 def _check_bounds(minimum: int, maximum: int) -> None:
-    if not 1 <= minimum <= maximum:
-        raise ValueError(f"bounds must satisfy 1 <= min <= max, got [{minimum}, {maximum}]")
+    if not 0 <= minimum <= maximum:
+        raise ValueError(f"bounds must satisfy 0 <= min <= max, got [{minimum}, {maximum}]")
 
 
 class Static:
@@ -118,11 +130,7 @@ class AIMD:
         latency_known = not math.isnan(s.latency_s)
         over = latency_known and s.latency_s > s.target_s
         if over or s.overloaded:
-            why = (
-                f"p99 {_ms(s.latency_s)} > target {_ms(s.target_s)}"
-                if over
-                else s.overload_reason or "overloaded"
-            )
+            why = s.over() if over else s.overload_reason or "overloaded"
             if s.now - self.last_cut_at < self.cooldown_s:
                 return Update(limit, HOLD, f"{why}, cooling down after the last cut")
             if limit <= self.minimum:
@@ -138,7 +146,8 @@ class AIMD:
             return Update(
                 limit,
                 HOLD,
-                f"p99 {_ms(s.latency_s)} within {self.hysteresis:.0%} of target {_ms(s.target_s)}",
+                f"{s.signal_label} {_ms(s.latency_s)} within {self.hysteresis:.0%} of "
+                f"{s.target_label} {_ms(s.target_s)}",
             )
         if s.peak_in_flight < self.in_use * limit:
             return Update(
@@ -148,7 +157,7 @@ class AIMD:
             )
         if limit >= self.maximum:
             return Update(limit, HOLD, f"at the maximum {self.maximum}")
-        why = f"p99 {_ms(s.latency_s)} < target {_ms(s.target_s)}"
+        why = s.under()
         if self.recover_to is not None and limit < self.recover_to:
             new = min(self.recover_to, max(limit + self.step, math.ceil(limit * self.slow_start)))
             if new >= self.recover_to:
@@ -218,8 +227,8 @@ class Gradient:
         self._estimate = max(float(self.minimum), min(float(self.maximum), estimate))
         new = int(self._estimate)
         why = (
-            f"latency {_ms(short)} vs long-term {_ms(long)} and target {_ms(s.target_s)}: "
-            f"gradient {gradient:.2f}"
+            f"{s.signal_label} {_ms(short)} vs long-term {_ms(long)} and "
+            f"{s.target_label} {_ms(s.target_s)}: gradient {gradient:.2f}"
         )
         action = CUT if new < limit else GROW if new > limit else HOLD
         return Update(new, action, why)

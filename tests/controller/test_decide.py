@@ -1,0 +1,202 @@
+"""The decision step: signals in, decisions with readable reasons out (pure, fake clock)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from controller.decide import ControllerConfig, Decider, current_knobs
+from controller.signals import DependencySignals, Signals
+from surgeguard.modes import Mode
+from tests.support.clock import FakeClock
+
+SLO = 0.25
+
+
+def dep(
+    name: str = "db",
+    p50: float = 0.01,
+    p99: float = 0.02,
+    util: float = 0.5,
+    limit: float = 16,
+    **kw: float,
+) -> DependencySignals:
+    base = DependencySignals(
+        name=name,
+        p50_s=p50,
+        p99_s=p99,
+        calls_per_s=100,
+        mean_in_flight=util * limit,
+        in_flight=util * limit,
+        limit=limit,
+        utilisation=util,
+        error_rate=0.0,
+        timeout_rate=0.0,
+        rejected_per_s=0.0,
+    )
+    return replace(base, **kw)
+
+
+def signals(p99: float = 0.1, peak: float = 40, limit: float = 40, **kw: object) -> Signals:
+    base = Signals(
+        replica="r1",
+        window_s=1.0,
+        p50_s=p99 / 2,
+        p95_s=p99 * 0.9,
+        p99_s=p99,
+        admitted_per_s=500,
+        good_per_s=490,
+        rejected_per_s={},
+        error_rate=0.0,
+        in_flight=peak,
+        peak_in_flight=peak,
+        mean_in_flight=peak,
+        concurrency_limit=limit,
+        queue_depth=0,
+        queue_limit=20,
+        queue_timeout_s=0.2,
+        queue_wait_p99_s=0.01,
+        dependencies={"db": dep()},
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def by_knob(result: object) -> dict[str, object]:
+    return {d.knob: d for d in result.decisions}  # type: ignore[attr-defined]
+
+
+def test_p99_over_the_slo_cuts_the_limit_with_a_readable_reason(fake_clock: FakeClock) -> None:
+    s = signals(p99=0.412)
+    result = Decider().decide(s, current_knobs(s), now=fake_clock())
+    d = by_knob(result)["concurrency_limit"]
+    assert (d.old, d.new, d.action, d.applied) == (40, 36, "cut", True)  # type: ignore[attr-defined]
+    assert d.reason == "p99 412 ms > SLO 250 ms: concurrency_limit 40 -> 36"  # type: ignore[attr-defined]
+    assert d.inputs["p99_s"] == pytest.approx(0.412)  # type: ignore[attr-defined]
+
+
+def test_pinned_knobs_are_never_moved(fake_clock: FakeClock) -> None:
+    s = signals(p99=0.5)
+    result = Decider().decide(
+        s, current_knobs(s), now=fake_clock(), pins=frozenset({"concurrency_limit"})
+    )
+    d = by_knob(result)["concurrency_limit"]
+    assert not d.applied  # type: ignore[attr-defined]
+    assert "pinned: not applied" in d.reason  # type: ignore[attr-defined]
+    assert d not in [c for c in result.changes if c.applied]
+
+
+def test_paused_autopilot_says_what_it_would_have_done(fake_clock: FakeClock) -> None:
+    s = signals(p99=0.5)
+    result = Decider().decide(s, current_knobs(s), now=fake_clock(), autopilot=False)
+    d = by_knob(result)["concurrency_limit"]
+    assert d.action == "cut" and not d.applied  # type: ignore[attr-defined]
+    assert "would have done" in d.reason  # type: ignore[attr-defined]
+
+
+def test_stale_signals_make_no_moves(fake_clock: FakeClock) -> None:
+    s = replace(signals(p99=0.9), stale=True)
+    assert Decider().decide(s, current_knobs(signals()), now=fake_clock()).decisions == ()
+
+
+def test_errors_count_as_congestion(fake_clock: FakeClock) -> None:
+    s = signals(p99=0.05, error_rate=0.2)
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert d.action == "cut" and "5xx 20% of admitted" in d.reason  # type: ignore[attr-defined]
+
+
+def test_queue_limit_follows_littles_law(fake_clock: FakeClock) -> None:
+    # 500 req/s x 200 ms budget = 100 may wait; a queue limit of 300 is too long.
+    s = signals(queue_limit=300, admitted_per_s=500)
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["queue_limit"]
+    assert d.new <= 100  # type: ignore[attr-defined]
+    assert "Little's law: 500 req/s x 200 ms = 100 may wait" in d.reason  # type: ignore[attr-defined]
+
+
+def test_queue_timeouts_cut_the_queue(fake_clock: FakeClock) -> None:
+    s = signals(queue_limit=50, admitted_per_s=500, rejected_per_s={"queue_timeout": 40.0})
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["queue_limit"]
+    assert d.action == "cut" and "40/s timed out waiting" in d.reason  # type: ignore[attr-defined]
+
+
+def test_bulkhead_cut_when_its_latency_inflates_over_baseline(fake_clock: FakeClock) -> None:
+    decider = Decider()
+    healthy = signals(dependencies={"db": dep(p50=0.01, p99=0.02)})
+    decider.decide(healthy, current_knobs(healthy), now=fake_clock())
+    fake_clock.advance(1)
+    slow = signals(dependencies={"db": dep(p50=0.08, p99=0.2, util=1.0)})
+    d = by_knob(decider.decide(slow, current_knobs(slow), now=fake_clock()))["bulkhead.db"]
+    assert d.action == "cut"  # type: ignore[attr-defined]
+    assert d.reason.startswith("db p99 200 ms > 3x baseline 30 ms")  # type: ignore[attr-defined]
+
+
+def test_bulkhead_cut_on_timeouts(fake_clock: FakeClock) -> None:
+    s = signals(dependencies={"db": dep(timeout_rate=0.3)})
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["bulkhead.db"]
+    assert d.action == "cut" and "db timeouts 30%" in d.reason  # type: ignore[attr-defined]
+
+
+def test_bottleneck_names_the_saturated_dependency(fake_clock: FakeClock) -> None:
+    decider = Decider()
+    s = signals(
+        dependencies={"db": dep(util=1.0, p50=0.01, p99=0.06), "cache": dep("cache", util=0.2)}
+    )
+    decider.decide(s, current_knobs(s), now=fake_clock())
+    b = decider.bottleneck(s)
+    assert b.name == "db"
+    assert b.sentence.startswith("db: 100% of its 16 slots busy")
+
+
+def test_bottleneck_is_admission_when_no_dependency_is_saturated() -> None:
+    s = signals(
+        rejected_per_s={"queue_full": 300.0}, queue_depth=20, dependencies={"db": dep(util=0.3)}
+    )
+    b = Decider().bottleneck(s)
+    assert b.name == "admission" and "300/s turned away" in b.sentence
+
+
+def test_auto_degrade_ladder_switches_on_then_off(fake_clock: FakeClock) -> None:
+    config = ControllerConfig(
+        auto_degrade=True,
+        degrade_after_ticks=3,
+        recover_after_ticks=2,
+        bounds={"concurrency_limit": (4, 100)},
+    )
+    decider = Decider(config)
+    bad = signals(p99=0.6, limit=4, peak=4)
+    on: list[Mode] = []
+    modes: frozenset[Mode] = frozenset()
+    for _ in range(6):
+        for m in decider.decide(bad, current_knobs(bad), now=fake_clock(), modes=modes).modes:
+            assert m.active and "for 3 ticks with concurrency_limit at its minimum 4" in m.reason
+            on.append(m.mode)
+            modes = modes | {m.mode}
+        fake_clock.advance(1)
+    assert on == [Mode.SHED_SHEDDABLE, Mode.RECOMMENDATIONS_OFF]
+    good = signals(p99=0.05, limit=4, peak=4)
+    off = []
+    for _ in range(4):
+        for m in decider.decide(good, current_knobs(good), now=fake_clock(), modes=modes).modes:
+            assert not m.active
+            off.append(m.mode)
+            modes = modes - {m.mode}
+        fake_clock.advance(1)
+    assert off == [Mode.RECOMMENDATIONS_OFF, Mode.SHED_SHEDDABLE]
+
+
+def test_ladder_is_off_by_default(fake_clock: FakeClock) -> None:
+    decider = Decider()
+    bad = signals(p99=0.9, limit=1, peak=1)
+    for _ in range(20):
+        assert decider.decide(bad, current_knobs(bad), now=fake_clock()).modes == ()
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(
+        ValueError, match=r"bounds of concurrency_limit must be within \[1, 10000\]"
+    ):
+        ControllerConfig(bounds={"concurrency_limit": (0, 5)})
+    with pytest.raises(ValueError, match="unknown algorithm 'pid'"):
+        Decider(ControllerConfig(algorithm="pid"))
+    assert math.isnan(Decider().baseline("r1", "db"))
