@@ -11,6 +11,7 @@ Document (all parts optional; absent means "use the replica's own start-up value
      "modes": ["shed_sheddable", ...],
      "chaos": {"db": {"latency_multiplier": 5.0, "error_rate": 0.0}},
      "pins": ["queue_limit"],
+     "autopilot": true,
      "updated_at": 1767000000.0, "updated_by": "controller"}
 """
 
@@ -45,6 +46,7 @@ class ControlState:
     modes: frozenset[Mode] = frozenset()
     chaos: Mapping[str, Chaos] = field(default_factory=dict)
     pins: frozenset[str] = frozenset()
+    autopilot: bool = True  # False: the controller only says what it would have done
     updated_at: float = 0.0
     updated_by: str = ""
 
@@ -65,6 +67,7 @@ class ControlState:
                     for d, c in self.chaos.items()
                 },
                 "pins": sorted(self.pins),
+                "autopilot": self.autopilot,
                 "updated_at": self.updated_at,
                 "updated_by": self.updated_by,
             },
@@ -98,6 +101,7 @@ class ControlState:
                 modes=parse_modes(list(doc.get("modes", []))),
                 chaos=chaos,
                 pins=frozenset(knob_spec(p).name for p in doc.get("pins", [])),
+                autopilot=bool(doc.get("autopilot", True)),
                 updated_at=float(doc.get("updated_at", 0.0)),
                 updated_by=str(doc.get("updated_by", "")),
             )
