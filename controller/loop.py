@@ -1,0 +1,329 @@
+"""The control loop: read signals, decide, publish knobs, remember why.
+
+Each tick (``tick_s`` seconds): read every replica through the signal source, turn
+two consecutive reads into ``Signals``, let the ``Decider`` decide per replica (or
+once for all, ``scope="global"``), publish the applied changes as one new version of
+the control document, and record decisions and a history point in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.exceptions import RedisError
+
+from controller.decide import ControllerConfig, Decider, Decision, ModeDecision, current_knobs
+from controller.scrape import Scrape
+from controller.signals import Signals, aggregate, compute, stale
+from controller.sources import SignalSource
+from controller.store import RecordStore
+from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
+
+log = logging.getLogger("controller")
+
+SCOPES = ("replica", "global")
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses to dicts with NaN/inf as None, for JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class ReplicaView:
+    target: str
+    replica: str
+    signals: Signals
+    knobs: dict[str, int] = field(default_factory=dict)
+    last_ok: float = -math.inf  # monotonic seconds of the last good read
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.knob = Gauge(
+            "surgeguard_controller_knob",
+            "Knob value the controller last saw.",
+            ["replica", "knob"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "surgeguard_controller_decisions",
+            "Knob moves decided, by knob and action (cut, grow).",
+            ["knob", "action", "applied"],
+            registry=registry,
+        )
+        self.mode_switches = Counter(
+            "surgeguard_controller_mode_switches",
+            "Automatic degradation-mode switches.",
+            ["mode", "active"],
+            registry=registry,
+        )
+        self.scrape_errors = Counter(
+            "surgeguard_controller_scrape_errors",
+            "Failed reads of a replica's signals.",
+            ["target"],
+            registry=registry,
+        )
+        self.tick = Histogram(
+            "surgeguard_controller_tick_seconds",
+            "Duration of one control tick, seconds.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.stale = Gauge(
+            "surgeguard_controller_replica_stale",
+            "1 while a replica could not be read.",
+            ["replica"],
+            registry=registry,
+        )
+        self.p99 = Gauge(
+            "surgeguard_controller_p99_seconds",
+            "Admitted p99 of the last window, seconds.",
+            ["replica"],
+            registry=registry,
+        )
+
+
+class Controller:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        source: SignalSource,
+        config: ControllerConfig | None = None,
+        *,
+        scope: str = "replica",
+        tick_s: float = 1.0,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if not 0.05 <= tick_s <= 60:
+            raise ValueError(f"tick_s must be in [0.05, 60] seconds, got {tick_s}")
+        self.config = config or ControllerConfig()
+        self.decider = Decider(self.config)
+        self.source = source
+        self.scope = scope
+        self.tick_s = tick_s
+        self.redis = redis_client
+        self.store = RecordStore(redis_client)
+        self.writer = ControlPlaneWriter(redis_client, writer="controller")
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ControllerMetrics(self.registry)
+        self._clock, self._wall = clock, wall
+        self._previous: dict[str, Scrape] = {}
+        self.replicas: dict[str, ReplicaView] = {}
+        self.aggregate: Signals | None = None
+        self.bottleneck: dict[str, Any] = {"name": "none", "sentence": "no data yet"}
+        self.latest_reasons: dict[str, dict[str, str]] = {}  # replica -> knob -> reason
+        self.control = ControlState()
+        self.ticks = 0
+        self.last_tick_at = math.nan  # unix seconds
+
+    # -- one tick -----------------------------------------------------------------------
+
+    async def tick(self) -> list[Decision]:
+        started = self._clock()
+        scrapes = await self.source.read()
+        try:
+            self.control = await read_state(self.redis)
+        except RedisError as exc:
+            log.warning("control plane unreachable, deciding nothing this tick: %s", exc)
+            return []
+        windows = self._update_views(scrapes)
+        decisions, modes = self._decide(windows, started)
+        await self._publish(decisions, modes)
+        await self._record(decisions, modes)
+        self.metrics.tick.observe(self._clock() - started)
+        self.ticks += 1
+        return decisions
+
+    def _update_views(
+        self, scrapes: Mapping[str, Scrape | None]
+    ) -> list[tuple[ReplicaView, Scrape, Scrape]]:
+        windows = []
+        for target, scrape in scrapes.items():
+            view = self.replicas.get(target)
+            if scrape is None:
+                self.metrics.scrape_errors.labels(target).inc()
+                if view is not None:
+                    view.signals = stale(view.replica)
+                    self.metrics.stale.labels(view.replica).set(1)
+                continue
+            replica = next(iter(scrape.label_values("surgeguard_replica_info", "replica")), target)
+            before = self._previous.get(target)
+            self._previous[target] = scrape
+            if view is None:
+                view = self.replicas[target] = ReplicaView(target, replica, stale(replica))
+            view.replica, view.last_ok = replica, scrape.at
+            self.metrics.stale.labels(replica).set(0)
+            if before is None or scrape.at <= before.at:
+                continue  # the first read only sets the baseline
+            view.signals = compute(replica, before, scrape, slo_s=self.config.slo_s)
+            view.knobs = current_knobs(view.signals)
+            self.metrics.p99.labels(replica).set(view.signals.p99_s)
+            for knob, value in view.knobs.items():
+                self.metrics.knob.labels(replica, knob).set(value)
+            windows.append((view, before, scrape))
+        self.aggregate = (
+            aggregate([(b, n) for _, b, n in windows], slo_s=self.config.slo_s) if windows else None
+        )
+        return windows
+
+    def _decide(
+        self, windows: list[tuple[ReplicaView, Scrape, Scrape]], now: float
+    ) -> tuple[list[Decision], list[ModeDecision]]:
+        state = self.control
+        decisions: list[Decision] = []
+        modes: list[ModeDecision] = []
+        if self.scope == "global" and self.aggregate is not None and windows:
+            per_replica = _per_replica(self.aggregate, len(windows))
+            result = self.decider.decide(
+                per_replica,
+                windows[0][0].knobs,
+                now=now,
+                pins=state.pins,
+                modes=state.modes,
+                autopilot=state.autopilot,
+            )
+            decisions.extend(result.decisions)
+            modes.extend(result.modes)
+            self.bottleneck = jsonable(result.bottleneck)
+        else:
+            for view, _, _ in windows:
+                result = self.decider.decide(
+                    view.signals,
+                    view.knobs,
+                    now=now,
+                    pins=state.pins,
+                    modes=state.modes,
+                    autopilot=state.autopilot,
+                )
+                decisions.extend(result.decisions)
+                modes.extend(result.modes)
+            if self.aggregate is not None:
+                self.bottleneck = jsonable(
+                    self.decider.bottleneck(
+                        replace(self.aggregate, replica=windows[0][0].replica)
+                        if len(windows) == 1
+                        else self.aggregate
+                    )
+                )
+        for d in decisions:
+            self.latest_reasons.setdefault(d.replica, {})[d.knob] = d.reason
+        return decisions, modes
+
+    async def _publish(self, decisions: list[Decision], modes: list[ModeDecision]) -> None:
+        changes = [d for d in decisions if d.applied]
+        if not changes and not modes:
+            return
+        scope_global = self.scope == "global"
+
+        def change(state: ControlState) -> ControlState:
+            knobs = dict(state.knobs)
+            replicas = {r: dict(k) for r, k in state.replicas.items()}
+            for d in changes:
+                if d.knob in state.pins:
+                    continue  # pinned since we read the state: the operator wins
+                if scope_global:
+                    knobs[d.knob] = d.new
+                else:
+                    replicas.setdefault(d.replica, {})[d.knob] = d.new
+            active = set(state.modes)
+            for m in modes:
+                (active.add if m.active else active.discard)(m.mode)
+            return replace(state, knobs=knobs, replicas=replicas, modes=frozenset(active))
+
+        try:
+            self.control = await self.writer.update(change)
+        except RedisError as exc:
+            log.warning("could not publish knobs: %s", exc)
+
+    async def _record(self, decisions: list[Decision], modes: list[ModeDecision]) -> None:
+        at = self._wall()
+        self.last_tick_at = at
+        moves = [d for d in decisions if d.action != "hold"]
+        for d in moves:
+            self.metrics.decisions.labels(d.knob, d.action, str(d.applied).lower()).inc()
+        for m in modes:
+            self.metrics.mode_switches.labels(m.mode.value, str(m.active).lower()).inc()
+        records: list[Mapping[str, Any]] = [{"at": at, **jsonable(d)} for d in moves]
+        records += [
+            {
+                "at": at,
+                "knob": f"mode.{m.mode.value}",
+                "action": "on" if m.active else "off",
+                "reason": m.reason,
+                "applied": True,
+            }
+            for m in modes
+        ]
+        history = {
+            "at": at,
+            "replicas": {
+                v.replica: {"signals": jsonable(v.signals), "knobs": v.knobs}
+                for v in self.replicas.values()
+            },
+            "aggregate": jsonable(self.aggregate),
+            "bottleneck": self.bottleneck,
+            "modes": sorted(m.value for m in self.control.modes),
+            "autopilot": self.control.autopilot,
+            "decisions": [jsonable(d) for d in moves],
+        }
+        try:
+            await self.store.add_decisions(records)
+            await self.store.add_history(history)
+        except RedisError as exc:
+            log.warning("could not record the tick: %s", exc)
+
+    # -- running ------------------------------------------------------------------------
+
+    def staleness(self) -> dict[str, float]:
+        """Seconds since each replica was last read successfully."""
+        now = self._clock()
+        return {v.replica: max(0.0, now - v.last_ok) for v in self.replicas.values()}
+
+    async def run(self) -> None:
+        """Tick every ``tick_s`` seconds until cancelled; a failed tick never stops it."""
+        while True:
+            started = self._clock()
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not end the loop
+                log.exception("control tick failed")
+            await asyncio.sleep(max(0.0, self.tick_s - (self._clock() - started)))
+
+
+def _per_replica(total: Signals, replicas: int) -> Signals:
+    """The aggregate as one average replica (for one value for all replicas)."""
+    n = float(max(1, replicas))
+    return replace(
+        total,
+        replica="all",
+        peak_in_flight=total.peak_in_flight / n,
+        in_flight=total.in_flight / n,
+        mean_in_flight=total.mean_in_flight / n,
+        concurrency_limit=total.concurrency_limit / n,
+        queue_limit=total.queue_limit / n,
+        queue_depth=total.queue_depth / n,
+        queue_timeout_s=total.queue_timeout_s / n,
+        admitted_per_s=total.admitted_per_s / n,
+    )

@@ -1,0 +1,58 @@
+"""What the controller remembers, in Redis: decisions, history, the audit trail.
+
+Each is a capped list (newest first), so memory stays bounded however long the
+controller runs: ``LPUSH`` then ``LTRIM`` in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+
+DECISIONS_KEY = "surgeguard:controller:decisions"
+HISTORY_KEY = "surgeguard:controller:history"
+AUDIT_KEY = "surgeguard:audit"
+
+MAX_DECISIONS = 2_000
+MAX_HISTORY = 3_600  # one hour of 1 s ticks
+MAX_AUDIT = 10_000
+
+
+class RecordStore:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    async def _push(self, key: str, cap: int, records: list[Mapping[str, Any]]) -> None:
+        if not records:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, *(json.dumps(r, separators=(",", ":")) for r in records))
+            pipe.ltrim(key, 0, cap - 1)
+            await pipe.execute()
+
+    async def _read(self, key: str, limit: int) -> list[dict[str, Any]]:
+        raw = await self._client.lrange(key, 0, max(0, limit - 1))
+        return [json.loads(r) for r in raw]
+
+    async def add_decisions(self, records: list[Mapping[str, Any]]) -> None:
+        await self._push(DECISIONS_KEY, MAX_DECISIONS, records)
+
+    async def decisions(self, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._read(DECISIONS_KEY, limit)
+
+    async def add_history(self, record: Mapping[str, Any]) -> None:
+        await self._push(HISTORY_KEY, MAX_HISTORY, [record])
+
+    async def history(self, since_wall: float, limit: int = MAX_HISTORY) -> list[dict[str, Any]]:
+        """Tick records newer than ``since_wall`` (unix seconds), oldest first."""
+        records = await self._read(HISTORY_KEY, limit)
+        return [r for r in reversed(records) if r.get("at", 0.0) >= since_wall]
+
+    async def add_audit(self, record: Mapping[str, Any]) -> None:
+        await self._push(AUDIT_KEY, MAX_AUDIT, [record])
+
+    async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._read(AUDIT_KEY, limit)
