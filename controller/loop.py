@@ -43,7 +43,9 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Controller:
         self.writer = ControlPlaneWriter(redis_client, writer="controller")
         self.registry = registry or CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
-        self._clock, self._wall = clock, wall
+        self._clock, self.wall = clock, wall
         self._previous: dict[str, Scrape] = {}
         self.replicas: dict[str, ReplicaView] = {}
         self.aggregate: Signals | None = None
@@ -258,7 +260,7 @@ class Controller:
             log.warning("could not publish knobs: %s", exc)
 
     async def _record(self, decisions: list[Decision], modes: list[ModeDecision]) -> None:
-        at = self._wall()
+        at = self.wall()
         self.last_tick_at = at
         moves = [d for d in decisions if d.action != "hold"]
         for d in moves:
