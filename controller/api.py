@@ -49,32 +49,45 @@ class ChaosIn(BaseModel):
     reason: Reason
 
 
+def _field_range(name: str) -> str:
+    """ " (allowed: [low, high])" for a bounded body field."""
+    for model in (ModeIn, KnobIn, AutopilotIn, ChaosIn):
+        info = model.model_fields.get(name)
+        if info is not None:
+            low = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
+            high = next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
+            if low is not None and high is not None:
+                return f" (allowed: [{low}, {high}])"
+    return ""
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
-        ctx = error.get("ctx") or {}
-        bounds = ""
-        if "ge" in ctx or "le" in ctx:
-            bounds = f" (allowed: [{ctx.get('ge', '-inf')}, {ctx.get('le', 'inf')}])"
-        parts.append(f"{field}: {error['msg']}{bounds}")
+        parts.append(f"{field}: {error['msg']}{_field_range(str(error['loc'][-1]))}")
     return "; ".join(parts)
 
 
-def build_api(controller: Controller, *, admin_token: str | None) -> APIRouter:
+def operator(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """Who is writing (their address), once their bearer token checks out; else 401."""
+    admin_token: str | None = request.app.state.admin_token
+    if not admin_token:
+        raise HTTPException(401, "no admin token is configured: operator writes are off")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token, admin_token):
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return request.client.host if request.client else "unknown"
+
+
+Operator = Annotated[str, Depends(operator)]
+
+
+def build_api(controller: Controller) -> APIRouter:
+    """Routes; the app that includes them sets ``app.state.admin_token``."""
     router = APIRouter(prefix="/api/v1")
-
-    def operator(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-        if not admin_token:
-            raise HTTPException(401, "no admin token is configured: operator writes are off")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token, admin_token):
-            raise HTTPException(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
-        return request.client.host if request.client else "unknown"
-
-    Operator = Annotated[str, Depends(operator)]
 
     async def audit(who: str, what: str, old: Any, new: Any, reason: str) -> None:
         await controller.store.add_audit(

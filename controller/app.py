@@ -41,7 +41,8 @@ def build_app(
 
     app = FastAPI(title="surgeguard controller", lifespan=lifespan)
     install_validation_handler(app)
-    app.include_router(build_api(controller, admin_token=admin_token))
+    app.state.admin_token = admin_token
+    app.include_router(build_api(controller))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
