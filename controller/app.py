@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller.api import build_api, install_validation_handler
 from controller.loop import Controller
+from surgeguard.aio import cancel_and_wait
 
 
 def build_app(
@@ -32,9 +33,7 @@ def build_app(
             yield
         finally:
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             if http is not None:
                 await http.aclose()
             await controller.redis.aclose()

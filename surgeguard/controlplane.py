@@ -4,7 +4,9 @@ Key ``surgeguard:control`` holds the document; every write bumps ``version`` and
 publishes the new version on ``surgeguard:control:changed``. The controller is its
 only writer (``ControlPlaneWriter``); replicas read it (``surgeguard.knob_watcher``).
 
-Document (all parts optional; absent means "use the replica's own start-up value"):
+Document (all parts optional). Knobs absent from it keep each replica's start-up
+value. Modes are different: once any document exists, its ``modes`` list is the
+truth (so an operator can switch off a mode a replica was started with).
     {"version": 7,
      "knobs": {"concurrency_limit": 40, "bulkhead.db": 12, ...},
      "replicas": {"<replica id>": {"knobs": {...}}},   # per-replica overrides
@@ -124,6 +126,21 @@ async def read_state(client: aioredis.Redis) -> ControlState:
     return ControlState() if raw is None else ControlState.from_json(raw)
 
 
+def _current_or_blank(raw: bytes | str | None) -> ControlState:
+    """The stored state; an invalid stored document (written by hand) is replaced by a
+    blank one at the next version, so the writer can always repair the plane."""
+    if raw is None:
+        return ControlState()
+    try:
+        return ControlState.from_json(raw)
+    except ControlDocumentError:
+        try:
+            version = int(json.loads(raw).get("version", 0))
+        except (ValueError, TypeError, AttributeError):
+            version = 0
+        return ControlState(version=version)
+
+
 class ControlPlaneWriter:
     """Atomic read-modify-write of the control document (optimistic, WATCH/MULTI)."""
 
@@ -148,7 +165,7 @@ class ControlPlaneWriter:
                 try:
                     await pipe.watch(CONTROL_KEY)
                     raw = await pipe.get(CONTROL_KEY)
-                    current = ControlState() if raw is None else ControlState.from_json(raw)
+                    current = _current_or_blank(raw)
                     new = replace(
                         change(current),
                         version=current.version + 1,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from surgeguard.aio import cancel_and_wait
 from surgeguard.controlplane import (
     CONTROL_CHANNEL,
     ControlDocumentError,
@@ -75,6 +76,7 @@ class KnobWatcher:
                 return True
             self.applied_version = state.version
             log.info("applied control document version %d", state.version)
+        self.last_error = ""  # Redis answered and what it holds is applied
         return True
 
     def _refuse(self, why: str) -> None:
@@ -95,9 +97,7 @@ class KnobWatcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def run(self) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -188,11 +188,13 @@ def test_signup_is_queued_durably_and_its_status_is_readable(
     assert status.json() == {"id": signup_id, "status": "queued", "attempts": 0,
                              "last_error": None}
 
-    [(_, email_job)] = redis_client.xrange(EMAIL_STREAM)
+    [(_, email_job)] = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                            redis_client.xrange(EMAIL_STREAM))
     assert email_job[b"signup_id"] == signup_id.encode()
     assert email_job[b"email"] == b"ada@example.com"
     assert email_job[b"task"] == b"welcome_email"
-    [(_, event)] = redis_client.xrange(ANALYTICS_STREAM)
+    [(_, event)] = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                        redis_client.xrange(ANALYTICS_STREAM))
     assert event[b"signup_id"] == signup_id.encode()
     assert event[b"event"] == b"signup"
 
@@ -299,7 +301,7 @@ async def test_a_full_db_bulkhead_fails_fast_with_503_naming_db(
         results = await asyncio.gather(timed("/items/11"), timed("/items/12"))
     by_status = {r.status_code: (r, elapsed) for r, elapsed in results}
     assert sorted(by_status) == [200, 503]
-    served, served_s = by_status[200]
+    _, served_s = by_status[200]
     refused, refused_s = by_status[503]
     assert refused.headers["Retry-After"].isdigit()
     assert refused.json()["dependency"] == "db"
