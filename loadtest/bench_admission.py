@@ -17,6 +17,11 @@ all alike. Reported: the median requests/s of each and the ratios of medians
 (goals: on/off >= 0.93, rejection/on >= 2.5), plus per-round ratios. Every rejection
 run is cross-checked against the target's ``surgeguard_rejections_total{reason="mode"}``.
 
+Also reported: the server's CPU microseconds per request (from ``/proc/PID/stat``) and
+how much of a core it got. On a shared machine requests/s fall whenever other work takes
+the server's core; CPU per request barely moves, so the ratios computed from it
+(``ratios_from_server_cpu``) are the steadier estimate of the same goals.
+
 Exit status: 0 when every check passed (goals met or not: they are reported), 1 when a
 check failed (unexpected statuses, socket errors, a metrics mismatch), 2 when the
 benchmark could not run (no ``wrk``, a target that did not start).
@@ -29,6 +34,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -56,6 +62,7 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 WRK_GRACE_S = 30.0  # beyond --duration before a hung wrk is killed, seconds
 TARGET_LIMITS = ("--concurrency-limit", "10000", "--queue-limit", "1000")
+STARVED_CORES = 0.9  # a measurement whose server got less than this had CPU stolen
 GOALS: dict[str, float] = {"admission_on_vs_off": 0.93, "rejection_vs_admitted": 2.5}
 MODE_REJECTIONS = re.compile(
     r'^surgeguard_rejections_total\{[^}]*reason="mode"[^}]*\}\s+(\S+)\s*$', re.MULTILINE
@@ -262,7 +269,7 @@ def wait_healthy(target: Target, deadline: float) -> None:
                 f"{target.process.returncode}:\n{_tail(target.log_path)}"
             )
         try:
-            if httpx.get(f"{target.base_url}/healthz", timeout=1.0).status_code == 200:
+            if http_get(f"{target.base_url}/healthz", timeout_s=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -314,11 +321,16 @@ def _signals_deferred() -> Iterator[None]:
 # -- checks against the targets -------------------------------------------------------
 
 
+def http_get(
+    url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 5.0
+) -> httpx.Response:
+    """GET on loopback, ignoring any proxy set in the environment."""
+    return httpx.get(url, headers=headers, timeout=timeout_s, trust_env=False)
+
+
 def sample_response(target: Target) -> dict[str, Any]:
     """One request as the load will send it: status and the rejection reason header."""
-    response = httpx.get(
-        f"{target.base_url}{PATH}", headers=dict(target.variant.headers), timeout=5.0
-    )
+    response = http_get(f"{target.base_url}{PATH}", headers=dict(target.variant.headers))
     return {
         "status": response.status_code,
         "x_surgeguard_reason": response.headers.get("x-surgeguard-reason"),
@@ -327,8 +339,25 @@ def sample_response(target: Target) -> dict[str, Any]:
 
 def mode_rejections(target: Target) -> float:
     """Sum of ``surgeguard_rejections_total{reason="mode"}`` over priorities (requests)."""
-    text = httpx.get(f"{target.base_url}/metrics", timeout=5.0).text
+    text = http_get(f"{target.base_url}/metrics").text
     return sum(float(value) for value in MODE_REJECTIONS.findall(text))
+
+
+def check_sample(variant: Variant, sample: Mapping[str, Any]) -> list[str]:
+    """Problems with the one request sent before the load (empty: as expected).
+
+    A rejection must be the middleware's own 429 for the active mode, not any 429."""
+    problems: list[str] = []
+    if sample["status"] != variant.expected_status:
+        problems.append(
+            f"sample {variant.name}: status {sample['status']}, expected {variant.expected_status}"
+        )
+    if variant.expected_status == 429 and sample["x_surgeguard_reason"] != "mode":
+        problems.append(
+            f"sample {variant.name}: X-Surgeguard-Reason {sample['x_surgeguard_reason']!r}, "
+            "expected 'mode'"
+        )
+    return problems
 
 
 def check_measurement(
@@ -372,21 +401,63 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One variant in one round."""
+    """One variant in one round. ``server_cpu_s`` and ``wrk_cpu_s``: CPU seconds the
+    target and wrk used during the measurement."""
 
     variant: str
     wrk: WrkResult
+    server_cpu_s: float | None
+    wrk_cpu_s: float
     metric_delta: float | None
     problems: list[str]
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Server CPU per answered request, microseconds: steadier than requests/s on a
+        shared machine, since it does not count time the server spent waiting for a core."""
+        if self.server_cpu_s is None or not self.wrk.requests:
+            return None
+        return self.server_cpu_s / self.wrk.requests * 1e6
+
+    @property
+    def server_cores(self) -> float | None:
+        """Cores the server kept busy (1.0: saturated; below: wrk or other load held it back)."""
+        if self.server_cpu_s is None or not self.wrk.duration_s:
+            return None
+        return self.server_cpu_s / self.wrk.duration_s
+
+    @property
+    def wrk_cores(self) -> float:
+        """Cores wrk kept busy (near 1.0: the load generator itself was the limit)."""
+        return self.wrk_cpu_s / self.wrk.duration_s if self.wrk.duration_s else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "variant": self.variant,
             "requests_per_s": self.wrk.requests_per_s,
+            "server_cpu_us_per_request": self.cpu_us_per_request,
+            "server_cores": self.server_cores,
+            "wrk_cores": self.wrk_cores,
             "wrk": asdict(self.wrk),
             "mode_rejections_delta": self.metric_delta,
             "problems": self.problems,
         }
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None where /proc is absent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"; comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of all reaped child processes so far (here: the wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(target: Target, config: BenchConfig) -> Measurement:
@@ -402,15 +473,28 @@ def measure(target: Target, config: BenchConfig) -> Measurement:
         )
     counted = variant.expected_status == 429
     before = mode_rejections(target) if counted else 0.0
+    cpu_before, wrk_before = process_cpu_s(target.process.pid), children_cpu_s()
     result = run_wrk(
         wrk_command(
             url, variant.headers, connections=config.connections, duration_s=config.duration_s
         ),
         config.duration_s,
     )
+    cpu_after, wrk_cpu_s = process_cpu_s(target.process.pid), children_cpu_s() - wrk_before
     delta = mode_rejections(target) - before if counted else None
-    return Measurement(
-        variant.name, result, delta, check_measurement(variant, result, delta, config.connections)
+    cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    problems = check_measurement(variant, result, delta, config.connections)
+    return Measurement(variant.name, result, cpu_s, wrk_cpu_s, delta, problems)
+
+
+def cpu_ratios(cpu_us: Mapping[str, float | None]) -> dict[str, float] | None:
+    """The goal ratios as a saturated server with a core of its own would show them:
+    from server CPU microseconds per request (the cheaper variant serves more)."""
+    on, off, rejection = (cpu_us[v.name] for v in VARIANTS)
+    if on is None or off is None or rejection is None:
+        return None
+    return ratios(
+        {ADMISSION_ON.name: 1 / on, ADMISSION_OFF.name: 1 / off, REJECTION.name: 1 / rejection}
     )
 
 
@@ -455,6 +539,16 @@ def summarize(rounds: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], di
     return medians, ratios(medians)
 
 
+def median_measured(rounds: Sequence[Mapping[str, Any]], key: str) -> dict[str, float | None]:
+    """Median of measurement field ``key`` per variant name (None when never measured)."""
+    values: dict[str, list[float]] = {v.name: [] for v in VARIANTS}
+    for r in rounds:
+        for m in r["measurements"]:
+            if m[key] is not None:
+                values[m["variant"]].append(m[key])
+    return {name: statistics.median(vs) if vs else None for name, vs in values.items()}
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -486,14 +580,50 @@ def format_table(report: Mapping[str, Any]) -> str:
         + "".join(f"{medians[n]:>15,.0f}" for n in names)
         + "".join(f"{med_ratios[n]:>24.3f}" for n in ratio_names)
     )
+    for label, key, fmt in (
+        ("server CPU per request, us (median)", "median_server_cpu_us_per_request", ".1f"),
+        ("server cores busy (median)", "median_server_cores", ".2f"),
+        ("wrk cores busy (median)", "median_wrk_cores", ".2f"),
+    ):
+        values = report[key]
+        cells = "".join(
+            f"{'-' if values[n] is None else format(values[n], fmt):>15}" for n in names
+        )
+        lines.append(f"{'':>6} {cells}  {label}")
     lines.append("")
+    from_cpu = report.get("ratios_from_server_cpu")
     for name, goal in GOALS.items():
         verdict = "PASS" if med_ratios[name] >= goal else "MISS"
-        lines.append(f"{name:<24} {med_ratios[name]:6.3f}  (goal >= {goal})  {verdict}")
+        line = f"{name:<24} {med_ratios[name]:6.3f}  (goal >= {goal})  {verdict}"
+        if from_cpu is not None:
+            line += f"   from server CPU/request: {from_cpu[name]:.3f}"
+        lines.append(line)
+    lines.extend(starvation_notes(report["rounds"]))
     problems = report["problems"]
     lines.append("checks: " + ("all passed" if not problems else f"{len(problems)} FAILED"))
     lines.extend(f"  - {p}" for p in problems)
     return "\n".join(lines)
+
+
+def starvation_notes(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Lines naming the measurements whose server got under ``STARVED_CORES`` of a core,
+    split by the likely cause: wrk saturated its own core, or other load on the machine."""
+    by_cause: dict[str, list[str]] = {"wrk": [], "other": []}
+    for r in rounds:
+        for m in r["measurements"]:
+            if m["server_cores"] is not None and m["server_cores"] < STARVED_CORES:
+                cause = "wrk" if m["wrk_cores"] >= STARVED_CORES else "other"
+                by_cause[cause].append(f"{m['variant']}@{r['round']}")
+    why = {
+        "wrk": "wrk kept its own core busy: the load generator was the limit",
+        "other": "other load on the machine took CPU: requests/s are noisy there, "
+        "CPU per request much less so",
+    }
+    return [
+        f"note: server under {STARVED_CORES} of a core in {', '.join(names)}: {why[cause]}"
+        for cause, names in by_cause.items()
+        if names
+    ]
 
 
 def build_report(
@@ -505,6 +635,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The JSON document (see the module docstring for what each part means)."""
     medians, med_ratios = summarize(rounds)
+    cpu_us = median_measured(rounds, "server_cpu_us_per_request")
     problems = [
         f"round {r['round']} {m['variant']}: {p}"
         for r in rounds
@@ -512,16 +643,16 @@ def build_report(
         for p in m["problems"]
     ]
     for target in targets:
-        variant, status = target.variant, samples[target.variant.name]["status"]
-        if status != variant.expected_status:
-            problems.append(
-                f"sample {variant.name}: status {status}, expected {variant.expected_status}"
-            )
+        problems += check_sample(target.variant, samples[target.variant.name])
     return {
         "command": command,
         "config": asdict(config) | {"threads": 1, "path": PATH},
         "rounds": rounds,
         "median_rps": medians,
+        "median_server_cpu_us_per_request": cpu_us,
+        "ratios_from_server_cpu": cpu_ratios(cpu_us),
+        "median_server_cores": median_measured(rounds, "server_cores"),
+        "median_wrk_cores": median_measured(rounds, "wrk_cores"),
         "ratios": med_ratios,
         "goals": GOALS,
         "goals_met": {n: med_ratios[n] >= g for n, g in GOALS.items()},

@@ -135,19 +135,21 @@ class AdmissionMiddleware:
             return
 
         clock = self.clock
-        arrived = clock()
         ticket = self.limiter.try_acquire(priority, client)
-        if ticket is not None:
-            if isinstance(ticket, str):
-                await self._reject(send, route.name, priority, ticket, 429)
-                return
+        if ticket is None:
+            self.metrics.queue_wait.extra_at_zero += 1  # admitted at once: a wait of 0
+        elif isinstance(ticket, str):
+            await self._reject(send, route.name, priority, ticket, 429)
+            return
+        else:
+            arrived = clock()
             reason, receive = await self._wait(ticket, receive)
             if reason is not None:
                 if reason != DISCONNECTED:
                     await self._reject(send, route.name, priority, reason, 429)
                 return
+            self.metrics.queue_wait.observe(clock() - arrived)
         admitted = clock()
-        self.metrics.queue_wait.observe(admitted - arrived)
 
         status = 500  # what the client sees if the app dies before starting a response
 

@@ -1,15 +1,17 @@
 """Prometheus metrics of a guarded service (names are a contract: see DESIGN.md).
 
 Label children are bound once here, at start-up, so the request path does a dict
-lookup and an ``inc``/``observe`` and never formats a label.
+lookup and an ``inc``/``observe`` on a plain object (``surgeguard.fastmetrics``) and
+never formats a label or takes a lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
+from surgeguard.fastmetrics import LocalCounter, LocalFamilies, LocalHistogram
 from surgeguard.limiter import REJECTION_REASONS, Limiter
 from surgeguard.priority import Priority
 
@@ -64,43 +66,44 @@ class AdmissionMetrics:
     ) -> None:
         routes = tuple(routes)
         buckets = latency_buckets(slo_seconds)
-        duration = Histogram(
+        families = LocalFamilies()
+        self.duration = {(r, o): LocalHistogram(buckets) for r in routes for o in OUTCOMES}
+        families.histogram(
             "surgeguard_request_duration_seconds",
             "Time from admission to the end of the response, seconds (admitted requests).",
             ["route", "outcome"],
-            buckets=buckets,
-            registry=registry,
+            {key: h for key, h in self.duration.items()},
         )
-        self.queue_wait = Histogram(
+        # Most admissions never wait: they are counted (cheaply) as waits of 0.
+        self.queue_wait = LocalHistogram((0.0, *buckets))
+        families.histogram(
             "surgeguard_queue_wait_seconds",
             "Time an admitted request waited for a slot, seconds (0 when none was needed).",
-            buckets=(0.0, *buckets),
-            registry=registry,
+            [],
+            {(): self.queue_wait},
         )
-        requests = Counter(
-            "surgeguard_requests",
-            "Requests by route, priority and outcome.",
-            ["route", "priority", "outcome"],
-            registry=registry,
-        )
-        rejections = Counter(
-            "surgeguard_rejections",
-            "Requests turned away before any work, by reason.",
-            ["reason", "priority"],
-            registry=registry,
-        )
-        self.duration = {(r, o): duration.labels(r, o) for r in routes for o in OUTCOMES}
         self.requests = {
-            (r, p, o): requests.labels(r, p.label, o)
+            (r, p, o): LocalCounter()
             for r in routes
             for p in Priority
             for o in (*OUTCOMES, REJECTED)
         }
+        families.counter(
+            "surgeguard_requests",
+            "Requests by route, priority and outcome.",
+            ["route", "priority", "outcome"],
+            {(r, p.label, o): c for (r, p, o), c in self.requests.items()},
+        )
         self.rejections = {
-            (reason, p): rejections.labels(reason, p.label)
-            for reason in REJECTION_REASONS
-            for p in Priority
+            (reason, p): LocalCounter() for reason in REJECTION_REASONS for p in Priority
         }
+        families.counter(
+            "surgeguard_rejections",
+            "Requests turned away before any work, by reason.",
+            ["reason", "priority"],
+            {(reason, p.label): c for (reason, p), c in self.rejections.items()},
+        )
+        registry.register(families)
         self._gauges = {
             name: Gauge(name, doc, registry=registry)
             for name, doc in (

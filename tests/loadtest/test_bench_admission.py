@@ -1,17 +1,27 @@
-"""The admission benchmark's pure parts: wrk output parsing and the run checks (no load)."""
+"""The admission benchmark's pure parts: wrk output parsing, checks and the summary (no load)."""
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 import pytest
 
 from loadtest.bench_admission import (
     ADMISSION_ON,
     REJECTION,
+    Measurement,
     WrkParseError,
     WrkResult,
     check_measurement,
+    check_sample,
+    cpu_ratios,
+    format_table,
+    median_measured,
     parse_wrk_output,
+    process_cpu_s,
     ratios,
+    summarize,
     wrk_command,
 )
 
@@ -113,3 +123,79 @@ def test_wrk_command_uses_one_thread_and_the_priority_header() -> None:
 def test_ratios() -> None:
     got = ratios({"admission_on": 900.0, "admission_off": 1000.0, "rejection": 2700.0})
     assert got == pytest.approx({"admission_on_vs_off": 0.9, "rejection_vs_admitted": 3.0})
+
+
+def test_server_cpu_per_request() -> None:
+    wrk = WrkResult(requests=10_000, duration_s=5.0, requests_per_s=2000.0)
+    measured = Measurement("admission_on", wrk, 0.9, 4.5, None, [])
+    assert measured.cpu_us_per_request == pytest.approx(90.0)
+    assert measured.server_cores == pytest.approx(0.18)
+    assert measured.wrk_cores == pytest.approx(0.9)
+    assert Measurement("admission_on", wrk, None, 1.0, None, []).cpu_us_per_request is None
+    own = process_cpu_s(os.getpid())
+    assert own is not None and own > 0
+
+
+def _round(number: int, on: float, off: float, rejection: float) -> dict[str, Any]:
+    rps = {"admission_on": on, "admission_off": off, "rejection": rejection}
+    return {
+        "round": number,
+        "requests_per_s": rps,
+        "ratios": ratios(rps),
+        "measurements": [
+            {
+                "variant": name,
+                "server_cpu_us_per_request": 1e6 / value,
+                "server_cores": 1.0,
+                "wrk_cores": 0.5,
+            }
+            for name, value in rps.items()
+        ],
+    }
+
+
+def test_summary_uses_medians_and_the_table_shows_the_verdicts() -> None:
+    rounds = [_round(1, 950, 1000, 3000), _round(2, 900, 1000, 2000), _round(3, 990, 990, 2600)]
+    medians, med_ratios = summarize(rounds)
+    assert medians == {"admission_on": 950, "admission_off": 1000, "rejection": 2600}
+    assert med_ratios == pytest.approx(
+        {"admission_on_vs_off": 0.95, "rejection_vs_admitted": 2600 / 950}
+    )
+    cpu = median_measured(rounds, "server_cpu_us_per_request")
+    assert cpu["admission_off"] == pytest.approx(1000.0)
+    report = {
+        "rounds": rounds,
+        "median_rps": medians,
+        "ratios": med_ratios,
+        "median_server_cpu_us_per_request": cpu,
+        "median_server_cores": median_measured(rounds, "server_cores"),
+        "median_wrk_cores": median_measured(rounds, "wrk_cores"),
+        "ratios_from_server_cpu": cpu_ratios(cpu),
+        "problems": ["round 2 rejection: 3 non-2xx/3xx of 4 responses, expected 4"],
+    }
+    table = format_table(report)
+    assert "admission_on_vs_off       0.950  (goal >= 0.93)  PASS" in table
+    assert "rejection_vs_admitted     2.737  (goal >= 2.5)  PASS" in table
+    assert "checks: 1 FAILED" in table
+    assert "2,600" in table
+    assert "from server CPU/request: 0.950" in table
+    assert "note:" not in table
+    rounds[1]["measurements"][0]["server_cores"] = 0.5
+    rounds[2]["measurements"][2].update(server_cores=0.7, wrk_cores=0.98)
+    notes = [line for line in format_table(report).splitlines() if line.startswith("note:")]
+    assert len(notes) == 2
+    assert "rejection@3: wrk kept its own core busy" in notes[0]
+    assert "admission_on@2: other load on the machine" in notes[1]
+
+
+def test_cpu_ratios_invert_cost_per_request() -> None:
+    got = cpu_ratios({"admission_on": 100.0, "admission_off": 90.0, "rejection": 25.0})
+    assert got == pytest.approx({"admission_on_vs_off": 0.9, "rejection_vs_admitted": 4.0})
+    assert cpu_ratios({"admission_on": None, "admission_off": 90.0, "rejection": 25.0}) is None
+
+
+def test_the_sample_rejection_must_come_from_the_mode() -> None:
+    assert check_sample(REJECTION, {"status": 429, "x_surgeguard_reason": "mode"}) == []
+    assert check_sample(REJECTION, {"status": 429, "x_surgeguard_reason": "queue_full"})
+    assert check_sample(REJECTION, {"status": 200, "x_surgeguard_reason": None})
+    assert check_sample(ADMISSION_ON, {"status": 200, "x_surgeguard_reason": None}) == []
