@@ -36,10 +36,13 @@ def _parser() -> argparse.ArgumentParser:
         "up",
         help="run the whole stack on this machine",
         description="Start the embedded Redis (unless SURGEGUARD_REDIS_URL is "
-        "set) and the target service; print their URLs and the "
+        "set), the target service and one job worker; print their URLs and the "
         "admin token; Ctrl-C stops everything.",
     )
     up.add_argument("--target-port", type=_port, default=8000, help="default 8000")
+    up.add_argument(
+        "--worker-metrics-port", type=_port, help="default 8002 (SURGEGUARD_WORKER_METRICS_PORT)"
+    )
     up.add_argument("--data-dir", type=Path, help="embedded Redis data (SURGEGUARD_DATA_DIR)")
 
     red = sub.add_parser(
@@ -77,6 +80,25 @@ def _parser() -> argparse.ArgumentParser:
         help="admission middleware off (to measure its cost)",
     )
     target.add_argument("--data-dir", type=Path, help="embedded Redis data when no URL is set")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run one job worker",
+        description="Consume the job streams (welcome emails, analytics) of the Redis "
+        "in SURGEGUARD_REDIS_URL with a consumer group: retries with backoff, dead "
+        "letters, reclaim of stuck jobs. Serves /metrics; SIGTERM stops it gracefully. "
+        "Other settings: SURGEGUARD_JOB_* and SURGEGUARD_MAILER_* variables.",
+    )
+    worker.add_argument("--host", help="metrics interface, default 127.0.0.1 (SURGEGUARD_HOST)")
+    worker.add_argument(
+        "--metrics-port", type=int, help="default 8002, 0: any (SURGEGUARD_WORKER_METRICS_PORT)"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="jobs at once, default 64 (SURGEGUARD_WORKER_CONCURRENCY)"
+    )
+    worker.add_argument(
+        "--consumer", help="consumer name in the group, default host-pid (SURGEGUARD_WORKER_ID)"
+    )
     return parser
 
 
@@ -92,7 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from surgeguard.stack import up
 
             settings = load_settings(data_dir=args.data_dir)
-            return up(settings, target_port=args.target_port)
+            return up(
+                settings,
+                target_port=args.target_port,
+                worker_metrics_port=args.worker_metrics_port,
+            )
         if args.command == "target":
             from target_app.server import serve
 
@@ -107,6 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 modes=",".join(args.mode) if args.mode else None,
             )
             return serve(settings, args.port)
+        if args.command == "worker":
+            from target_app.worker_server import run_worker
+
+            settings = load_settings(
+                host=args.host,
+                worker_metrics_port=args.metrics_port,
+                worker_concurrency=args.concurrency,
+                worker_id=args.consumer,
+            )
+            return run_worker(settings)
     except SettingsError as exc:
         print(f"surgeguard {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -92,6 +92,46 @@ class Settings(BaseSettings):
         2_000, ge=1, le=600_000, description="a dependency call is cut off after, ms"
     )
 
+    # -- deferred work: the worker and its jobs --
+    worker_id: str = Field("", description="consumer name of this worker (default host-pid)")
+    worker_concurrency: int = Field(
+        64, ge=1, le=10_000, description="jobs one worker process runs at once"
+    )
+    worker_metrics_port: int = Field(
+        8002, ge=0, le=65535, description="worker /metrics port (0: any free port)"
+    )
+    worker_shutdown_timeout_ms: int = Field(
+        5_000, ge=0, le=600_000, description="on SIGTERM, longest wait for running jobs, ms"
+    )
+    job_max_attempts: int = Field(
+        5, ge=1, le=100, description="attempts before a job goes to the dead letters"
+    )
+    job_backoff_base_ms: int = Field(
+        200, ge=1, le=3_600_000, description="retry delay after the first failure, ms"
+    )
+    job_backoff_max_ms: int = Field(
+        60_000, ge=1, le=86_400_000, description="longest retry delay, ms"
+    )
+    job_timeout_ms: int = Field(
+        10_000, ge=1, le=3_600_000, description="a job's run is cut off after, ms"
+    )
+    job_reclaim_idle_ms: int = Field(
+        30_000,
+        ge=10,
+        le=86_400_000,
+        description="a job held this long by a silent worker is taken over, ms",
+    )
+    job_backlog_limit: int = Field(
+        10_000, ge=0, le=1_000_000_000, description="backlog (jobs) past which signups say so"
+    )
+    mailer_latency_ms: float = Field(5.0, ge=0.0, le=60_000, description="demo send time, ms")
+    mailer_failure_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of demo sends that fail, 0..1"
+    )
+    mailer_poison_pattern: str = Field(
+        "", description="regex: addresses it matches always fail (drills)"
+    )
+
     @field_validator("client_keys")
     @classmethod
     def _keys_not_empty(cls, value: str) -> str:

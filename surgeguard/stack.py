@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,14 @@ def _spawn(name: str, args: list[str], env: dict[str, str], url: str) -> Child:
     return Child(name, url, process)
 
 
+def _free_port(host: str) -> int:
+    """A port nothing listens on right now (for a child asked to take "any" port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def _wait_healthy(child: Child, deadline: float) -> None:
     while time.monotonic() < deadline:
         if child.process.poll() is not None:
@@ -54,7 +63,7 @@ def _wait_healthy(child: Child, deadline: float) -> None:
     )
 
 
-def up(settings: Settings, *, target_port: int) -> int:
+def up(settings: Settings, *, target_port: int, worker_metrics_port: int | None = None) -> int:
     """Start everything, print where it is, and supervise until Ctrl-C."""
     stop_requested = False
 
@@ -83,6 +92,16 @@ def up(settings: Settings, *, target_port: int) -> int:
                 f"http://{host}:{target_port}",
             )
         )
+        # One job worker; its /metrics (and /healthz) on a port of its own.
+        worker_port = worker_metrics_port or settings.worker_metrics_port or _free_port(host)
+        children.append(
+            _spawn(
+                "worker",
+                ["worker", "--metrics-port", str(worker_port)],
+                env,
+                f"http://{host}:{worker_port}",
+            )
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         for child in children:
             _wait_healthy(child, deadline)
@@ -95,6 +114,8 @@ def up(settings: Settings, *, target_port: int) -> int:
             f"  redis       {redis_url}  ({where})\n"
             f"  target      http://{host}:{target_port}   "
             f"(metrics /metrics, health /healthz)\n"
+            f"  worker      http://{host}:{worker_port}/metrics   "
+            f"(concurrency {settings.worker_concurrency})\n"
             f"  admin token {token}\n"
             f"  client key  {sorted(settings.client_key_set)[0]}{demo_note}\n"
             f"Press Ctrl-C to stop.",

@@ -3,12 +3,27 @@
 A signup is stored atomically (MULTI): its status hash, the welcome-email job and
 the analytics event. ``202`` is only answered after Redis confirmed all three, so a
 ``202`` always means the job is durably queued; any Redis error becomes a ``503``.
+
+The keys of the job system (``target_app.worker`` consumes the streams):
+
+- ``JOB_STREAMS``: one stream per kind of job, read by the consumer group ``GROUP``.
+  A worker deletes an entry (XDEL) in the same atomic step that acknowledges it, so a
+  job stream holds exactly the unfinished jobs: waiting plus in progress. Its length
+  is the backlog, on Redis 6.2 too (whose XINFO GROUPS has no ``lag``).
+- ``RETRY_KEY``: a sorted set of failed jobs waiting out their backoff (score: due
+  time, unix ms); a worker moves them back to their stream when due.
+- ``DEAD_STREAM``: jobs that failed ``job_max_attempts`` times or could not be read,
+  each with its last error.
+- ``OUTBOX_STREAM``: one entry per delivered email (the demo mailer's effect).
+- ``DONE_KEY``: the idempotency record of a job, set in the same Lua script as its
+  effect, so a job run twice has its effect once.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -18,6 +33,13 @@ ANALYTICS_STREAM = "surgeguard:jobs:analytics"
 JOB_STREAMS: tuple[str, ...] = (EMAIL_STREAM, ANALYTICS_STREAM)
 SIGNUP_KEY = "surgeguard:signup:{id}"
 
+GROUP = "surgeguard-workers"
+RETRY_KEY = "surgeguard:jobs:retry"
+DEAD_STREAM = "surgeguard:jobs:dead"
+OUTBOX_STREAM = "surgeguard:outbox"
+ANALYTICS_COUNTS_KEY = "surgeguard:analytics:counts"
+DONE_KEY = "surgeguard:done:{key}"
+JOB_STATE_KEY = "surgeguard:job:{key}"  # status of a job that belongs to no signup
 
 @dataclass(frozen=True)
 class SignupStatus:
@@ -32,41 +54,52 @@ async def enqueue_signup(
     client: aioredis.Redis, email: str, name: str, *, now: float | None = None
 ) -> str:
     """Store a signup and its jobs in one transaction; returns the signup id."""
-    signup_id = uuid.uuid4().hex
-    created = time.time() if now is None else now
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            SIGNUP_KEY.format(id=signup_id),
-            mapping={
-                "status": "queued",
-                "attempts": 0,
-                "email": email,
-                "name": name,
-                "created_at": created,
-            },
-        )
-        # The idempotency key travels with the job so a retried job has its effect once.
-        pipe.xadd(
-            EMAIL_STREAM,
-            {
-                "task": "welcome_email",
-                "signup_id": signup_id,
-                "email": email,
-                "name": name,
-                "idempotency_key": f"welcome_email:{signup_id}",
-            },
-        )
-        pipe.xadd(
-            ANALYTICS_STREAM,
-            {
-                "task": "analytics",
-                "event": "signup",
-                "signup_id": signup_id,
-                "idempotency_key": f"analytics:{signup_id}",
-            },
-        )
-        await pipe.execute()
+    [signup_id] = await enqueue_signups(client, [(email, name)], now=now)
     return signup_id
+
+
+async def enqueue_signups(
+    client: aioredis.Redis, people: Sequence[tuple[str, str]], *, now: float | None = None
+) -> list[str]:
+    """Store many signups (``(email, name)`` each) in one transaction; returns their ids.
+
+    One round trip for all of them: the benchmark and tests seed backlogs with it."""
+    created = time.time() if now is None else now
+    ids = [uuid.uuid4().hex for _ in people]
+    async with client.pipeline(transaction=True) as pipe:
+        for signup_id, (email, name) in zip(ids, people, strict=True):
+            pipe.hset(
+                SIGNUP_KEY.format(id=signup_id),
+                mapping={
+                    "status": "queued",
+                    "attempts": 0,
+                    "email": email,
+                    "name": name,
+                    "created_at": created,
+                },
+            )
+            # The idempotency key travels with the job so a retried job has its effect once.
+            pipe.xadd(
+                EMAIL_STREAM,
+                {
+                    "task": "welcome_email",
+                    "signup_id": signup_id,
+                    "email": email,
+                    "name": name,
+                    "idempotency_key": f"welcome_email:{signup_id}",
+                },
+            )
+            pipe.xadd(
+                ANALYTICS_STREAM,
+                {
+                    "task": "analytics",
+                    "event": "signup",
+                    "signup_id": signup_id,
+                    "idempotency_key": f"analytics:{signup_id}",
+                },
+            )
+        await pipe.execute()
+    return ids
 
 
 async def signup_status(client: aioredis.Redis, signup_id: str) -> SignupStatus | None:
@@ -84,29 +117,15 @@ async def signup_status(client: aioredis.Redis, signup_id: str) -> SignupStatus 
 
 
 async def pending_jobs(client: aioredis.Redis) -> dict[str, int]:
-    """Entries per stream not yet acknowledged by a worker (the backlog).
+    """Unfinished jobs per stream (the backlog): waiting plus in progress.
 
-    With a consumer group this is its lag plus its pending count; before any worker
-    created a group, it is the stream's length."""
-    backlog: dict[str, int] = {}
-    for stream in JOB_STREAMS:
-        try:
-            groups = await client.xinfo_groups(stream)
-        except aioredis.ResponseError:  # no such stream yet
-            backlog[stream] = 0
-            continue
-        if not groups:
-            backlog[stream] = int(await client.xlen(stream))
-            continue
-        worst = 0
-        for group in groups:
-            lag = group.get("lag")
-            if lag is None:  # Redis < 7 reports no lag: the stream length bounds it
-                worst = max(worst, int(await client.xlen(stream)))
-            else:
-                worst = max(worst, int(group.get("pending", 0)) + int(lag))
-        backlog[stream] = worst
-    return backlog
+    Workers delete an entry when they acknowledge it (see the module docstring), so
+    the stream's length is the backlog on any Redis version; one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        for stream in JOB_STREAMS:
+            pipe.xlen(stream)
+        lengths = await pipe.execute()
+    return {stream: int(n) for stream, n in zip(JOB_STREAMS, lengths, strict=True)}
 
 
 def _text(value: bytes | str) -> str:

@@ -192,8 +192,12 @@ def build_api(
         }
 
     @router.post("/signup", status_code=202)
-    async def signup(body: SignupIn, _: Client) -> dict[str, str]:
+    async def signup(body: SignupIn, _: Client, response: Response) -> dict[str, str]:
         signup_id = await enqueue_signup(service.redis, body.email, body.name)
+        # Stored all the same (202), but the email will be late: say so, from the
+        # last backlog sample (no extra Redis call on the request path).
+        if service.jobs_backlog > service.settings.job_backlog_limit:
+            response.headers["X-Degraded"] = "jobs_backlog"
         return {"id": signup_id, "status_url": f"/signups/{signup_id}"}
 
     @router.get("/signups/{signup_id}")

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from surgeguard.admission import AdmissionMiddleware, Route, RouteTable
+from surgeguard.aio import cancel_and_wait
 from surgeguard.body_limit import BodySizeLimitMiddleware
 from surgeguard.bulkhead import Bulkhead, DependencyMetrics
 from surgeguard.controlplane import ControlState
@@ -74,6 +75,7 @@ class Service:
         self.knobs: Knobs = self.initial_knobs
         self.modes: frozenset[Mode] = settings.mode_set
         self.ready = False
+        self.jobs_backlog = 0  # unfinished jobs in all streams, sampled every second
 
         self.limiter = Limiter(
             self.knobs.concurrency_limit,
@@ -158,6 +160,12 @@ class Service:
             "Version of the control document applied (-1: none yet).",
             registry=registry,
         ).set_function(lambda: self.watcher.applied_version)
+        Gauge(
+            "surgeguard_replica_info",
+            "Always 1; names this replica (the control plane's per-replica key).",
+            ["replica"],
+            registry=registry,
+        ).labels(self.replica).set(1)
         mode_active = Gauge(
             "surgeguard_mode_active",
             "1 while a degradation mode is on.",
@@ -174,6 +182,11 @@ class Service:
         )
         for stream in JOB_STREAMS:
             self._jobs_pending.labels(stream).set(0)
+        Gauge(
+            "surgeguard_jobs_backlog_limit",
+            "Backlog (jobs) past which signups are answered with X-Degraded: jobs_backlog.",
+            registry=registry,
+        ).set(self.settings.job_backlog_limit)
 
     def _mode_reader(self, mode: Mode) -> Callable[[], float]:
         return lambda: float(mode in self.modes)
@@ -181,8 +194,10 @@ class Service:
     async def _sample_jobs(self) -> None:
         while True:
             with contextlib.suppress(RedisError, OSError):
-                for stream, count in (await pending_jobs(self.redis)).items():
+                backlog = await pending_jobs(self.redis)
+                for stream, count in backlog.items():
                     self._jobs_pending.labels(stream).set(count)
+                self.jobs_backlog = sum(backlog.values())
             await asyncio.sleep(JOBS_SAMPLE_PERIOD_S)
 
     @contextlib.asynccontextmanager
@@ -195,9 +210,7 @@ class Service:
             yield
         finally:
             self.ready = False
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await cancel_and_wait(sampler)
             await self.watcher.stop()
             await self.redis.aclose()
 
