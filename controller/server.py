@@ -15,14 +15,19 @@ from controller.sources import DirectSource
 from surgeguard.settings import Settings
 
 
-def build_controller(settings: Settings, redis_url: str, targets: Sequence[str],
-                     http: httpx.AsyncClient) -> Controller:
-    config = ControllerConfig(slo_s=settings.slo_seconds, algorithm=settings.controller_algorithm,
-                              auto_degrade=settings.auto_degrade)
+def build_controller(
+    settings: Settings, redis_url: str, targets: Sequence[str], http: httpx.AsyncClient
+) -> Controller:
+    config = ControllerConfig(
+        slo_s=settings.slo_seconds,
+        algorithm=settings.controller_algorithm,
+        auto_degrade=settings.auto_degrade,
+    )
     tick_s = settings.controller_tick_ms / 1000.0
     source = DirectSource(http, targets, timeout_s=min(0.8 * tick_s, 2.0))
-    return Controller(connect(redis_url), source, config, scope=settings.controller_scope,
-                      tick_s=tick_s)
+    return Controller(
+        connect(redis_url), source, config, scope=settings.controller_scope, tick_s=tick_s
+    )
 
 
 def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int) -> int:
@@ -30,11 +35,20 @@ def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int)
     http = httpx.AsyncClient()
     controller = build_controller(settings, redis_url, targets, http)
     app = build_app(controller, admin_token=settings.admin_token, http=http)
-    config = uvicorn.Config(app, host=settings.host, port=port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     writes = "on" if settings.admin_token else "OFF (no SURGEGUARD_ADMIN_TOKEN)"
-    print(f"controller on http://{settings.host}:{port} tuning {', '.join(targets)} "
-          f"every {controller.tick_s:g} s with {controller.config.algorithm}; "
-          f"operator writes {writes}", flush=True)
+    print(
+        f"controller on http://{settings.host}:{port} tuning {', '.join(targets)} "
+        f"every {controller.tick_s:g} s with {controller.config.algorithm}; "
+        f"operator writes {writes}",
+        flush=True,
+    )
     uvicorn.Server(config).run()
     return 0

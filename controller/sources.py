@@ -35,7 +35,7 @@ class DirectSource:
     ) -> None:
         if not targets:
             raise ValueError("at least one target URL is needed")
-        self.targets = [t.rstrip("/") for t in targets]
+        self.targets: Sequence[str] = [t.rstrip("/") for t in targets]
         self._http = http
         self._timeout_s = timeout_s
         self._clock = clock

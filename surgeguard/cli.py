@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--worker-metrics-port", type=_port, help="default 8002 (SURGEGUARD_WORKER_METRICS_PORT)"
     )
+    up.add_argument(
+        "--controller-port", type=_port, help="default 8001 (SURGEGUARD_CONTROLLER_PORT)"
+    )
     up.add_argument("--data-dir", type=Path, help="embedded Redis data (SURGEGUARD_DATA_DIR)")
 
     red = sub.add_parser(
@@ -99,6 +102,32 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--consumer", help="consumer name in the group, default host-pid (SURGEGUARD_WORKER_ID)"
     )
+    ctl = sub.add_parser(
+        "controller",
+        help="run the feedback controller against target replicas",
+        description="Reads each replica's /metrics every tick, tunes the knobs with the "
+        "chosen algorithm, and serves the operator API under /api/v1. Operator writes "
+        "need SURGEGUARD_ADMIN_TOKEN.",
+    )
+    ctl.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a target replica to tune (repeatable; SURGEGUARD_CONTROLLER_TARGETS)",
+    )
+    ctl.add_argument("--host", help="default 127.0.0.1 (SURGEGUARD_HOST)")
+    ctl.add_argument("--port", type=_port, help="default 8001 (SURGEGUARD_CONTROLLER_PORT)")
+    ctl.add_argument("--tick-ms", type=int, help="control tick, ms (default 1000)")
+    ctl.add_argument("--algorithm", help="aimd (default), static or gradient")
+    ctl.add_argument("--scope", help="replica (default: each from its own signals) or global")
+    ctl.add_argument(
+        "--auto-degrade",
+        action="store_true",
+        default=None,
+        help="let the controller switch degradation modes when limits alone fail",
+    )
+    ctl.add_argument("--data-dir", type=Path, help="embedded Redis data when no URL is set")
     return parser
 
 
@@ -118,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings,
                 target_port=args.target_port,
                 worker_metrics_port=args.worker_metrics_port,
+                controller_port=args.controller_port,
             )
         if args.command == "target":
             from target_app.server import serve
@@ -133,10 +163,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                 modes=",".join(args.mode) if args.mode else None,
             )
             return serve(settings, args.port)
+        if args.command == "controller":
+            from controller.server import serve as serve_controller
+            from surgeguard.embedded_redis import redis_url_for
+
+            settings = load_settings(
+                flags={
+                    "controller_port": "--port",
+                    "controller_tick_ms": "--tick-ms",
+                    "controller_algorithm": "--algorithm",
+                    "controller_scope": "--scope",
+                    "controller_targets": "--target",
+                },
+                host=args.host,
+                controller_port=args.port,
+                controller_tick_ms=args.tick_ms,
+                controller_algorithm=args.algorithm,
+                controller_scope=args.scope,
+                auto_degrade=args.auto_degrade,
+                controller_targets=",".join(args.target) if args.target else None,
+                data_dir=args.data_dir,
+            )
+            targets = settings.controller_target_list
+            if not targets:
+                raise SettingsError(
+                    "no target to tune: give --target URL (or SURGEGUARD_CONTROLLER_TARGETS)"
+                )
+            with redis_url_for(settings.redis_url, settings.data_dir) as url:
+                return serve_controller(settings, url, targets, settings.controller_port)
         if args.command == "worker":
             from target_app.worker_server import run_worker
 
             settings = load_settings(
+                flags={
+                    "worker_metrics_port": "--metrics-port",
+                    "worker_concurrency": "--concurrency",
+                    "worker_id": "--consumer",
+                },
                 host=args.host,
                 worker_metrics_port=args.metrics_port,
                 worker_concurrency=args.concurrency,

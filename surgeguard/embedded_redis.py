@@ -14,6 +14,7 @@ file.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import importlib.util
 import os
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
@@ -338,3 +340,13 @@ def run_forever(port: int | None, data_dir: Path) -> int:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def redis_url_for(url: str | None, data_dir: Path) -> Iterator[str]:
+    """``url`` when given, else an embedded server's for the life of the block."""
+    if url:
+        yield url
+        return
+    with EmbeddedRedis(data_dir=data_dir) as server:
+        yield server.url

@@ -7,8 +7,9 @@ start-up with one line naming the setting and what it allows (``SettingsError``)
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +133,20 @@ class Settings(BaseSettings):
         "", description="regex: addresses it matches always fail (drills)"
     )
 
+    # -- the controller --
+    controller_port: int = Field(8001, ge=1, le=65535, description="controller API port")
+    controller_targets: str = Field(
+        "", description="comma-separated target replica URLs the controller tunes"
+    )
+    controller_tick_ms: int = Field(1000, ge=50, le=60_000, description="control tick, ms")
+    controller_algorithm: Literal["aimd", "static", "gradient"] = Field(
+        "aimd", description="limit algorithm"
+    )
+    controller_scope: Literal["replica", "global"] = Field(
+        "replica", description="tune each replica from its own signals, or all as one"
+    )
+    auto_degrade: bool = Field(False, description="controller may switch degradation modes")
+
     @field_validator("client_keys")
     @classmethod
     def _keys_not_empty(cls, value: str) -> str:
@@ -165,6 +180,10 @@ class Settings(BaseSettings):
         return parse_modes([m.strip() for m in self.modes.split(",") if m.strip()])
 
     @property
+    def controller_target_list(self) -> list[str]:
+        return [t.strip() for t in self.controller_targets.split(",") if t.strip()]
+
+    @property
     def slo_seconds(self) -> float:
         return self.slo_p99_ms / 1000.0
 
@@ -189,20 +208,22 @@ class Settings(BaseSettings):
         return self.replica_id or f"{socket.gethostname()}:{port}"
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(flags: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment with ``overrides`` (CLI flags) on top.
-    Flags left at None are not overrides. Raises ``SettingsError``."""
+    Flags left at None are not overrides. ``flags`` names the flag of a field when it
+    is not ``--field-name``. Raises ``SettingsError``."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise SettingsError(_one_line(exc, given)) from None
+        raise SettingsError(_one_line(exc, given, flags or {})) from None
 
 
-def _one_line(exc: ValidationError, given: dict[str, Any]) -> str:
+def _one_line(exc: ValidationError, given: dict[str, Any], flags: Mapping[str, str]) -> str:
     error = exc.errors()[0]
     field = str(error["loc"][0]) if error["loc"] else ""
-    source = f"--{field.replace('_', '-')}" if field in given else f"{ENV_PREFIX}{field.upper()}"
+    flag = flags.get(field, f"--{field.replace('_', '-')}")
+    source = flag if field in given else f"{ENV_PREFIX}{field.upper()}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if field:
         return f"invalid setting {source}={error.get('input')!r}: {message}{_allowed(field)}"

@@ -63,7 +63,13 @@ def _wait_healthy(child: Child, deadline: float) -> None:
     )
 
 
-def up(settings: Settings, *, target_port: int, worker_metrics_port: int | None = None) -> int:
+def up(
+    settings: Settings,
+    *,
+    target_port: int,
+    worker_metrics_port: int | None = None,
+    controller_port: int | None = None,
+) -> int:
     """Start everything, print where it is, and supervise until Ctrl-C."""
     stop_requested = False
 
@@ -102,6 +108,17 @@ def up(settings: Settings, *, target_port: int, worker_metrics_port: int | None 
                 f"http://{host}:{worker_port}",
             )
         )
+        # The controller, tuning the target from its metrics.
+        controller_port = controller_port or settings.controller_port
+        target_url = f"http://{host}:{target_port}"
+        children.append(
+            _spawn(
+                "controller",
+                ["controller", "--target", target_url, "--port", str(controller_port)],
+                env,
+                f"http://{host}:{controller_port}",
+            )
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         for child in children:
             _wait_healthy(child, deadline)
@@ -116,6 +133,8 @@ def up(settings: Settings, *, target_port: int, worker_metrics_port: int | None 
             f"(metrics /metrics, health /healthz)\n"
             f"  worker      http://{host}:{worker_port}/metrics   "
             f"(concurrency {settings.worker_concurrency})\n"
+            f"  controller  http://{host}:{controller_port}/api/v1/state   "
+            f"({settings.controller_algorithm}, tick {settings.controller_tick_ms} ms)\n"
             f"  admin token {token}\n"
             f"  client key  {sorted(settings.client_key_set)[0]}{demo_note}\n"
             f"Press Ctrl-C to stop.",

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import uvicorn
 
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.embedded_redis import redis_url_for
 from surgeguard.settings import Settings
 from target_app.service import Service, connect_redis
-
-
-@contextlib.contextmanager
-def redis_url_for(settings: Settings) -> Iterator[str]:
-    """The configured Redis, or an embedded one for the life of the block."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    with EmbeddedRedis(data_dir=settings.data_dir) as server:
-        yield server.url
 
 
 def build_service(settings: Settings, redis_url: str, port: int) -> Service:
@@ -30,7 +18,7 @@ def build_service(settings: Settings, redis_url: str, port: int) -> Service:
 def serve(settings: Settings, port: int) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with redis_url_for(settings) as url:
+    with redis_url_for(settings.redis_url, settings.data_dir) as url:
         service = build_service(settings, url, port)
         config = uvicorn.Config(
             service.asgi,

@@ -34,7 +34,7 @@ def _free_port() -> int:
         return port
 
 
-@pytest.mark.parametrize("sub", ["up", "redis", "target"])
+@pytest.mark.parametrize("sub", ["up", "redis", "target", "worker", "controller"])
 def test_every_subcommand_has_help(sub: str) -> None:
     result = _run(sub, "--help")
     assert result.returncode == 0
@@ -93,10 +93,21 @@ def _children_of(pid: int) -> list[int]:
 
 
 def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port = _free_port()
+    port, ctl_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "SURGEGUARD_REDIS_URL"}
     proc = subprocess.Popen(
-        [*SURGEGUARD, "up", "--target-port", str(port), "--data-dir", str(tmp_path / "data")],
+        [
+            *SURGEGUARD,
+            "up",
+            "--target-port",
+            str(port),
+            "--controller-port",
+            str(ctl_port),
+            "--worker-metrics-port",
+            str(_free_port()),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -116,7 +127,18 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert re.search(r"redis\s+redis://127\.0\.0\.1:\d+", banner)
         assert re.search(r"admin token\s+\S{16,}", banner)
         children = _children_of(proc.pid)
-        assert len(children) >= 2  # redis-server and the target
+        assert len(children) == 4  # redis-server, the target, the worker, the controller
+        state = httpx.get(f"http://127.0.0.1:{ctl_port}/api/v1/state", timeout=5)
+        assert state.status_code == 200 and state.json()["algorithm"] == "aimd"
+        token = re.search(r"admin token\s+(\S+)", banner)
+        assert token is not None
+        paused = httpx.put(
+            f"http://127.0.0.1:{ctl_port}/api/v1/autopilot",
+            timeout=5,
+            json={"enabled": True, "reason": "smoke test"},
+            headers={"Authorization": f"Bearer {token.group(1)}"},
+        )
+        assert paused.status_code == 200
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status_code == 200
         item = httpx.get(
@@ -138,3 +160,16 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_controller_needs_a_target() -> None:
+    env = {"SURGEGUARD_CONTROLLER_TARGETS": ""}
+    result = _run("controller", env=env)
+    assert result.returncode == 2
+    assert "no target to tune: give --target URL" in result.stderr
+
+
+def test_controller_rejects_an_unknown_algorithm() -> None:
+    result = _run("controller", "--target", "http://127.0.0.1:1", "--algorithm", "pid")
+    assert result.returncode == 2
+    assert "--algorithm='pid'" in result.stderr and "'aimd'" in result.stderr
