@@ -84,7 +84,8 @@ def test_no_configured_token_means_no_writes(
             "/api/v1/chaos/db",
             {"latency_multiplier": -1, "reason": "x"},
             422,
-            "latency_multiplier: Input should be greater than or equal to 0.1 (allowed: [0.1, 100.0])",
+            "latency_multiplier: Input should be greater than or equal to 0.1 "
+            "(allowed: [0.1, 100.0])",
         ),
         ("/api/v1/chaos/db", {"error_rate": 1.5, "reason": "x"}, 422, "error_rate"),
         ("/api/v1/modes/read_only", {"active": True}, 422, "reason: Field required"),
