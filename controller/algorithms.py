@@ -85,6 +85,8 @@ class AIMD:
     - hold while latency is inside the band [(1 - hysteresis) * target, target];
     - grow by ``step`` only while the limit is in use (peak >= ``in_use`` * limit),
       so a quiet service does not drift to the maximum;
+    - ``proportional``: when latency is far over target, cut by target / latency
+      (bounded to [0.5, backoff]) so a deep overload is fixed in one or two ticks;
     - after cuts, grow multiplicatively (``slow_start`` per tick) back toward where
       the cuts began (times ``backoff``), so recovery takes seconds, not minutes;
     - clamp to [minimum, maximum]."""
@@ -102,6 +104,7 @@ class AIMD:
         cooldown_s: float = 2.0,
         in_use: float = 0.5,
         slow_start: float = 1.25,
+        proportional: bool = False,
     ) -> None:
         _check_bounds(minimum, maximum)
         if not 0.5 <= backoff < 1.0:
@@ -119,6 +122,7 @@ class AIMD:
         self.minimum, self.maximum = minimum, maximum
         self.backoff, self.step, self.hysteresis = backoff, step, hysteresis
         self.cooldown_s, self.in_use, self.slow_start = cooldown_s, in_use, slow_start
+        self.proportional = proportional
         self.last_cut_at = -math.inf
         self.recover_to: int | None = None  # where slow start ends, set by a cut
 
@@ -138,7 +142,12 @@ class AIMD:
             self.last_cut_at = s.now
             target = max(self.recover_to or 0, int(limit * self.backoff))
             self.recover_to = min(self.maximum, target)
-            new = min(limit - 1, self._clamp(math.floor(limit * self.backoff)))
+            factor = self.backoff
+            if self.proportional and over:
+                # Far over target: cut to where the latency would fit, in one step
+                # (never below half), instead of many 10% steps a cool-down apart.
+                factor = max(0.5, min(self.backoff, s.target_s / s.latency_s))
+            new = min(limit - 1, self._clamp(math.floor(limit * factor)))
             return Update(max(new, self.minimum), CUT, why)
         if not latency_known:
             return Update(limit, HOLD, "no admitted traffic to judge by")
@@ -237,9 +246,19 @@ class Gradient:
 ALGORITHMS = ("aimd", "static", "gradient")
 
 
-def build_algorithm(name: str, minimum: int, maximum: int) -> LimitAlgorithm:
+def build_algorithm(
+    name: str,
+    minimum: int,
+    maximum: int,
+    *,
+    backoff: float = 0.9,
+    cooldown_s: float = 2.0,
+    proportional: bool = False,
+) -> LimitAlgorithm:
     if name == "aimd":
-        return AIMD(minimum, maximum)
+        return AIMD(
+            minimum, maximum, backoff=backoff, cooldown_s=cooldown_s, proportional=proportional
+        )
     if name == "static":
         return Static()
     if name == "gradient":

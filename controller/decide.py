@@ -37,6 +37,9 @@ class ControllerConfig:
     degrade_after_ticks: int = 5
     recover_after_ticks: int = 10
     bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # knob -> (min, max)
+    backoff: float = 0.9  # AIMD's multiplicative cut, [0.5, 1)
+    cooldown_s: float = 2.0  # no second cut this soon after one, seconds
+    proportional: bool = True  # far over the SLO, cut by SLO / p99 (bounded to [0.5, backoff])
 
     def bounds_of(self, knob: str) -> tuple[int, int]:
         spec = KNOB_SPECS[knob]
@@ -117,7 +120,14 @@ def current_knobs(signals: Signals) -> dict[str, int]:
 class Decider:
     def __init__(self, config: ControllerConfig | None = None) -> None:
         self.config = config or ControllerConfig()
-        build_algorithm(self.config.algorithm, 1, 1)  # fail now on an unknown name
+        build_algorithm(  # fail now on an unknown name or a bad parameter
+            self.config.algorithm,
+            1,
+            1,
+            backoff=self.config.backoff,
+            cooldown_s=self.config.cooldown_s,
+            proportional=self.config.proportional,
+        )
         self._algorithms: dict[tuple[str, str], LimitAlgorithm] = {}
         self._baselines: dict[tuple[str, str], float] = {}
         self._unhealthy_ticks = 0
@@ -127,9 +137,14 @@ class Decider:
     def _algorithm(self, replica: str, knob: str) -> LimitAlgorithm:
         key = (replica, knob)
         if key not in self._algorithms:
-            spec = KNOB_SPECS[knob]
+            low, high = self.config.bounds_of(knob)
             self._algorithms[key] = build_algorithm(
-                self.config.algorithm, spec.minimum, spec.maximum
+                self.config.algorithm,
+                low,
+                high,
+                backoff=self.config.backoff,
+                cooldown_s=self.config.cooldown_s,
+                proportional=self.config.proportional,
             )
         return self._algorithms[key]
 

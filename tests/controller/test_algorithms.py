@@ -144,3 +144,12 @@ def test_build_algorithm_names_the_choices() -> None:
     assert build_algorithm("aimd", 1, 10).name == "aimd"
     with pytest.raises(ValueError, match="unknown algorithm 'pid': allowed are aimd, static"):
         build_algorithm("pid", 1, 10)
+
+
+def test_aimd_proportional_cut_fits_the_target_in_one_step(fake_clock: FakeClock) -> None:
+    aimd = AIMD(1, 1000, backoff=0.9, proportional=True)
+    assert aimd.update(sample(fake_clock, 100, 400)).limit == 62  # 100 x 250/400
+    fake_clock.advance(10)
+    assert aimd.update(sample(fake_clock, 100, 2000)).limit == 50  # never below half
+    fake_clock.advance(10)
+    assert aimd.update(sample(fake_clock, 100, 260)).limit == 90  # the ordinary backoff

@@ -69,7 +69,9 @@ def by_knob(result: object) -> dict[str, object]:
 
 def test_p99_over_the_slo_cuts_the_limit_with_a_readable_reason(fake_clock: FakeClock) -> None:
     s = signals(p99=0.412)
-    result = Decider().decide(s, current_knobs(s), now=fake_clock())
+    result = Decider(ControllerConfig(proportional=False)).decide(
+        s, current_knobs(s), now=fake_clock()
+    )
     d = by_knob(result)["concurrency_limit"]
     assert (d.old, d.new, d.action, d.applied) == (40, 36, "cut", True)  # type: ignore[attr-defined]
     assert d.reason == "p99 412 ms > SLO 250 ms: concurrency_limit 40 -> 36"  # type: ignore[attr-defined]
@@ -200,3 +202,19 @@ def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="unknown algorithm 'pid'"):
         Decider(ControllerConfig(algorithm="pid"))
     assert math.isnan(Decider().baseline("r1", "db"))
+
+
+def test_far_over_the_slo_the_cut_is_proportional(fake_clock: FakeClock) -> None:
+    # p99 500 ms against 250 ms: one cut to half, not 0.9 per cool-down.
+    s = signals(p99=0.5, limit=100, peak=100)
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert (d.old, d.new) == (100, 50)  # type: ignore[attr-defined]
+    # Just over the SLO, the cut is the ordinary backoff.
+    s = signals(p99=0.26, limit=100, peak=100)
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert (d.old, d.new) == (100, 90)  # type: ignore[attr-defined]
+
+
+def test_bad_backoff_is_refused_when_the_decider_is_built() -> None:
+    with pytest.raises(ValueError, match=r"backoff must be in \[0.5, 1\), got 0.3"):
+        Decider(ControllerConfig(backoff=0.3))
