@@ -18,12 +18,13 @@ from surgeguard.settings import Settings
 def build_controller(
     settings: Settings, redis_url: str, targets: Sequence[str], http: httpx.AsyncClient
 ) -> Controller:
+    tick_s = settings.controller_tick_ms / 1000.0
     config = ControllerConfig(
         slo_s=settings.slo_seconds,
         algorithm=settings.controller_algorithm,
         auto_degrade=settings.auto_degrade,
+        cooldown_s=2 * tick_s,  # a cut shows fully in the window after next
     )
-    tick_s = settings.controller_tick_ms / 1000.0
     source = DirectSource(http, targets, timeout_s=min(0.8 * tick_s, 2.0))
     return Controller(
         connect(redis_url), source, config, scope=settings.controller_scope, tick_s=tick_s
