@@ -34,16 +34,19 @@ class Sample:
     overload_reason: str = ""
     signal_label: str = "p99"  # names latency_s in reasons
     target_label: str = "target"  # names target_s in reasons
+    target_note: str = ""  # said after the target: " (SLO 250 ms less 10% headroom)"
+
+    def _compare(self, sign: str) -> str:
+        return (
+            f"{self.signal_label} {_ms(self.latency_s)} {sign} {self.target_label} "
+            f"{_ms(self.target_s)}{self.target_note}"
+        )
 
     def over(self) -> str:
-        return (
-            f"{self.signal_label} {_ms(self.latency_s)} > {self.target_label} {_ms(self.target_s)}"
-        )
+        return self._compare(">")
 
     def under(self) -> str:
-        return (
-            f"{self.signal_label} {_ms(self.latency_s)} < {self.target_label} {_ms(self.target_s)}"
-        )
+        return self._compare("<")
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,10 @@ class AIMD:
       so a quiet service does not drift to the maximum;
     - ``proportional``: when latency is far over target, cut by target / latency
       (bounded to [0.5, backoff]) so a deep overload is fixed in one or two ticks;
-    - after cuts, grow multiplicatively (``slow_start`` per tick) back toward where
-      the cuts began (times ``backoff``), so recovery takes seconds, not minutes;
+    - while latency is far under target (below ``fast_below`` x target: the
+      overload that caused a cut is over), grow multiplicatively (``slow_start``
+      per tick), so recovery takes seconds, not minutes; nearer the target, grow
+      by ``step`` only, so a limit under sustained load creeps instead of jumping;
     - clamp to [minimum, maximum]."""
 
     name = "aimd"
@@ -104,6 +109,7 @@ class AIMD:
         cooldown_s: float = 2.0,
         in_use: float = 0.5,
         slow_start: float = 1.25,
+        fast_below: float = 0.5,
         proportional: bool = False,
     ) -> None:
         _check_bounds(minimum, maximum)
@@ -119,12 +125,14 @@ class AIMD:
             raise ValueError(f"in_use must be in [0, 1], got {in_use}")
         if slow_start < 1.0:
             raise ValueError(f"slow_start must be >= 1, got {slow_start}")
+        if not 0.0 <= fast_below < 1.0 - hysteresis:
+            raise ValueError(f"fast_below must be in [0, {1.0 - hysteresis:g}), got {fast_below}")
         self.minimum, self.maximum = minimum, maximum
         self.backoff, self.step, self.hysteresis = backoff, step, hysteresis
         self.cooldown_s, self.in_use, self.slow_start = cooldown_s, in_use, slow_start
         self.proportional = proportional
         self.last_cut_at = -math.inf
-        self.recover_to: int | None = None  # where slow start ends, set by a cut
+        self.fast_below = fast_below
 
     def _clamp(self, value: float) -> int:
         return max(self.minimum, min(self.maximum, int(value)))
@@ -140,8 +148,6 @@ class AIMD:
             if limit <= self.minimum:
                 return Update(limit, HOLD, f"{why}, already at the minimum {self.minimum}")
             self.last_cut_at = s.now
-            target = max(self.recover_to or 0, int(limit * self.backoff))
-            self.recover_to = min(self.maximum, target)
             factor = self.backoff
             if self.proportional and over:
                 # Far over target: cut to where the latency would fit, in one step
@@ -167,12 +173,9 @@ class AIMD:
         if limit >= self.maximum:
             return Update(limit, HOLD, f"at the maximum {self.maximum}")
         why = s.under()
-        if self.recover_to is not None and limit < self.recover_to:
-            new = min(self.recover_to, max(limit + self.step, math.ceil(limit * self.slow_start)))
-            if new >= self.recover_to:
-                self.recover_to = None
-            return Update(self._clamp(new), GROW, f"{why}, recovering")
-        self.recover_to = None
+        if s.latency_s < self.fast_below * s.target_s:
+            new = max(limit + self.step, math.ceil(limit * self.slow_start))
+            return Update(self._clamp(new), GROW, f"{why}, growing fast")
         return Update(self._clamp(limit + self.step), GROW, why)
 
 

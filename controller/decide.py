@@ -32,11 +32,13 @@ class ControllerConfig:
     error_threshold: float = 0.05  # share of admitted answered 5xx that counts as congestion
     failure_threshold: float = 0.05  # share of a dependency's calls timing out or failing
     inflation: float = 3.0  # dependency p99 over baseline x this = congested
+    baseline_drift: float = 0.05  # a dependency's healthy baseline may rise 5% a minute
     queue_timeout_share: float = 0.01  # queue timeouts per admitted that count as congestion
     auto_degrade: bool = False
     degrade_after_ticks: int = 5
     recover_after_ticks: int = 10
     bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # knob -> (min, max)
+    headroom: float = 0.1  # aim admitted p99 this share below the SLO, [0, 0.5]
     backoff: float = 0.9  # AIMD's multiplicative cut, [0.5, 1)
     cooldown_s: float = 2.0  # no second cut this soon after one, seconds
     proportional: bool = True  # far over the SLO, cut by SLO / p99 (bounded to [0.5, backoff])
@@ -55,6 +57,8 @@ class ControllerConfig:
                 )
         if self.slo_s <= 0:
             raise ValueError(f"slo_s must be > 0 seconds, got {self.slo_s}")
+        if not 0 <= self.headroom <= 0.5:
+            raise ValueError(f"headroom must be in [0, 0.5], got {self.headroom}")
         if self.inflation <= 1:
             raise ValueError(f"inflation must be > 1, got {self.inflation}")
         for name in ("error_threshold", "failure_threshold", "queue_timeout_share"):
@@ -129,7 +133,7 @@ class Decider:
             proportional=self.config.proportional,
         )
         self._algorithms: dict[tuple[str, str], LimitAlgorithm] = {}
-        self._baselines: dict[tuple[str, str], float] = {}
+        self._baselines: dict[tuple[str, str], tuple[float, float]] = {}  # (seconds, at)
         self._unhealthy_ticks = 0
         self._healthy_ticks = 0
         self.auto_modes: list[Mode] = []  # modes this controller switched on, in order
@@ -149,7 +153,7 @@ class Decider:
         return self._algorithms[key]
 
     def baseline(self, replica: str, dependency: str) -> float:
-        return self._baselines.get((replica, dependency), math.nan)
+        return self._baselines.get((replica, dependency), (math.nan, 0.0))[0]
 
     def decide(
         self,
@@ -203,15 +207,20 @@ class Decider:
         self, s: Signals, knobs: Mapping[str, int], now: float
     ) -> tuple[Sample, dict[str, float]]:
         errors = s.error_rate > self.config.error_threshold
+        headroom = self.config.headroom
+        # Aim a little under the SLO: a p99 hovering at the SLO breaks it half the time.
         sample = Sample(
             now=now,
             limit=knobs["concurrency_limit"],
             latency_s=s.p99_s,
-            target_s=self.config.slo_s,
+            target_s=self.config.slo_s * (1 - headroom),
             peak_in_flight=s.peak_in_flight,
             overloaded=errors,
             overload_reason=f"5xx {s.error_rate:.0%} of admitted",
-            target_label="SLO",
+            target_label="target" if headroom else "SLO",
+            target_note=(
+                f" (SLO {_ms(self.config.slo_s)} less {headroom:.0%} headroom)" if headroom else ""
+            ),
         )
         inputs = {
             "p99_s": s.p99_s,
@@ -259,12 +268,15 @@ class Decider:
         self, replica: str, d: DependencySignals, limit: int, now: float
     ) -> tuple[Sample, dict[str, float]]:
         key = (replica, d.name)
-        baseline = self._baselines.get(key, math.nan)
+        baseline, seen_at = self._baselines.get(key, (math.nan, now))
         if not math.isnan(d.p50_s) and d.p50_s > 0:
-            # Healthy baseline: the lowest median seen, drifting up slowly so a
-            # permanently slower dependency is eventually accepted as normal.
-            baseline = d.p50_s if math.isnan(baseline) else min(baseline * 1.002, d.p50_s)
-            self._baselines[key] = baseline
+            # Healthy baseline: the lowest median seen (under overload the median is
+            # inflated, so never average it in), allowed to drift up by
+            # ``baseline_drift`` per minute so a permanently slower dependency is
+            # eventually accepted as normal.
+            drifted = baseline * (1 + self.config.baseline_drift) ** ((now - seen_at) / 60)
+            baseline = d.p50_s if math.isnan(baseline) else min(drifted, d.p50_s)
+            self._baselines[key] = (baseline, now)
         failing = max(d.timeout_rate, d.error_rate)
         target = baseline * self.config.inflation if not math.isnan(baseline) else math.inf
         sample = Sample(

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -115,7 +116,11 @@ class Controller:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        window_s: float | None = None,
     ) -> None:
+        """``window_s``: signals cover the last ``window_s`` seconds (default: one
+        second or one tick, whichever is longer), so a quantile rests on enough
+        requests even when ticks are short; decisions still come every tick."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         if not 0.05 <= tick_s <= 60:
@@ -131,7 +136,11 @@ class Controller:
         self.registry = registry or CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
         self._clock, self.wall = clock, wall
-        self._previous: dict[str, Scrape] = {}
+        self.window_s = max(tick_s, 1.0) if window_s is None else window_s
+        if self.window_s < tick_s:
+            raise ValueError(f"window_s must be >= tick_s ({tick_s} s), got {self.window_s}")
+        self._reads: dict[str, deque[Scrape]] = {}
+        self._reads_kept = max(2, round(self.window_s / tick_s) + 1)
         self.replicas: dict[str, ReplicaView] = {}
         self.aggregate: Signals | None = None
         self.bottleneck: dict[str, Any] = {"name": "none", "sentence": "no data yet"}
@@ -171,8 +180,9 @@ class Controller:
                     self.metrics.stale.labels(view.replica).set(1)
                 continue
             replica = next(iter(scrape.label_values("surgeguard_replica_info", "replica")), target)
-            before = self._previous.get(target)
-            self._previous[target] = scrape
+            reads = self._reads.setdefault(target, deque(maxlen=self._reads_kept))
+            before = reads[0] if reads else None
+            reads.append(scrape)
             if view is None:
                 view = self.replicas[target] = ReplicaView(target, replica, stale(replica))
             view.replica, view.last_ok = replica, scrape.at

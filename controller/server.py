@@ -23,7 +23,8 @@ def build_controller(
         slo_s=settings.slo_seconds,
         algorithm=settings.controller_algorithm,
         auto_degrade=settings.auto_degrade,
-        cooldown_s=2 * tick_s,  # a cut shows fully in the window after next
+        # A cut shows fully once a whole signal window has passed after it.
+        cooldown_s=max(tick_s, 1.0) + tick_s,
     )
     source = DirectSource(http, targets, timeout_s=min(0.8 * tick_s, 2.0))
     return Controller(

@@ -196,7 +196,11 @@ class Limiter:
         return reason
 
     def _enqueue(self, priority: Priority, client: bytes | None) -> Waiter | str:
-        if client is not None and self._held.get(client, 0) >= self._client_cap:
+        if (
+            client is not None
+            and self.client_share < 1.0  # 1.0: no per-client cap at all
+            and self._held.get(client, 0) >= self._client_cap
+        ):
             return self._reject(CLIENT_SHARE)
         if priority is Priority.SHEDDABLE and self.waiting >= self._sheddable_room:
             return self._reject(PRIORITY if self.queue_limit else QUEUE_FULL)

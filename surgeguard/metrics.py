@@ -45,9 +45,16 @@ _LATENCY_EDGES_S = (
 )
 
 
+# Extra edges around the SLO (as shares of it): the controller steers p99 in this
+# range, and a quantile interpolated inside one wide bucket would hide where it is.
+_SLO_SHARES = (0.6, 0.8, 0.9, 1.0, 1.1, 1.25)
+
+
 def latency_buckets(slo_seconds: float) -> tuple[float, ...]:
-    """Histogram edges in seconds, always with one exactly at the SLO."""
-    return tuple(sorted(set(_LATENCY_EDGES_S) | {round(slo_seconds, 6)}))
+    """Histogram edges in seconds, always with one exactly at the SLO and a few
+    close around it."""
+    near = {round(slo_seconds * share, 6) for share in _SLO_SHARES}
+    return tuple(sorted(set(_LATENCY_EDGES_S) | near))
 
 
 def outcome_of(status: int) -> str:

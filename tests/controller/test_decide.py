@@ -69,7 +69,7 @@ def by_knob(result: object) -> dict[str, object]:
 
 def test_p99_over_the_slo_cuts_the_limit_with_a_readable_reason(fake_clock: FakeClock) -> None:
     s = signals(p99=0.412)
-    result = Decider(ControllerConfig(proportional=False)).decide(
+    result = Decider(ControllerConfig(proportional=False, headroom=0.0)).decide(
         s, current_knobs(s), now=fake_clock()
     )
     d = by_knob(result)["concurrency_limit"]
@@ -205,14 +205,26 @@ def test_config_validation_names_the_field() -> None:
 
 
 def test_far_over_the_slo_the_cut_is_proportional(fake_clock: FakeClock) -> None:
+    plain = ControllerConfig(headroom=0.0)
     # p99 500 ms against 250 ms: one cut to half, not 0.9 per cool-down.
     s = signals(p99=0.5, limit=100, peak=100)
-    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    d = by_knob(Decider(plain).decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
     assert (d.old, d.new) == (100, 50)  # type: ignore[attr-defined]
     # Just over the SLO, the cut is the ordinary backoff.
     s = signals(p99=0.26, limit=100, peak=100)
-    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    d = by_knob(Decider(plain).decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
     assert (d.old, d.new) == (100, 90)  # type: ignore[attr-defined]
+
+
+def test_headroom_aims_below_the_slo_and_says_so(fake_clock: FakeClock) -> None:
+    s = signals(p99=0.240, limit=40, peak=40)
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert d.action == "cut"  # type: ignore[attr-defined]
+    assert d.reason == (  # type: ignore[attr-defined]
+        "p99 240 ms > target 225 ms (SLO 250 ms less 10% headroom): concurrency_limit 40 -> 36"
+    )
+    with pytest.raises(ValueError, match=r"headroom must be in \[0, 0.5\], got 0.6"):
+        ControllerConfig(headroom=0.6)
 
 
 def test_bad_backoff_is_refused_when_the_decider_is_built() -> None:

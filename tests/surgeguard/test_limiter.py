@@ -244,3 +244,11 @@ async def test_recent_peak_covers_the_last_one_to_two_windows(timers: FakeTimers
     timers.advance(5.0)
     limiter.try_acquire(N, None)
     assert limiter.recent_peak() == 2
+
+
+async def test_a_client_share_of_one_means_no_per_client_cap(timers: FakeTimers) -> None:
+    limiter = make(timers, limit=2, queue_limit=4, client_share=1.0)
+    for _ in range(2):
+        assert limiter.try_acquire(N, b"only") is None
+    # Saturated, and this client holds the whole limit: it queues like anyone else.
+    assert isinstance(limiter.try_acquire(N, b"only"), Waiter)
