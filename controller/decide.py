@@ -38,7 +38,7 @@ class ControllerConfig:
     degrade_after_ticks: int = 5
     recover_after_ticks: int = 10
     bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # knob -> (min, max)
-    headroom: float = 0.1  # aim admitted p99 this share below the SLO, [0, 0.5]
+    headroom: float = 0.2  # aim admitted p99 this share below the SLO, [0, 0.5]
     backoff: float = 0.9  # AIMD's multiplicative cut, [0.5, 1)
     cooldown_s: float = 2.0  # no second cut this soon after one, seconds
     proportional: bool = True  # far over the SLO, cut by SLO / p99 (bounded to [0.5, backoff])

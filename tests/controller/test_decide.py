@@ -217,11 +217,11 @@ def test_far_over_the_slo_the_cut_is_proportional(fake_clock: FakeClock) -> None
 
 
 def test_headroom_aims_below_the_slo_and_says_so(fake_clock: FakeClock) -> None:
-    s = signals(p99=0.240, limit=40, peak=40)
+    s = signals(p99=0.210, limit=40, peak=40)
     d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
     assert d.action == "cut"  # type: ignore[attr-defined]
     assert d.reason == (  # type: ignore[attr-defined]
-        "p99 240 ms > target 225 ms (SLO 250 ms less 10% headroom): concurrency_limit 40 -> 36"
+        "p99 210 ms > target 200 ms (SLO 250 ms less 20% headroom): concurrency_limit 40 -> 36"
     )
     with pytest.raises(ValueError, match=r"headroom must be in \[0, 0.5\], got 0.6"):
         ControllerConfig(headroom=0.6)
