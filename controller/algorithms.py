@@ -92,8 +92,9 @@ class AIMD:
       (bounded to [0.5, backoff]) so a deep overload is fixed in one or two ticks;
     - while latency is far under target (below ``fast_below`` x target: the
       overload that caused a cut is over), grow multiplicatively (``slow_start``
-      per tick), so recovery takes seconds, not minutes; nearer the target, grow
-      by ``step`` only, so a limit under sustained load creeps instead of jumping;
+      per tick), back to where the cuts began even if light traffic does not use
+      it, so recovery takes seconds, not minutes; nearer the target, grow by
+      ``step`` only, so a limit under sustained load creeps instead of jumping;
     - clamp to [minimum, maximum]."""
 
     name = "aimd"
@@ -133,6 +134,10 @@ class AIMD:
         self.proportional = proportional
         self.last_cut_at = -math.inf
         self.fast_below = fast_below
+        # The limit before the first cut of an overload episode: once the overload is
+        # over (latency far under target) the limit returns there even if the
+        # traffic left is too light to "use" it, so the next spike meets it whole.
+        self.recover_to: int | None = None
 
     def _clamp(self, value: float) -> int:
         return max(self.minimum, min(self.maximum, int(value)))
@@ -148,6 +153,8 @@ class AIMD:
             if limit <= self.minimum:
                 return Update(limit, HOLD, f"{why}, already at the minimum {self.minimum}")
             self.last_cut_at = s.now
+            if self.recover_to is None:
+                self.recover_to = limit
             factor = self.backoff
             if self.proportional and over:
                 # Far over target: cut to where the latency would fit, in one step
@@ -164,6 +171,18 @@ class AIMD:
                 f"{s.signal_label} {_ms(s.latency_s)} within {self.hysteresis:.0%} of "
                 f"{s.target_label} {_ms(s.target_s)}",
             )
+        fast = s.latency_s < self.fast_below * s.target_s
+        if fast and self.recover_to is not None:
+            if limit < self.recover_to:
+                new = min(
+                    self.recover_to, max(limit + self.step, math.ceil(limit * self.slow_start))
+                )
+                return Update(
+                    self._clamp(new),
+                    GROW,
+                    f"{s.under()}, recovering toward {self.recover_to} (before the overload)",
+                )
+            self.recover_to = None  # recovered: the episode is over
         if s.peak_in_flight < self.in_use * limit:
             return Update(
                 limit,
@@ -173,7 +192,7 @@ class AIMD:
         if limit >= self.maximum:
             return Update(limit, HOLD, f"at the maximum {self.maximum}")
         why = s.under()
-        if s.latency_s < self.fast_below * s.target_s:
+        if fast:
             new = max(limit + self.step, math.ceil(limit * self.slow_start))
             return Update(self._clamp(new), GROW, f"{why}, growing fast")
         return Update(self._clamp(limit + self.step), GROW, why)

@@ -153,3 +153,27 @@ def test_aimd_proportional_cut_fits_the_target_in_one_step(fake_clock: FakeClock
     assert aimd.update(sample(fake_clock, 100, 2000)).limit == 50  # never below half
     fake_clock.advance(10)
     assert aimd.update(sample(fake_clock, 100, 260)).limit == 90  # the ordinary backoff
+
+
+def test_aimd_returns_to_its_pre_overload_limit_under_light_traffic(
+    fake_clock: FakeClock,
+) -> None:
+    """After a spike the leftover traffic is too light to 'use' the limit; the limit
+    still goes back to where it was before the spike, and no further."""
+    aimd = AIMD(1, 1000, cooldown_s=0.0)
+    limit = 64
+    for _ in range(15):
+        limit = aimd.update(sample(fake_clock, limit, 600)).limit
+        fake_clock.advance(1)
+    assert limit < 20
+    light = 3  # requests in flight: far below half of any of these limits
+    ticks = 0
+    while limit < 64:
+        update = aimd.update(sample(fake_clock, limit, 40, peak=light))
+        assert update.action == GROW and "recovering toward 64" in update.why
+        limit = update.limit
+        fake_clock.advance(1)
+        ticks += 1
+    assert limit == 64 and ticks <= 10
+    idle = aimd.update(sample(fake_clock, limit, 40, peak=light))
+    assert (idle.limit, idle.action) == (64, HOLD)  # no drift past it
