@@ -38,7 +38,6 @@ import resource
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,12 +52,20 @@ from typing import Any
 
 import httpx
 
+from loadtest.processes import (
+    HOST,
+    READY_TIMEOUT_S,
+    ChildError,
+    child_env,
+    free_port,
+    spawn,
+    tail,
+    wait_healthy,
+)
 from surgeguard.embedded_redis import EmbeddedRedis
 from surgeguard.process import die_with_parent, terminate
 
-HOST = "127.0.0.1"
 PATH = "/ping"
-READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 WRK_GRACE_S = 30.0  # beyond --duration before a hung wrk is killed, seconds
 TARGET_LIMITS = ("--concurrency-limit", "10000", "--queue-limit", "1000")
@@ -212,79 +219,32 @@ class Target:
         return f"http://{HOST}:{self.port}"
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def child_env(redis_url: str) -> dict[str, str]:
-    """Our environment minus every ``SURGEGUARD_*`` setting, plus the shared Redis URL.
-
-    Stripped so a stray ``SURGEGUARD_NO_ADMISSION`` or ``SURGEGUARD_MODES`` in the
-    caller's shell cannot change what a variant measures."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGUARD_")}
-    env["SURGEGUARD_REDIS_URL"] = redis_url
-    return env
-
-
 def start_target(variant: Variant, env: Mapping[str, str], log_dir: Path) -> Target:
     """Spawn a target for ``variant`` on a free port; output goes to a log file."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "surgeguard",
-        "target",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        *TARGET_LIMITS,
-        *variant.target_args,
-    ]
+    args = ["target", "--host", HOST, "--port", str(port), *TARGET_LIMITS, *variant.target_args]
     log_path = log_dir / f"{variant.name}.log"
-    with log_path.open("ab") as log:
-        # Own session: a terminal Ctrl-C reaches only us and we stop the children.
-        process = subprocess.Popen(
-            argv,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
-    return Target(variant, port, argv, process, log_path)
+    process = spawn(args, dict(env), log_path)
+    return Target(variant, port, [sys.executable, "-m", "surgeguard", *args], process, log_path)
 
 
-def wait_healthy(target: Target, deadline: float) -> None:
+def wait_target(target: Target, deadline: float) -> None:
     """Poll ``/healthz`` until 200 or ``deadline`` (a ``time.monotonic()`` value)."""
-    while time.monotonic() < deadline:
-        if target.process.poll() is not None:
-            raise BenchError(
-                f"target {target.variant.name} exited with status "
-                f"{target.process.returncode}:\n{_tail(target.log_path)}"
-            )
-        try:
-            if http_get(f"{target.base_url}/healthz", timeout_s=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(
-        f"target {target.variant.name} did not answer /healthz within "
-        f"{READY_TIMEOUT_S:.0f} s:\n{_tail(target.log_path)}"
-    )
-
-
-def _tail(path: Path, lines: int = 15) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
+        wait_healthy(
+            f"{target.base_url}/healthz",
+            target.process,
+            target.log_path,
+            timeout_s=deadline - time.monotonic(),
+        )
+    except ChildError as exc:
+        if target.process.poll() is not None:
+            problem = f"exited with status {target.process.returncode}"
+        else:
+            problem = f"did not answer /healthz within {READY_TIMEOUT_S:.0f} s"
+        raise BenchError(
+            f"target {target.variant.name} {problem}:\n{tail(target.log_path)}"
+        ) from exc
 
 
 @contextmanager
@@ -299,7 +259,7 @@ def running_targets(
             targets.append(start_target(variant, env, log_dir))
         deadline = time.monotonic() + READY_TIMEOUT_S
         for target in targets:
-            wait_healthy(target, deadline)
+            wait_target(target, deadline)
         yield targets
     finally:
         with _signals_deferred():  # a second Ctrl-C must not cut the cleanup short

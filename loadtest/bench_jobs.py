@@ -32,7 +32,6 @@ import platform
 import re
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,12 +48,20 @@ import httpx
 import redis.asyncio as aioredis
 import uvloop
 
+from loadtest.processes import (
+    HOST,
+    READY_TIMEOUT_S,
+    ChildError,
+    child_env,
+    free_port,
+    spawn,
+    tail,
+    wait_healthy,
+)
 from surgeguard.embedded_redis import EmbeddedRedis
-from surgeguard.process import die_with_parent, terminate
+from surgeguard.process import terminate
 from target_app.jobs import JOB_STREAMS, OUTBOX_STREAM, enqueue_signups
 
-HOST = "127.0.0.1"
-READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 300.0
 CONNECTIONS = 16  # keep-alive connections of the load client
 SEED_BATCH = 2_000  # signups per seeding transaction
@@ -69,49 +76,6 @@ class BenchError(RuntimeError):
 # -- children -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def child_env(redis_url: str, **settings: str) -> dict[str, str]:
-    """Our environment minus stray ``SURGEGUARD_*`` settings, plus the given ones."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGUARD_")}
-    env["SURGEGUARD_REDIS_URL"] = redis_url
-    env.update({f"SURGEGUARD_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
-def spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "surgeguard", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop the children
-            preexec_fn=die_with_parent(),
-        )
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``url`` until 200 (or the child dies, or READY_TIMEOUT_S passes)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{shlex.join(process.args)} exited:\n{_tail(log)}")  # type: ignore[arg-type]
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise BenchError(f"{url} did not answer within {READY_TIMEOUT_S:.0f} s:\n{_tail(log)}")
-
-
 async def worker_metrics_url(log: Path, process: subprocess.Popen[bytes]) -> str:
     """The worker prints where its metrics are; wait for that line.
 
@@ -124,22 +88,15 @@ async def worker_metrics_url(log: Path, process: subprocess.Popen[bytes]) -> str
         if url:
             return url
         if process.poll() is not None:
-            raise BenchError(f"the worker exited:\n{_tail(log)}")
+            raise BenchError(f"the worker exited:\n{tail(log)}")
         await asyncio.sleep(0.05)
-    raise BenchError(f"the worker printed no metrics address:\n{_tail(log)}")
+    raise BenchError(f"the worker printed no metrics address:\n{tail(log)}")
 
 
 def _printed_metrics_url(log: Path) -> str | None:
     """The metrics address in the worker's log, once it printed it (a small file)."""
     found = METRICS_LINE.search(log.read_text(errors="replace")) if log.exists() else None
     return found.group(1) if found else None
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
 
 
 @contextmanager
@@ -153,7 +110,7 @@ def stack(work_dir: Path) -> Iterator[tuple[EmbeddedRedis, str, subprocess.Popen
         log = work_dir / "target.log"
         target = spawn(["target", "--host", HOST, "--port", str(port)], child_env(server.url), log)
         url = f"http://{HOST}:{port}"
-        wait_for(f"{url}/healthz", target, log)
+        wait_healthy(f"{url}/healthz", target, log)
         yield server, url, target
     finally:
         if target is not None:
@@ -477,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
         try:
             uvloop.run(run(args, result, Path(tmp)))
-        except BenchError as exc:
+        except (BenchError, ChildError) as exc:
             print(f"bench_jobs: could not run: {exc}", file=sys.stderr)
             return 2
     print(report(result))

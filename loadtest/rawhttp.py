@@ -120,3 +120,65 @@ async def closed_loop(
 
     await asyncio.gather(*(worker(n) for n in range(workers)))
     return report
+
+
+async def open_loop(
+    url: str,
+    rate_per_s: float,
+    seconds: float,
+    path: Callable[[], str],
+    *,
+    headers: Mapping[str, str] | Callable[[int], Mapping[str, str]] | None = None,
+    max_connections: int = 2_000,
+    report: LoadReport | None = None,
+) -> tuple[LoadReport, int]:
+    """Requests arrive at ``rate_per_s`` whether or not earlier ones were answered
+    (the way users arrive), for ``seconds``. Returns the report and how many arrivals
+    the generator could not send because ``max_connections`` were all busy."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    report = report if report is not None else LoadReport()
+    idle: list[Connection] = []
+    busy = 0
+    skipped = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def fire(connection: Connection) -> None:
+        nonlocal busy
+        started = time.monotonic()
+        try:
+            status, reason = await connection.get(path())
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, ValueError):
+            await connection.close()
+            status, reason = 0, ""
+        report.results.append(Result(started, time.monotonic() - started, status, reason))
+        busy -= 1
+        idle.append(connection)
+
+    start = time.monotonic()
+    sent = 0
+    while (now := time.monotonic()) < start + seconds:
+        due = int((now - start) * rate_per_s) - sent
+        for _ in range(due):
+            sent += 1
+            if idle:
+                connection = idle.pop()
+            elif busy + len(idle) < max_connections:
+                number = busy + len(idle)
+                own = headers(number) if callable(headers) else headers or {}
+                connection = Connection(host, port, own)
+            else:
+                skipped += 1
+                continue
+            busy += 1
+            task = asyncio.create_task(fire(connection))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.sleep(0.002)
+    if tasks:
+        await asyncio.wait(tasks, timeout=15)
+        for task in list(tasks):  # answers that never came: stop waiting for them
+            task.cancel()
+    for connection in idle:
+        await connection.close()
+    return report, skipped

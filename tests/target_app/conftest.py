@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from surgeguard.controlplane import ControlPlaneWriter
 from surgeguard.embedded_redis import EmbeddedRedis
 from surgeguard.settings import load_settings
 from target_app.server import build_service
@@ -14,6 +17,7 @@ from target_app.service import Service
 from tests.support.servers import ServerThread
 
 API_KEY = {"X-Api-Key": "demo-key"}
+SIGNUP = {"email": "ada@example.com", "name": "Ada"}
 
 
 class RunningTarget:
@@ -46,3 +50,19 @@ def start_target(redis_server: EmbeddedRedis, redis_client: Any) -> Iterator[Sta
     finally:
         for server in running:
             server.stop()
+
+
+@pytest.fixture
+async def writer(redis_server: EmbeddedRedis) -> AsyncIterator[ControlPlaneWriter]:
+    """The control plane's writer, on the session Redis (flushed by start_target)."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        yield ControlPlaneWriter(client, writer="test")
+    finally:
+        await client.aclose()
+
+
+async def applied(client: httpx.AsyncClient, version: int) -> bool:
+    """Whether the replica behind ``client`` has applied control-plane ``version``."""
+    ready = (await client.get("/readyz")).json()
+    return bool(ready["control_plane"]["version"] == version)

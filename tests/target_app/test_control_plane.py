@@ -4,8 +4,6 @@ real HTTP. Fail static is shown with a Redis of the test's own that it stops."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from surgeguard.controlplane import CONTROL_KEY, ControlPlaneWriter
 from surgeguard.embedded_redis import EmbeddedRedis
 from surgeguard.knobs import KNOB_SPECS
+from tests.support.polling import eventually
 from tests.target_app.conftest import API_KEY, StartTarget
 
 POLL_MS = 200  # the fixture's control_poll_ms
-
-
-@pytest.fixture
-async def writer(redis_server: EmbeddedRedis) -> AsyncIterator[ControlPlaneWriter]:
-    """The control plane's writer, on the session Redis (flushed by start_target)."""
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        yield ControlPlaneWriter(client, writer="test")
-    finally:
-        await client.aclose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float,
-                     what: str = "condition") -> float:
-    """Poll ``check`` until it holds; returns the seconds it took (fails after timeout_s)."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what} did not hold within {timeout_s} s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
 
 
 async def readyz(client: httpx.AsyncClient) -> dict[str, Any]:

@@ -3,60 +3,29 @@ run time through the control plane, against a real uvicorn server and a real Red
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-
 import httpx
-import pytest
 import redis
-import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from surgeguard.chaos import Chaos
 from surgeguard.controlplane import ControlPlaneWriter
-from surgeguard.embedded_redis import EmbeddedRedis
 from surgeguard.modes import Mode
 from target_app.cache import ReadThroughCache
 from target_app.jobs import EMAIL_STREAM
 from tests.support.clock import FakeClock
-from tests.target_app.conftest import API_KEY, RunningTarget, StartTarget
+from tests.support.polling import eventually
+from tests.target_app.conftest import API_KEY, SIGNUP, RunningTarget, StartTarget, applied
 
 SHEDDABLE = {**API_KEY, "X-Priority": "sheddable"}
 NORMAL = {**API_KEY, "X-Priority": "normal"}
 CRITICAL = {**API_KEY, "X-Priority": "critical"}
-SIGNUP = {"email": "ada@example.com", "name": "Ada"}
 ORDER = {"item_id": 1, "quantity": 1}
-
-
-@pytest.fixture
-async def writer(redis_server: EmbeddedRedis) -> AsyncIterator[ControlPlaneWriter]:
-    """The control plane's writer, on the session Redis (flushed by start_target)."""
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        yield ControlPlaneWriter(client, writer="test")
-    finally:
-        await client.aclose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 2.0,
-                     what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s} s")
-        await asyncio.sleep(0.02)
 
 
 async def switch(writer: ControlPlaneWriter, client: httpx.AsyncClient, *modes: Mode) -> None:
     """Set exactly ``modes`` through the control plane and wait until the replica has them."""
     state = await writer.set_modes(frozenset(modes))
-
-    async def arrived() -> bool:
-        ready = (await client.get("/readyz")).json()
-        return bool(ready["control_plane"]["version"] == state.version)
-
-    await eventually(arrived, what=f"modes {sorted(modes)} applied")
+    await eventually(lambda: applied(client, state.version), what=f"modes {sorted(modes)} applied")
     assert (await client.get("/readyz")).json()["modes"] == sorted(m.value for m in modes)
 
 
@@ -206,12 +175,7 @@ async def test_serve_stale_switched_at_runtime_keeps_items_up_while_the_db_fails
         clock.advance(30.0)
 
         state = await writer.set_chaos("db", Chaos(error_rate=1.0))
-
-        async def db_failing() -> bool:
-            ready = (await client.get("/readyz")).json()
-            return bool(ready["control_plane"]["version"] == state.version)
-
-        await eventually(db_failing, what="db chaos applied")
+        await eventually(lambda: applied(client, state.version), what="db chaos applied")
         failing = await client.get("/items/9", headers=API_KEY)
         assert failing.status_code == 503  # stale copy not used, the db fails
         assert failing.json()["dependency"] == "db"

@@ -4,52 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
 import redis
-import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from surgeguard.chaos import Chaos
 from surgeguard.controlplane import ControlPlaneWriter
 from surgeguard.embedded_redis import EmbeddedRedis
 from target_app.jobs import ANALYTICS_STREAM, EMAIL_STREAM
-from tests.target_app.conftest import API_KEY, RunningTarget, StartTarget
+from tests.support.polling import eventually
+from tests.target_app.conftest import API_KEY, SIGNUP, RunningTarget, StartTarget, applied
 
-SIGNUP = {"email": "ada@example.com", "name": "Ada"}
 ORDER = {"item_id": 1, "quantity": 2}
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def writer(redis_server: EmbeddedRedis) -> AsyncIterator[ControlPlaneWriter]:
-    """The control plane's writer, on the session Redis (flushed by start_target)."""
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        yield ControlPlaneWriter(client, writer="test")
-    finally:
-        await client.aclose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 2.0,
-                     what: str = "condition") -> None:
-    """Poll ``check`` until it holds, failing after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout_s} s")
-        await asyncio.sleep(0.02)
-
-
-async def applied(client: httpx.AsyncClient, version: int) -> bool:
-    ready = (await client.get("/readyz")).json()
-    return bool(ready["control_plane"]["version"] == version)
 
 
 def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
