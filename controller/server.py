@@ -11,7 +11,7 @@ import uvicorn
 from controller.app import build_app, connect
 from controller.decide import ControllerConfig
 from controller.loop import Controller
-from controller.sources import DirectSource
+from controller.sources import DirectSource, PrometheusSource, SignalSource
 from surgeguard.settings import Settings
 
 
@@ -26,7 +26,12 @@ def build_controller(
         # A cut shows fully once a whole signal window has passed after it.
         cooldown_s=max(tick_s, 1.0) + tick_s,
     )
-    source = DirectSource(http, targets, timeout_s=min(0.8 * tick_s, 2.0))
+    timeout_s = min(0.8 * tick_s, 2.0)
+    source: SignalSource
+    if settings.prometheus_url:
+        source = PrometheusSource(http, settings.prometheus_url, targets, timeout_s=timeout_s)
+    else:
+        source = DirectSource(http, targets, timeout_s=timeout_s)
     return Controller(
         connect(redis_url), source, config, scope=settings.controller_scope, tick_s=tick_s
     )

@@ -127,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="let the controller switch degradation modes when limits alone fail",
     )
+    ctl.add_argument(
+        "--prometheus-url",
+        help="take signals from this Prometheus (it must scrape the targets) instead of "
+        "scraping each target's /metrics (SURGEGUARD_PROMETHEUS_URL)",
+    )
     ctl.add_argument("--data-dir", type=Path, help="embedded Redis data when no URL is set")
     return parser
 
@@ -181,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 controller_algorithm=args.algorithm,
                 controller_scope=args.scope,
                 auto_degrade=args.auto_degrade,
+                prometheus_url=args.prometheus_url,
                 controller_targets=",".join(args.target) if args.target else None,
                 data_dir=args.data_dir,
             )

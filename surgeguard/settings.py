@@ -146,6 +146,9 @@ class Settings(BaseSettings):
         "replica", description="tune each replica from its own signals, or all as one"
     )
     auto_degrade: bool = Field(False, description="controller may switch degradation modes")
+    prometheus_url: str | None = Field(
+        None, description="read signals from this Prometheus instead of scraping replicas"
+    )
 
     @field_validator("client_keys")
     @classmethod
