@@ -4,10 +4,7 @@ same series, the same values, hence the same signals as a direct scrape."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,49 +13,12 @@ import pytest
 from controller.scrape import Scrape
 from controller.signals import compute
 from controller.sources import DirectSource, PrometheusSource
-from tests.support.processes import free_port, stop
+from tests.support.processes import free_port
+from tests.support.prometheus import needs_prometheus, prometheus, scrape_config
 from tests.target_app.conftest import API_KEY, StartTarget
 
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None,
-    reason="the prometheus binary is not installed (CI installs Debian's prometheus package)",
-)
+pytestmark = needs_prometheus
 CUMULATIVE = ("_total", "_bucket", "_count", "_sum")
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """(URL, config path); the config is written by the test before the start."""
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    yield f"http://127.0.0.1:{port}", config
-
-
-def start_prometheus(url: str, config: Path, data: Path) -> subprocess.Popen[bytes]:
-    assert PROMETHEUS is not None
-    port = url.rsplit(":", 1)[1]
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        assert proc.poll() is None, "prometheus exited at start"
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "prometheus never became ready"
-        time.sleep(0.1)
 
 
 async def _read_both(target: str, prom_url: str) -> tuple[Scrape | None, Scrape | None]:
@@ -97,18 +57,11 @@ def _settled(target: str, prom_url: str, timeout_s: float = 20.0) -> tuple[Scrap
 
 
 def test_prometheus_and_direct_scrapes_give_the_same_signals(
-    start_target: StartTarget, prometheus: tuple[str, Path], tmp_path: Path
+    start_target: StartTarget, tmp_path: Path
 ) -> None:
     target = start_target()
-    prom_url, config = prometheus
     instance = target.url.removeprefix("http://")
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: target\n    static_configs:\n"
-        f"      - targets: ['{instance}']\n"
-    )
-    proc = start_prometheus(prom_url, config, tmp_path / "tsdb")
-    try:
+    with prometheus(scrape_config([instance]), tmp_path / "prometheus") as prom_url:
         with httpx.Client(base_url=target.url, headers=API_KEY, timeout=5) as client:
             for i in range(30):
                 assert client.get(f"/items/{i + 1}").status_code == 200
@@ -117,8 +70,6 @@ def test_prometheus_and_direct_scrapes_give_the_same_signals(
                 client.get(f"/items/{i + 100}")
                 client.get("/ping")
         direct, via = _settled(target.url, prom_url)
-    finally:
-        stop(proc)
 
     assert len(_cumulative(via)) > 100  # every family came through, labels and all
     a = compute("r", first_direct, direct, slo_s=0.25)

@@ -1,0 +1,68 @@
+"""A real Prometheus for tests (Debian's package); tests skip where it is absent."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loadtest.processes import free_port, stop
+
+PROMETHEUS = shutil.which("prometheus")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="the prometheus binary is not installed (CI installs Debian's prometheus package)",
+)
+
+
+def scrape_config(targets: Sequence[str], interval_s: float = 1.0) -> str:
+    """A minimal prometheus.yml scraping ``targets`` (host:port) as job ``surgeguard``."""
+    listed = ", ".join(f"'{t}'" for t in targets)
+    return (
+        f"global:\n  scrape_interval: {interval_s:g}s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: surgeguard\n    static_configs:\n"
+        f"      - targets: [{listed}]\n"
+    )
+
+
+@contextmanager
+def prometheus(config_text: str, work: Path) -> Iterator[str]:
+    """Run Prometheus with ``config_text`` until the block ends; yields its URL.
+    Its first scrape comes ~5 s after start (target discovery)."""
+    assert PROMETHEUS is not None
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "prometheus.yml"
+    config.write_text(config_text)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={work / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, "prometheus exited at start"
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "prometheus never became ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        stop(proc)
