@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from controller.text import ms
+
 CUT, GROW, HOLD = "cut", "grow", "hold"
 
 
@@ -38,8 +40,8 @@ class Sample:
 
     def _compare(self, sign: str) -> str:
         return (
-            f"{self.signal_label} {_ms(self.latency_s)} {sign} {self.target_label} "
-            f"{_ms(self.target_s)}{self.target_note}"
+            f"{self.signal_label} {ms(self.latency_s)} {sign} {self.target_label} "
+            f"{ms(self.target_s)}{self.target_note}"
         )
 
     def over(self) -> str:
@@ -60,10 +62,6 @@ class LimitAlgorithm(Protocol):
     name: str
 
     def update(self, sample: Sample) -> Update: ...
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 def _check_bounds(minimum: int, maximum: int) -> None:
@@ -168,8 +166,8 @@ class AIMD:
             return Update(
                 limit,
                 HOLD,
-                f"{s.signal_label} {_ms(s.latency_s)} within {self.hysteresis:.0%} of "
-                f"{s.target_label} {_ms(s.target_s)}",
+                f"{s.signal_label} {ms(s.latency_s)} within {self.hysteresis:.0%} of "
+                f"{s.target_label} {ms(s.target_s)}",
             )
         fast = s.latency_s < self.fast_below * s.target_s
         if fast and self.recover_to is not None:
@@ -258,8 +256,8 @@ class Gradient:
         self._estimate = max(float(self.minimum), min(float(self.maximum), estimate))
         new = int(self._estimate)
         why = (
-            f"{s.signal_label} {_ms(short)} vs long-term {_ms(long)} and "
-            f"{s.target_label} {_ms(s.target_s)}: gradient {gradient:.2f}"
+            f"{s.signal_label} {ms(short)} vs long-term {ms(long)} and "
+            f"{s.target_label} {ms(s.target_s)}: gradient {gradient:.2f}"
         )
         action = CUT if new < limit else GROW if new > limit else HOLD
         return Update(new, action, why)

@@ -18,53 +18,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller.algorithms import CUT, GROW, HOLD, LimitAlgorithm, Sample, build_algorithm
+from controller.bottleneck import Bottleneck, name_bottleneck
+from controller.config import ControllerConfig
+from controller.ladder import DegradeLadder, ModeDecision
 from controller.signals import DependencySignals, Signals
-from surgeguard.knobs import KNOB_SPECS
+from controller.text import ms
 from surgeguard.modes import Mode
 
-DEGRADE_LADDER: tuple[Mode, ...] = (Mode.SHED_SHEDDABLE, Mode.RECOMMENDATIONS_OFF)
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    slo_s: float = 0.25
-    algorithm: str = "aimd"
-    error_threshold: float = 0.05  # share of admitted answered 5xx that counts as congestion
-    failure_threshold: float = 0.05  # share of a dependency's calls timing out or failing
-    inflation: float = 3.0  # dependency p99 over baseline x this = congested
-    baseline_drift: float = 0.05  # a dependency's healthy baseline may rise 5% a minute
-    queue_timeout_share: float = 0.01  # queue timeouts per admitted that count as congestion
-    auto_degrade: bool = False
-    degrade_after_ticks: int = 5
-    recover_after_ticks: int = 10
-    bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # knob -> (min, max)
-    headroom: float = 0.2  # aim admitted p99 this share below the SLO, [0, 0.5]
-    backoff: float = 0.9  # AIMD's multiplicative cut, [0.5, 1)
-    cooldown_s: float = 2.0  # no second cut this soon after one, seconds
-    proportional: bool = True  # far over the SLO, cut by SLO / p99 (bounded to [0.5, backoff])
-
-    def bounds_of(self, knob: str) -> tuple[int, int]:
-        spec = KNOB_SPECS[knob]
-        return self.bounds.get(knob, (spec.minimum, spec.maximum))
-
-    def __post_init__(self) -> None:
-        for knob, (low, high) in self.bounds.items():
-            spec = KNOB_SPECS[knob]
-            if not spec.minimum <= low <= high <= spec.maximum:
-                raise ValueError(
-                    f"bounds of {knob} must be within [{spec.minimum}, "
-                    f"{spec.maximum}] with min <= max, got [{low}, {high}]"
-                )
-        if self.slo_s <= 0:
-            raise ValueError(f"slo_s must be > 0 seconds, got {self.slo_s}")
-        if not 0 <= self.headroom <= 0.5:
-            raise ValueError(f"headroom must be in [0, 0.5], got {self.headroom}")
-        if self.inflation <= 1:
-            raise ValueError(f"inflation must be > 1, got {self.inflation}")
-        for name in ("error_threshold", "failure_threshold", "queue_timeout_share"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
+__all__ = [
+    "Bottleneck",
+    "ControllerConfig",
+    "Decider",
+    "Decision",
+    "ModeDecision",
+    "TickResult",
+    "current_knobs",
+]
 
 
 @dataclass(frozen=True)
@@ -82,20 +51,6 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class ModeDecision:
-    mode: Mode
-    active: bool
-    reason: str
-
-
-@dataclass(frozen=True)
-class Bottleneck:
-    name: str  # a dependency, "admission", or "none"
-    sentence: str
-    scores: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class TickResult:
     decisions: tuple[Decision, ...]
     modes: tuple[ModeDecision, ...]
@@ -104,10 +59,6 @@ class TickResult:
     @property
     def changes(self) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if d.action != HOLD)
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 def current_knobs(signals: Signals) -> dict[str, int]:
@@ -134,9 +85,7 @@ class Decider:
         )
         self._algorithms: dict[tuple[str, str], LimitAlgorithm] = {}
         self._baselines: dict[tuple[str, str], tuple[float, float]] = {}  # (seconds, at)
-        self._unhealthy_ticks = 0
-        self._healthy_ticks = 0
-        self.auto_modes: list[Mode] = []  # modes this controller switched on, in order
+        self.ladder = DegradeLadder(self.config)
 
     def _algorithm(self, replica: str, knob: str) -> LimitAlgorithm:
         key = (replica, knob)
@@ -197,7 +146,7 @@ class Decider:
             )
         return TickResult(
             tuple(decisions),
-            self._ladder(signals, knobs, modes, autopilot),
+            self.ladder.step(signals, knobs, modes, autopilot),
             self.bottleneck(signals),
         )
 
@@ -219,7 +168,7 @@ class Decider:
             overload_reason=f"5xx {s.error_rate:.0%} of admitted",
             target_label="target" if headroom else "SLO",
             target_note=(
-                f" (SLO {_ms(self.config.slo_s)} less {headroom:.0%} headroom)" if headroom else ""
+                f" (SLO {ms(self.config.slo_s)} less {headroom:.0%} headroom)" if headroom else ""
             ),
         )
         inputs = {
@@ -250,7 +199,7 @@ class Decider:
             overload_reason=(
                 f"{timeouts:.0f}/s timed out waiting"
                 if timing_out
-                else f"Little's law: {s.admitted_per_s:.0f} req/s x {_ms(budget)} = "
+                else f"Little's law: {s.admitted_per_s:.0f} req/s x {ms(budget)} = "
                 f"{little_cap} may wait"
             ),
             signal_label="queue wait p99",
@@ -301,79 +250,7 @@ class Decider:
         }
         return sample, inputs
 
-    # -- the bottleneck -----------------------------------------------------------------
-
     def bottleneck(self, s: Signals) -> Bottleneck:
-        scores: dict[str, float] = {}
-        sentences: dict[str, str] = {}
-        for name, d in s.dependencies.items():
-            baseline = self.baseline(s.replica, name)
-            inflation = d.p99_s / baseline if baseline > 0 and not math.isnan(d.p99_s) else 1.0
-            scores[name] = d.utilisation * max(1.0, inflation)
-            sentences[name] = (
-                f"{name}: {d.utilisation:.0%} of its {d.limit:.0f} slots busy, "
-                f"p99 {_ms(d.p99_s) if not math.isnan(d.p99_s) else 'n/a'} = "
-                f"{inflation:.1f}x its healthy {_ms(baseline) if baseline > 0 else 'n/a'}"
-            )
-        worst = max(scores, key=lambda n: scores[n], default=None)
-        saturated = s.queue_depth > 0 or s.rejected_total_per_s > 0
-        limit_use = s.peak_in_flight / s.concurrency_limit if s.concurrency_limit else 0.0
-        if worst is not None and (
-            s.dependencies[worst].utilisation >= 0.8 or scores[worst] >= self.config.inflation
-        ):
-            return Bottleneck(worst, sentences[worst], scores)
-        if saturated:
-            return Bottleneck(
-                "admission",
-                (
-                    f"admission: {limit_use:.0%} of the limit {s.concurrency_limit:.0f} in use, "
-                    f"{s.queue_depth:.0f} waiting, {s.rejected_total_per_s:.0f}/s turned away; "
-                    f"no dependency is saturated"
-                ),
-                scores,
-            )
-        return Bottleneck("none", "nothing is saturated", scores)
-
-    # -- the auto-degrade ladder --------------------------------------------------------
-
-    def _ladder(
-        self, s: Signals, knobs: Mapping[str, int], modes: frozenset[Mode], autopilot: bool
-    ) -> tuple[ModeDecision, ...]:
-        if not self.config.auto_degrade or not autopilot or math.isnan(s.p99_s):
-            return ()
-        floor = self.config.bounds_of("concurrency_limit")[0]
-        failing = s.p99_s > self.config.slo_s and knobs.get("concurrency_limit", 0) <= floor
-        self._unhealthy_ticks = self._unhealthy_ticks + 1 if failing else 0
-        healthy = s.p99_s <= self.config.slo_s
-        self._healthy_ticks = self._healthy_ticks + 1 if healthy else 0
-        if self._unhealthy_ticks >= self.config.degrade_after_ticks:
-            self._unhealthy_ticks = 0
-            for mode in DEGRADE_LADDER:
-                if mode not in modes:
-                    self.auto_modes.append(mode)
-                    return (
-                        ModeDecision(
-                            mode,
-                            True,
-                            (
-                                f"p99 {_ms(s.p99_s)} > SLO {_ms(self.config.slo_s)} for "
-                                f"{self.config.degrade_after_ticks} ticks with "
-                                f"concurrency_limit at its minimum {floor}: {mode.value} on"
-                            ),
-                        ),
-                    )
-        if self._healthy_ticks >= self.config.recover_after_ticks and self.auto_modes:
-            self._healthy_ticks = 0
-            mode = self.auto_modes.pop()
-            if mode in modes:
-                return (
-                    ModeDecision(
-                        mode,
-                        False,
-                        (
-                            f"p99 {_ms(s.p99_s)} within SLO for {self.config.recover_after_ticks} "
-                            f"ticks: {mode.value} off"
-                        ),
-                    ),
-                )
-        return ()
+        return name_bottleneck(
+            s, lambda dependency: self.baseline(s.replica, dependency), self.config.inflation
+        )

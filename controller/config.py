@@ -1,0 +1,50 @@
+"""The controller's tunables, validated where they are built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from surgeguard.knobs import KNOB_SPECS
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    slo_s: float = 0.25
+    algorithm: str = "aimd"
+    error_threshold: float = 0.05  # share of admitted answered 5xx that counts as congestion
+    failure_threshold: float = 0.05  # share of a dependency's calls timing out or failing
+    inflation: float = 3.0  # dependency p99 over baseline x this = congested
+    baseline_drift: float = 0.05  # a dependency's healthy baseline may rise 5% a minute
+    queue_timeout_share: float = 0.01  # queue timeouts per admitted that count as congestion
+    auto_degrade: bool = False
+    degrade_after_ticks: int = 5
+    recover_after_ticks: int = 10
+    bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # knob -> (min, max)
+    headroom: float = 0.2  # aim admitted p99 this share below the SLO, [0, 0.5]
+    backoff: float = 0.9  # AIMD's multiplicative cut, [0.5, 1)
+    cooldown_s: float = 2.0  # no second cut this soon after one, seconds
+    proportional: bool = True  # far over the SLO, cut by SLO / p99 (bounded to [0.5, backoff])
+
+    def bounds_of(self, knob: str) -> tuple[int, int]:
+        spec = KNOB_SPECS[knob]
+        return self.bounds.get(knob, (spec.minimum, spec.maximum))
+
+    def __post_init__(self) -> None:
+        for knob, (low, high) in self.bounds.items():
+            spec = KNOB_SPECS[knob]
+            if not spec.minimum <= low <= high <= spec.maximum:
+                raise ValueError(
+                    f"bounds of {knob} must be within [{spec.minimum}, "
+                    f"{spec.maximum}] with min <= max, got [{low}, {high}]"
+                )
+        if self.slo_s <= 0:
+            raise ValueError(f"slo_s must be > 0 seconds, got {self.slo_s}")
+        if not 0 <= self.headroom <= 0.5:
+            raise ValueError(f"headroom must be in [0, 0.5], got {self.headroom}")
+        if self.inflation <= 1:
+            raise ValueError(f"inflation must be > 1, got {self.inflation}")
+        for name in ("error_threshold", "failure_threshold", "queue_timeout_share"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
