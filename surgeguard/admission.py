@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from dataclasses import dataclass
 from typing import Any
 
-from surgeguard.limiter import DISCONNECTED, MODE, Limiter, Waiter
+from surgeguard.limiter import DISCONNECTED, MODE, REJECTION_REASONS, Limiter, Waiter
 from surgeguard.metrics import REJECTED, AdmissionMetrics, outcome_of
 from surgeguard.modes import Mode
 from surgeguard.priority import Priority
@@ -101,7 +101,7 @@ class AdmissionMiddleware:
         self.shed_sheddable = False
         self.read_only = False
         self.rejections = rejections or RejectionResponses(retry_after_s)
-        for reason in ("queue_full", "queue_timeout", "priority", "client_share", "mode"):
+        for reason in REJECTION_REASONS:
             self.rejections.prebuild(429, reason)
         self.rejections.prebuild(503, MODE, READ_ONLY_DETAIL)
 
