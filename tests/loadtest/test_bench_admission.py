@@ -7,23 +7,10 @@ from typing import Any
 
 import pytest
 
-from loadtest.bench_admission import (
-    ADMISSION_ON,
-    REJECTION,
-    Measurement,
-    WrkParseError,
-    WrkResult,
-    check_measurement,
-    check_sample,
-    cpu_ratios,
-    format_table,
-    median_measured,
-    parse_wrk_output,
-    process_cpu_s,
-    ratios,
-    summarize,
-    wrk_command,
-)
+from loadtest.admission_measure import Measurement, check_measurement, check_sample, process_cpu_s
+from loadtest.admission_report import cpu_ratios, format_table, median_measured, ratios, summarize
+from loadtest.admission_targets import ADMISSION_ON, REJECTION
+from loadtest.wrk import WrkParseError, WrkResult, parse_wrk_output, wrk_command
 
 ALL_200 = """\
 Running 5s test @ http://127.0.0.1:41235/ping
