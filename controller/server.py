@@ -39,6 +39,7 @@ def build_controller(
 
 def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per scrape is noise
     http = httpx.AsyncClient()
     controller = build_controller(settings, redis_url, targets, http)
     app = build_app(controller, admin_token=settings.admin_token, http=http)
