@@ -8,13 +8,14 @@ control document, and are audited: what, old -> new, when, from where, and why.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from controller.loop import Controller, jsonable
@@ -128,8 +129,17 @@ def build_api(controller: Controller) -> APIRouter:
         }
 
     @router.get("/history")
-    async def history(seconds: Annotated[int, Query(ge=1, le=3600)] = 300) -> list[dict[str, Any]]:
-        return await controller.store.history(controller.wall() - seconds)
+    async def history(
+        seconds: Annotated[int, Query(ge=1, le=3600)] = 300,
+        since: Annotated[float | None, Query(ge=0)] = None,
+    ) -> Response:
+        """Tick records of the last ``seconds``; with ``since`` (unix seconds), only
+        those after it, so a live view fetches just what is new."""
+        start = controller.wall() - seconds
+        if since is not None:
+            start = max(start, math.nextafter(since, math.inf))
+        body = await controller.store.history_json(start)
+        return Response(body, media_type="application/json")
 
     @router.get("/decisions")
     async def decisions(limit: Annotated[int, Query(ge=1, le=2000)] = 100) -> list[dict[str, Any]]:

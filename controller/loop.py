@@ -49,6 +49,36 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+# Per dependency, what history keeps (the rest is in the live state only).
+_HISTORY_DEPENDENCY_FIELDS = ("p99_s", "utilisation", "limit", "error_rate", "timeout_rate")
+
+
+def _round(value: Any) -> Any:
+    """Floats to 4 significant digits, recursively: history is read far more often
+    than it is written, and 17-digit floats were most of its bytes."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
+
+
+def compact(signals: Signals | None) -> dict[str, Any] | None:
+    """Signals as one history point: every field, dependencies trimmed to what the
+    charts use, numbers rounded, NaN as null."""
+    if signals is None:
+        return None
+    point: dict[str, Any] = jsonable(signals)
+    point["dependencies"] = {
+        name: {f: dep[f] for f in _HISTORY_DEPENDENCY_FIELDS}
+        for name, dep in point["dependencies"].items()
+    }
+    rounded: dict[str, Any] = _round(point)
+    return rounded
+
+
 @dataclass
 class ReplicaView:
     target: str
@@ -291,10 +321,10 @@ class Controller:
         history = {
             "at": at,
             "replicas": {
-                v.replica: {"signals": jsonable(v.signals), "knobs": v.knobs}
+                v.replica: {"signals": compact(v.signals), "knobs": v.knobs}
                 for v in self.replicas.values()
             },
-            "aggregate": jsonable(self.aggregate),
+            "aggregate": compact(self.aggregate),
             "bottleneck": self.bottleneck,
             "modes": sorted(m.value for m in self.control.modes),
             "autopilot": self.control.autopilot,

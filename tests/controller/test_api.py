@@ -259,3 +259,28 @@ def test_state_history_and_decisions_after_some_ticks(
     }
     assert len(history) == 3
     assert history[-1]["replicas"][replica]["knobs"]["bulkhead.db"] == 16
+
+
+def test_history_since_returns_only_newer_ticks(
+    start_target: StartTarget, start_controller: StartController
+) -> None:
+    target = start_target()
+    ctl = start_controller([target.url])
+    for _ in range(3):
+        httpx.get(f"{target.url}/ping", timeout=5)
+        ctl.tick()
+    with httpx.Client(base_url=ctl.url, timeout=10) as client:
+        everything = client.get("/api/v1/history", params={"seconds": 60}).json()
+        newer = client.get(
+            "/api/v1/history", params={"seconds": 60, "since": everything[0]["at"]}
+        ).json()
+    assert [r["at"] for r in newer] == [r["at"] for r in everything[1:]]
+    point = everything[-1]["replicas"][target.service.replica]["signals"]
+    # History points are compact: dependencies keep what the charts draw.
+    assert set(point["dependencies"]["db"]) == {
+        "p99_s",
+        "utilisation",
+        "limit",
+        "error_rate",
+        "timeout_rate",
+    }
