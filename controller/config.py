@@ -15,6 +15,9 @@ class ControllerConfig:
     error_threshold: float = 0.05  # share of admitted answered 5xx that counts as congestion
     failure_threshold: float = 0.05  # share of a dependency's calls timing out or failing
     inflation: float = 3.0  # dependency p99 over baseline x this = congested
+    # ...and over baseline + this (seconds): for a 1 ms cache, event-loop jitter alone
+    # triples the latency; that is not the dependency being overloaded.
+    inflation_floor_s: float = 0.02
     baseline_drift: float = 0.05  # a dependency's healthy baseline may rise 5% a minute
     queue_timeout_share: float = 0.01  # queue timeouts per admitted that count as congestion
     auto_degrade: bool = False

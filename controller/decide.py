@@ -227,7 +227,11 @@ class Decider:
             baseline = d.p50_s if math.isnan(baseline) else min(drifted, d.p50_s)
             self._baselines[key] = (baseline, now)
         failing = max(d.timeout_rate, d.error_rate)
-        target = baseline * self.config.inflation if not math.isnan(baseline) else math.inf
+        target = (
+            max(baseline * self.config.inflation, baseline + self.config.inflation_floor_s)
+            if not math.isnan(baseline)
+            else math.inf
+        )
         sample = Sample(
             now=now,
             limit=limit,
@@ -239,7 +243,9 @@ class Decider:
             overloaded=failing > self.config.failure_threshold,
             overload_reason=(f"{d.name} timeouts {d.timeout_rate:.0%}, errors {d.error_rate:.0%}"),
             signal_label=f"{d.name} p99",
-            target_label=f"{self.config.inflation:g}x baseline",
+            target_label=f"{self.config.inflation:g}x baseline"
+            if baseline * self.config.inflation >= baseline + self.config.inflation_floor_s
+            else f"baseline + {ms(self.config.inflation_floor_s)} =",
         )
         inputs = {
             "p99_s": d.p99_s,

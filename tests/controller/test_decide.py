@@ -230,3 +230,20 @@ def test_headroom_aims_below_the_slo_and_says_so(fake_clock: FakeClock) -> None:
 def test_bad_backoff_is_refused_when_the_decider_is_built() -> None:
     with pytest.raises(ValueError, match=r"backoff must be in \[0.5, 1\), got 0.3"):
         Decider(ControllerConfig(backoff=0.3))
+
+
+def test_a_fast_dependency_is_not_cut_for_event_loop_jitter(fake_clock: FakeClock) -> None:
+    """A 2 ms cache answering in 8 ms is 4x its baseline but only 6 ms slower: below the
+    absolute floor (20 ms) that marks real overload. Regression: the demo's cache
+    bulkhead was cut to 1 slot under a spike."""
+    decider = Decider()
+    quiet = signals(dependencies={"cache": dep("cache", p50=0.002, p99=0.003)})
+    decider.decide(quiet, current_knobs(quiet), now=fake_clock())
+    fake_clock.advance(1)
+    busy = signals(dependencies={"cache": dep("cache", p50=0.004, p99=0.008, util=0.9)})
+    d = by_knob(decider.decide(busy, current_knobs(busy), now=fake_clock()))["bulkhead.cache"]
+    assert d.action != "cut", d.reason  # type: ignore[attr-defined]
+    slow = signals(dependencies={"cache": dep("cache", p50=0.004, p99=0.030, util=0.9)})
+    d = by_knob(decider.decide(slow, current_knobs(slow), now=fake_clock()))["bulkhead.cache"]
+    assert d.action == "cut"  # type: ignore[attr-defined]
+    assert d.reason.startswith("cache p99 30 ms > baseline + 20 ms = 22 ms")  # type: ignore[attr-defined]
