@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--controller-port", type=_port, help="default 8001 (SURGEGUARD_CONTROLLER_PORT)"
     )
+    up.add_argument("--dashboard-port", type=_port, help="default 8501 (SURGEGUARD_DASHBOARD_PORT)")
     up.add_argument("--data-dir", type=Path, help="embedded Redis data (SURGEGUARD_DATA_DIR)")
 
     red = sub.add_parser(
@@ -133,6 +134,27 @@ def _parser() -> argparse.ArgumentParser:
         "scraping each target's /metrics (SURGEGUARD_PROMETHEUS_URL)",
     )
     ctl.add_argument("--data-dir", type=Path, help="embedded Redis data when no URL is set")
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="run the operator dashboard (Streamlit)",
+        description="The operator dashboard: status, charts and actions, all through the "
+        "controller's API. Runs `streamlit run dashboard/app.py` in this process and hands "
+        "it the controller's URL as SURGEGUARD_CONTROLLER_URL. Operators type the admin "
+        "token into the page; the dashboard itself holds none.",
+    )
+    dash.add_argument(
+        "--controller",
+        metavar="URL",
+        help="the controller's base URL, default http://127.0.0.1:8001 (SURGEGUARD_CONTROLLER_URL)",
+    )
+    dash.add_argument("--host", help="interface to listen on, default 127.0.0.1 (SURGEGUARD_HOST)")
+    dash.add_argument("--port", type=_port, help="default 8501 (SURGEGUARD_DASHBOARD_PORT)")
+    dash.add_argument(
+        "--refresh-ms",
+        type=int,
+        help="live-refresh period, ms, default 2000 (SURGEGUARD_DASHBOARD_REFRESH_MS)",
+    )
     return parser
 
 
@@ -153,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target_port=args.target_port,
                 worker_metrics_port=args.worker_metrics_port,
                 controller_port=args.controller_port,
+                dashboard_port=args.dashboard_port,
             )
         if args.command == "target":
             from target_app.server import serve
@@ -197,6 +220,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             with redis_url_for(settings.redis_url, settings.data_dir) as url:
                 return serve_controller(settings, url, targets, settings.controller_port)
+        if args.command == "dashboard":
+            from dashboard.server import serve as serve_dashboard
+
+            settings = load_settings(
+                flags={
+                    "controller_url": "--controller",
+                    "dashboard_port": "--port",
+                    "dashboard_refresh_ms": "--refresh-ms",
+                },
+                controller_url=args.controller,
+                host=args.host,
+                dashboard_port=args.port,
+                dashboard_refresh_ms=args.refresh_ms,
+            )
+            return serve_dashboard(settings)
         if args.command == "worker":
             from target_app.worker_server import run_worker
 

@@ -150,6 +150,22 @@ class Settings(BaseSettings):
         None, description="read signals from this Prometheus instead of scraping replicas"
     )
 
+    # -- the dashboard --
+    controller_url: str = Field(
+        "http://127.0.0.1:8001", description="controller the dashboard reads and acts through"
+    )
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="dashboard port")
+    dashboard_refresh_ms: int = Field(
+        2000, ge=500, le=60_000, description="dashboard live-refresh period, ms"
+    )
+
+    @field_validator("controller_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
     @field_validator("client_keys")
     @classmethod
     def _keys_not_empty(cls, value: str) -> str:

@@ -31,13 +31,16 @@ class Child:
     name: str
     url: str
     process: subprocess.Popen[bytes]
+    health_path: str = "/healthz"
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], url: str) -> Child:
+def _spawn(
+    name: str, args: list[str], env: dict[str, str], url: str, health_path: str = "/healthz"
+) -> Child:
     process = subprocess.Popen(
         [sys.executable, "-m", "surgeguard", *args], env=env, preexec_fn=die_with_parent()
     )
-    return Child(name, url, process)
+    return Child(name, url, process, health_path)
 
 
 def _free_port(host: str) -> int:
@@ -53,13 +56,13 @@ def _wait_healthy(child: Child, deadline: float) -> None:
         if child.process.poll() is not None:
             raise RuntimeError(f"{child.name} exited with status {child.process.returncode}")
         try:
-            if httpx.get(f"{child.url}/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{child.url}{child.health_path}", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     raise RuntimeError(
-        f"{child.name} did not answer {child.url}/healthz within {READY_TIMEOUT_S:.0f} s"
+        f"{child.name} did not answer {child.url}{child.health_path} within {READY_TIMEOUT_S:.0f} s"
     )
 
 
@@ -69,6 +72,7 @@ def up(
     target_port: int,
     worker_metrics_port: int | None = None,
     controller_port: int | None = None,
+    dashboard_port: int | None = None,
 ) -> int:
     """Start everything, print where it is, and supervise until Ctrl-C."""
     stop_requested = False
@@ -119,6 +123,19 @@ def up(
                 f"http://{host}:{controller_port}",
             )
         )
+        # The operator dashboard, reading (and acting through) the controller. It gets no
+        # admin token: operators type theirs into the page.
+        dashboard_port = dashboard_port or settings.dashboard_port
+        controller_url = f"http://{host}:{controller_port}"
+        children.append(
+            _spawn(
+                "dashboard",
+                ["dashboard", "--controller", controller_url, "--port", str(dashboard_port)],
+                {k: v for k, v in env.items() if k != "SURGEGUARD_ADMIN_TOKEN"},
+                f"http://{host}:{dashboard_port}",
+                health_path="/_stcore/health",
+            )
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         for child in children:
             _wait_healthy(child, deadline)
@@ -135,6 +152,7 @@ def up(
             f"(concurrency {settings.worker_concurrency})\n"
             f"  controller  http://{host}:{controller_port}/api/v1/state   "
             f"({settings.controller_algorithm}, tick {settings.controller_tick_ms} ms)\n"
+            f"  dashboard   http://{host}:{dashboard_port}\n"
             f"  admin token {token}\n"
             f"  client key  {sorted(settings.client_key_set)[0]}{demo_note}\n"
             f"Press Ctrl-C to stop.",

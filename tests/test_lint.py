@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["surgeguard", "target_app", "controller", "loadtest"]
+PACKAGES = ["surgeguard", "target_app", "controller", "loadtest", "dashboard"]
 
 
 def test_ruff_is_clean() -> None:

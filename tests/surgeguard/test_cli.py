@@ -34,7 +34,7 @@ def _free_port() -> int:
         return port
 
 
-@pytest.mark.parametrize("sub", ["up", "redis", "target", "worker", "controller"])
+@pytest.mark.parametrize("sub", ["up", "redis", "target", "worker", "controller", "dashboard"])
 def test_every_subcommand_has_help(sub: str) -> None:
     result = _run(sub, "--help")
     assert result.returncode == 0
@@ -105,6 +105,8 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
             str(ctl_port),
             "--worker-metrics-port",
             str(_free_port()),
+            "--dashboard-port",
+            str(dash_port := _free_port()),
             "--data-dir",
             str(tmp_path / "data"),
         ],
@@ -127,7 +129,11 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert re.search(r"redis\s+redis://127\.0\.0\.1:\d+", banner)
         assert re.search(r"admin token\s+\S{16,}", banner)
         children = _children_of(proc.pid)
-        assert len(children) == 4  # redis-server, the target, the worker, the controller
+        # redis-server, the target, the worker, the controller, the dashboard
+        assert len(children) == 5
+        assert f"http://127.0.0.1:{dash_port}" in banner
+        page = httpx.get(f"http://127.0.0.1:{dash_port}/", timeout=5)
+        assert page.status_code == 200
         state = httpx.get(f"http://127.0.0.1:{ctl_port}/api/v1/state", timeout=5)
         assert state.status_code == 200 and state.json()["algorithm"] == "aimd"
         token = re.search(r"admin token\s+(\S+)", banner)

@@ -1,0 +1,355 @@
+"""Plotly figures from the controller's data: pure functions, data in, figure out.
+
+Every figure has a fixed ``uirevision`` (the browser keeps zoom and legend clicks
+across refreshes) and traces with a fixed ``uid``; the x axis is left to autorange so
+a refresh extends it rather than resetting it. Times are unix seconds shifted by
+``offset_s`` (the viewer's offset from UTC) and drawn as dates; values are NumPy arrays
+(far faster to serialise than lists of datetimes). ``replica=None`` means all replicas.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# plotly ships no type information (no py.typed): its objects are Any to mypy.
+import plotly.graph_objects as go  # type: ignore[import-untyped]
+from plotly.subplots import make_subplots  # type: ignore[import-untyped]
+
+from dashboard.model import Decision, Signals, Tick
+from dashboard.summary import mode_spans
+
+MODE_COLOURS = {
+    "shed_sheddable": "#f58518",
+    "recommendations_off": "#b279a2",
+    "serve_stale": "#72b7b2",
+    "read_only": "#e45756",
+}
+REASON_COLOURS = ("#f58518", "#e45756", "#ff9da6", "#9d755d", "#bab0ac", "#eeca3b")
+LATENCY_COLOURS = {"p50": "#9ecae9", "p95": "#4c78a8", "p99": "#1f3b73"}
+SLO_COLOUR = "#d62728"
+LIMIT_COLOUR = "#7f7f7f"
+WORST_COLOUR = "#d62728"
+BUSIEST_COLOUR = "#f58518"
+CALM_COLOUR = "#4c78a8"
+BUSY_SHARE = 0.8  # the controller calls a dependency busy at this utilisation
+
+
+def _x(ticks: Sequence[Tick], offset_s: float) -> np.ndarray:
+    """Tick times as milliseconds since the epoch, shifted to the viewer's zone."""
+    return np.fromiter(((t.at + offset_s) * 1000.0 for t in ticks), float, len(ticks))
+
+
+def _y(ticks: Sequence[Tick], replica: str | None, get: Callable[[Signals], float]) -> np.ndarray:
+    def value(t: Tick) -> float:
+        s = t.signals(replica)
+        return get(s) if s is not None and not s.stale else math.nan
+
+    return np.fromiter((value(t) for t in ticks), float, len(ticks))
+
+
+def _layout(fig: go.Figure, key: str, title: str, height: int = 320) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0, "font": {"size": 14}},
+        uirevision=key,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+        hovermode="x unified",
+    )
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def _shade_modes(fig: go.Figure, ticks: Sequence[Tick], offset_s: float) -> None:
+    """A shaded span wherever a degradation mode was on (one legend entry per mode).
+    Set in one layout update: adding shapes one by one is quadratic in plotly."""
+    shapes: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for span in mode_spans(ticks):
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": (span.start + offset_s) * 1000.0,
+                "x1": (span.end + offset_s) * 1000.0,
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": MODE_COLOURS.get(span.mode, "#bab0ac"),
+                "opacity": 0.18,
+                "line": {"width": 0},
+                "layer": "below",
+                "name": f"mode {span.mode}",
+                "legendgroup": f"mode {span.mode}",
+                "showlegend": span.mode not in seen,
+            }
+        )
+        seen.add(span.mode)
+    fig.update_layout(shapes=shapes)
+
+
+def latency_figure(
+    ticks: Sequence[Tick], replica: str | None, slo_s: float, *, offset_s: float = 0.0
+) -> go.Figure:
+    """p50/p95/p99 of admitted requests (ms), the SLO, and the concurrency limit as a
+    step line on a second axis; shaded spans where a mode was on."""
+    x = _x(ticks, offset_s)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for q, get in (
+        ("p50", lambda s: s.p50_s),
+        ("p95", lambda s: s.p95_s),
+        ("p99", lambda s: s.p99_s),
+    ):
+        y = _y(ticks, replica, get) * 1000.0
+        fig.add_trace(
+            go.Scatter(x=x, y=y, name=q, uid=q, mode="lines", line={"color": LATENCY_COLOURS[q]}),
+            secondary_y=False,
+        )
+    slo_x = x[[0, -1]] if len(x) else x
+    fig.add_trace(
+        go.Scatter(
+            x=slo_x,
+            y=np.full(len(slo_x), slo_s * 1000.0),
+            name=f"SLO {slo_s * 1000:.0f} ms",
+            uid="slo",
+            mode="lines",
+            line={"color": SLO_COLOUR, "dash": "dash"},
+            hoverinfo="skip",
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_y(ticks, replica, lambda s: s.concurrency_limit),
+            name="concurrency limit",
+            uid="limit",
+            mode="lines",
+            line={"color": LIMIT_COLOUR, "shape": "hv", "width": 1.5},
+        ),
+        secondary_y=True,
+    )
+    _shade_modes(fig, ticks, offset_s)
+    fig.update_yaxes(title_text="latency, ms", secondary_y=False)
+    fig.update_yaxes(title_text="limit, requests", secondary_y=True, showgrid=False)
+    return _layout(fig, "latency", "Admitted latency against the SLO")
+
+
+def throughput_figure(
+    ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0
+) -> go.Figure:
+    """Requests per second: admitted and rejected (stacked, by reason), goodput and
+    5xx errors as lines."""
+    x = _x(ticks, offset_s)
+    reasons = sorted({r for t in ticks if (s := t.signals(replica)) for r in s.rejected_per_s})
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_y(ticks, replica, lambda s: s.admitted_per_s),
+            name="admitted",
+            uid="admitted",
+            mode="lines",
+            stackgroup="offered",
+            line={"color": "#54a24b", "width": 0.5},
+        )
+    )
+    for i, reason in enumerate(reasons):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_y(ticks, replica, _rejected(reason)),
+                name=f"rejected: {reason}",
+                uid=f"rejected:{reason}",
+                mode="lines",
+                stackgroup="offered",
+                line={"color": REASON_COLOURS[i % len(REASON_COLOURS)], "width": 0.5},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_y(ticks, replica, lambda s: s.good_per_s),
+            name="goodput (inside the SLO)",
+            uid="goodput",
+            mode="lines",
+            line={"color": "#1b5e20", "dash": "dot"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_y(ticks, replica, lambda s: s.admitted_per_s * s.error_rate),
+            name="errors (5xx)",
+            uid="errors",
+            mode="lines",
+            line={"color": "#000000", "width": 1.5},
+        )
+    )
+    fig.update_yaxes(title_text="requests/s")
+    return _layout(fig, "throughput", "Throughput: admitted vs rejected, and errors")
+
+
+def _rejected(reason: str) -> Callable[[Signals], float]:
+    return lambda s: s.rejected_per_s.get(reason, 0.0)
+
+
+def saturation_figure(
+    ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0
+) -> go.Figure:
+    """In flight against the limit; queue depth against the shed threshold; queue wait
+    (p99) against the queue timeout."""
+    x = _x(ticks, offset_s)
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("in flight (peak) vs limit", "queue depth vs shed threshold", "queue wait"),
+    )
+    rows: list[tuple[int, str, str, Callable[[Signals], float], bool]] = [
+        (1, "in flight (peak)", "inflight", lambda s: s.peak_in_flight, False),
+        (1, "concurrency limit", "limit", lambda s: s.concurrency_limit, True),
+        (2, "queue depth", "queue", lambda s: s.queue_depth, False),
+        (2, "shed threshold (queue limit)", "queue_limit", lambda s: s.queue_limit, True),
+        (3, "queue wait p99, ms", "wait", lambda s: s.queue_wait_p99_s * 1000.0, False),
+        (3, "queue timeout, ms", "timeout", lambda s: s.queue_timeout_s * 1000.0, True),
+    ]
+    for row, name, uid, get, is_limit in rows:
+        line = (
+            {"color": LIMIT_COLOUR, "shape": "hv", "dash": "dash"}
+            if is_limit
+            else {"color": CALM_COLOUR}
+        )
+        fig.add_trace(
+            go.Scatter(x=x, y=_y(ticks, replica, get), name=name, uid=uid, mode="lines", line=line),
+            row=row,
+            col=1,
+        )
+    return _layout(fig, "saturation", "Saturation", height=480)
+
+
+def bottleneck_figure(
+    signals: Signals | None,
+    inflation: Mapping[str, float],
+    worst: str | None,
+    *,
+    named: bool = True,
+) -> go.Figure:
+    """One bar per dependency for utilisation (in flight / limit) and one for latency
+    inflation (p99 over its healthy baseline); the worst one highlighted: red when it
+    is the bottleneck the controller named, amber when it is only the busiest."""
+    deps = sorted(signals.dependencies) if signals is not None else []
+    highlight = WORST_COLOUR if named else BUSIEST_COLOUR
+    colours = [highlight if d == worst else CALM_COLOUR for d in deps]
+    util = [signals.dependencies[d].utilisation * 100.0 for d in deps] if signals else []
+    infl = [inflation.get(d, math.nan) for d in deps]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("utilisation, % of its slots", "latency inflation, x healthy p99"),
+    )
+    fig.add_trace(
+        go.Bar(x=deps, y=util, name="utilisation", uid="utilisation", marker_color=colours),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(x=deps, y=infl, name="latency inflation", uid="inflation", marker_color=colours),
+        row=1,
+        col=2,
+    )
+    fig.add_hline(y=BUSY_SHARE * 100, line_dash="dot", line_color=LIMIT_COLOUR, row=1, col=1)
+    fig.add_hline(y=1.0, line_dash="dot", line_color=LIMIT_COLOUR, row=1, col=2)
+    if worst is None:
+        title = "Bottleneck: none (every dependency is idle)"
+    elif named:
+        title = f"Bottleneck: {worst}"
+    else:
+        title = f"Busiest dependency: {worst} (not named a bottleneck)"
+    _layout(fig, "bottleneck", title)
+    fig.update_xaxes(type="category")
+    fig.update_layout(showlegend=False, hovermode="closest")
+    return fig
+
+
+def _hover(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def controller_figure(
+    ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0
+) -> go.Figure:
+    """Knob values over time (step lines) with a marker for each decision; hovering a
+    marker shows the controller's reason. ``replica=None``: sums over replicas."""
+    x = _x(ticks, offset_s)
+    values = [t.knob_values(replica) for t in ticks]
+    knobs = sorted({k for v in values for k in v})
+    fig = go.Figure()
+    for knob in knobs:
+        y = np.fromiter((v.get(knob, math.nan) for v in values), float, len(values))
+        fig.add_trace(
+            go.Scatter(x=x, y=y, name=knob, uid=f"knob:{knob}", mode="lines", line_shape="hv")
+        )
+    marks: dict[str, list[tuple[float, float, str]]] = {"cut": [], "grow": [], "not applied": []}
+    for tick, knob_values in zip(ticks, values, strict=True):
+        for d in tick.decisions:
+            if replica is not None and d.replica not in (replica, "all"):
+                continue
+            group = d.action if d.applied else "not applied"
+            y_at = knob_values.get(d.knob, d.new if d.new is not None else math.nan)
+            marks.setdefault(group, []).append(((tick.at + offset_s) * 1000.0, y_at, _text(d)))
+    styles = {
+        "cut": {"symbol": "triangle-down", "color": "#d62728", "size": 10},
+        "grow": {"symbol": "triangle-up", "color": "#2ca02c", "size": 10},
+        "not applied": {"symbol": "circle-open", "color": "#7f7f7f", "size": 9},
+    }
+    for group, points in marks.items():
+        fig.add_trace(
+            go.Scatter(
+                x=np.array([p[0] for p in points], float),
+                y=np.array([p[1] for p in points], float),
+                text=[p[2] for p in points],
+                name=f"decision: {group}",
+                uid=f"decision:{group}",
+                mode="markers",
+                marker=styles.get(group, {}),
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    _shade_modes(fig, ticks, offset_s)
+    fig.update_yaxes(title_text="value" + (" (sum over replicas)" if replica is None else ""))
+    _layout(fig, "controller", "Controller: knob values and its decisions", height=380)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def _text(d: Decision) -> str:
+    move = f"{d.old} → {d.new}" if d.old is not None and d.new is not None else d.action
+    return f"<b>{_hover(d.knob)}</b> {move} · {_hover(d.replica)}<br>{_hover(d.reason)}"
+
+
+def jobs_figure(ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0) -> go.Figure:
+    """Job backlog (jobs not yet acknowledged) per stream. Every replica reports the
+    same shared streams, so "all replicas" takes the largest report, not the sum."""
+    x = _x(ticks, offset_s)
+
+    def backlog(t: Tick, stream: str) -> float:
+        views = [t.replicas.get(replica)] if replica is not None else list(t.replicas.values())
+        seen = [v.jobs_pending[stream] for v in views if v is not None and stream in v.jobs_pending]
+        return max(seen, default=math.nan)
+
+    streams = sorted({s for t in ticks for v in t.replicas.values() for s in v.jobs_pending})
+    fig = go.Figure()
+    for stream in streams:
+        y = np.fromiter((backlog(t, stream) for t in ticks), float, len(ticks))
+        label = stream.rsplit(":", 1)[-1]
+        fig.add_trace(go.Scatter(x=x, y=y, name=f"backlog: {label}", uid=stream, mode="lines"))
+    fig.update_yaxes(title_text="jobs")
+    return _layout(fig, "jobs", "Jobs: backlog per stream", height=280)

@@ -1,0 +1,356 @@
+"""Typed, read-only views of the controller API's JSON.
+
+Parsing is lenient where the API is lean: history points carry fewer dependency
+fields than the live state, and a missing number reads as NaN ("no data"), never as
+zero. Times are unix seconds; latencies seconds; rates per second; shares 0..1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+NAN = math.nan
+
+
+def num(value: Any) -> float:
+    """A JSON number as a float; null, missing or not a number -> NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return NAN
+    return float(value)
+
+
+def _floats(raw: Any) -> dict[str, float]:
+    return {str(k): num(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+
+
+def _ints(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): int(v) for k, v in raw.items() if isinstance(v, int | float)}
+
+
+def _mapping(raw: Any) -> Mapping[str, Any]:
+    return raw if isinstance(raw, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One dependency in one window: utilisation is in flight / limit (0..1, may
+    briefly exceed 1); error and timeout rates are shares of its calls."""
+
+    name: str
+    p50_s: float
+    p99_s: float
+    utilisation: float
+    limit: float
+    in_flight: float
+    error_rate: float
+    timeout_rate: float
+
+    @classmethod
+    def parse(cls, name: str, raw: Any) -> Dependency:
+        d = _mapping(raw)
+        return cls(
+            name,
+            num(d.get("p50_s")),
+            num(d.get("p99_s")),
+            num(d.get("utilisation")),
+            num(d.get("limit")),
+            num(d.get("in_flight")),
+            num(d.get("error_rate")),
+            num(d.get("timeout_rate")),
+        )
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One replica (or all of them summed) over one controller window."""
+
+    p50_s: float = NAN
+    p95_s: float = NAN
+    p99_s: float = NAN
+    admitted_per_s: float = NAN
+    good_per_s: float = NAN
+    rejected_per_s: Mapping[str, float] = field(default_factory=dict)
+    error_rate: float = NAN
+    in_flight: float = NAN
+    peak_in_flight: float = NAN
+    concurrency_limit: float = NAN
+    queue_depth: float = NAN
+    queue_limit: float = NAN
+    queue_timeout_s: float = NAN
+    queue_wait_p99_s: float = NAN
+    dependencies: Mapping[str, Dependency] = field(default_factory=dict)
+    jobs_pending: Mapping[str, float] = field(default_factory=dict)
+    stale: bool = False
+
+    @classmethod
+    def parse(cls, raw: Any) -> Signals:
+        s = _mapping(raw)
+        deps = _mapping(s.get("dependencies"))
+        return cls(
+            p50_s=num(s.get("p50_s")),
+            p95_s=num(s.get("p95_s")),
+            p99_s=num(s.get("p99_s")),
+            admitted_per_s=num(s.get("admitted_per_s")),
+            good_per_s=num(s.get("good_per_s")),
+            rejected_per_s=_floats(s.get("rejected_per_s")),
+            error_rate=num(s.get("error_rate")),
+            in_flight=num(s.get("in_flight")),
+            peak_in_flight=num(s.get("peak_in_flight")),
+            concurrency_limit=num(s.get("concurrency_limit")),
+            queue_depth=num(s.get("queue_depth")),
+            queue_limit=num(s.get("queue_limit")),
+            queue_timeout_s=num(s.get("queue_timeout_s")),
+            queue_wait_p99_s=num(s.get("queue_wait_p99_s")),
+            dependencies={str(n): Dependency.parse(str(n), d) for n, d in deps.items()},
+            jobs_pending=_floats(s.get("jobs_pending")),
+            stale=bool(s.get("stale", False)),
+        )
+
+    @property
+    def rejected_total_per_s(self) -> float:
+        return sum(v for v in self.rejected_per_s.values() if not math.isnan(v))
+
+    @property
+    def offered_per_s(self) -> float:
+        admitted = 0.0 if math.isnan(self.admitted_per_s) else self.admitted_per_s
+        return admitted + self.rejected_total_per_s
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    name: str = "none"  # a dependency, "admission" or "none"
+    sentence: str = "no data yet"
+    scores: Mapping[str, float] = field(default_factory=dict)  # utilisation x inflation
+
+    @classmethod
+    def parse(cls, raw: Any) -> Bottleneck:
+        b = _mapping(raw)
+        return cls(
+            str(b.get("name", "none")),
+            str(b.get("sentence", "no data yet")),
+            _floats(b.get("scores")),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A knob move (or a mode switch: knob ``mode.<name>``, action on/off)."""
+
+    at: float
+    replica: str
+    knob: str
+    old: int | None
+    new: int | None
+    action: str
+    reason: str
+    applied: bool
+
+    @classmethod
+    def parse(cls, raw: Any, at: float | None = None) -> Decision:
+        d = _mapping(raw)
+        old, new = d.get("old"), d.get("new")
+        return cls(
+            num(d.get("at")) if at is None else at,
+            str(d.get("replica", "")),
+            str(d.get("knob", "")),
+            int(old) if isinstance(old, int | float) else None,
+            int(new) if isinstance(new, int | float) else None,
+            str(d.get("action", "")),
+            str(d.get("reason", "")),
+            bool(d.get("applied", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One history point: what every replica lived through in one control tick."""
+
+    at: float
+    replicas: Mapping[str, Signals]
+    knobs: Mapping[str, Mapping[str, int]]  # replica -> knob -> value
+    aggregate: Signals | None
+    bottleneck: Bottleneck
+    modes: frozenset[str]
+    autopilot: bool
+    decisions: tuple[Decision, ...]
+
+    @classmethod
+    def parse(cls, raw: Any) -> Tick:
+        t = _mapping(raw)
+        at = num(t.get("at"))
+        replicas = _mapping(t.get("replicas"))
+        aggregate = t.get("aggregate")
+        return cls(
+            at=at,
+            replicas={
+                str(r): Signals.parse(_mapping(v).get("signals")) for r, v in replicas.items()
+            },
+            knobs={str(r): _ints(_mapping(v).get("knobs")) for r, v in replicas.items()},
+            aggregate=Signals.parse(aggregate) if aggregate is not None else None,
+            bottleneck=Bottleneck.parse(t.get("bottleneck")),
+            modes=frozenset(str(m) for m in t.get("modes") or ()),
+            autopilot=bool(t.get("autopilot", True)),
+            decisions=tuple(Decision.parse(d, at) for d in t.get("decisions") or ()),
+        )
+
+    def signals(self, replica: str | None) -> Signals | None:
+        """One replica's signals, or with ``None`` the aggregate of all of them."""
+        return self.aggregate if replica is None else self.replicas.get(replica)
+
+    def knob_values(self, replica: str | None) -> dict[str, int]:
+        """One replica's knobs, or with ``None`` the sum over replicas (limits add up
+        across replicas, like the aggregate signals)."""
+        if replica is not None:
+            return dict(self.knobs.get(replica, {}))
+        total: dict[str, int] = {}
+        for knobs in self.knobs.values():
+            for knob, value in knobs.items():
+                total[knob] = total.get(knob, 0) + value
+        return total
+
+
+@dataclass(frozen=True)
+class Chaos:
+    latency_multiplier: float = 1.0
+    error_rate: float = 0.0
+
+    @property
+    def is_calm(self) -> bool:
+        return self.latency_multiplier == 1.0 and self.error_rate == 0.0
+
+
+@dataclass(frozen=True)
+class Control:
+    """The control document: what the controller (and operators) published."""
+
+    version: int = 0
+    knobs: Mapping[str, int] = field(default_factory=dict)
+    replicas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    pins: frozenset[str] = frozenset()
+    modes: frozenset[str] = frozenset()
+    chaos: Mapping[str, Chaos] = field(default_factory=dict)
+    autopilot: bool = True
+
+    @classmethod
+    def parse(cls, raw: Any) -> Control:
+        c = _mapping(raw)
+        chaos = {
+            str(dep): Chaos(num(v.get("latency_multiplier")), num(v.get("error_rate")))
+            for dep, v in _mapping(c.get("chaos")).items()
+            if isinstance(v, Mapping)
+        }
+        version = c.get("version", 0)
+        return cls(
+            version=int(version) if isinstance(version, int | float) else 0,
+            knobs=_ints(c.get("knobs")),
+            replicas={str(r): _ints(k) for r, k in _mapping(c.get("replicas")).items()},
+            pins=frozenset(str(p) for p in c.get("pins") or ()),
+            modes=frozenset(str(m) for m in c.get("modes") or ()),
+            chaos=chaos,
+            autopilot=bool(c.get("autopilot", True)),
+        )
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    target: str
+    knobs: Mapping[str, int]  # what the replica enforces now (from its metrics)
+    signals: Signals
+    reasons: Mapping[str, str]  # knob -> why the controller last moved (or held) it
+
+
+@dataclass(frozen=True)
+class State:
+    """``GET /api/v1/state``: the controller right now."""
+
+    slo_s: float
+    algorithm: str
+    scope: str
+    tick_s: float
+    last_tick_at: float
+    control: Control
+    replicas: Mapping[str, ReplicaState]
+    aggregate: Signals | None
+    bottleneck: Bottleneck
+    staleness_s: Mapping[str, float]
+    bounds: Mapping[str, tuple[int, int]]
+    modes_available: Mapping[str, str]  # mode -> what it does
+
+    @classmethod
+    def parse(cls, raw: Any) -> State:
+        s = _mapping(raw)
+        replicas = {
+            str(r): ReplicaState(
+                str(_mapping(v).get("target", "")),
+                _ints(_mapping(v).get("knobs")),
+                Signals.parse(_mapping(v).get("signals")),
+                {str(k): str(t) for k, t in _mapping(_mapping(v).get("reasons")).items()},
+            )
+            for r, v in _mapping(s.get("replicas")).items()
+        }
+        bounds = {
+            str(k): (int(b[0]), int(b[1]))
+            for k, b in _mapping(s.get("bounds")).items()
+            if isinstance(b, list | tuple) and len(b) == 2
+        }
+        aggregate = s.get("aggregate")
+        return cls(
+            slo_s=num(s.get("slo_p99_ms")) / 1000.0,
+            algorithm=str(s.get("algorithm", "")),
+            scope=str(s.get("scope", "")),
+            tick_s=num(s.get("tick_s")),
+            last_tick_at=num(s.get("last_tick_at")),
+            control=Control.parse(s.get("control")),
+            replicas=replicas,
+            aggregate=Signals.parse(aggregate) if aggregate is not None else None,
+            bottleneck=Bottleneck.parse(s.get("bottleneck")),
+            staleness_s=_floats(s.get("staleness_s")),
+            bounds=bounds,
+            modes_available={str(k): str(v) for k, v in _mapping(s.get("modes_available")).items()},
+        )
+
+    def signals(self, replica: str | None) -> Signals | None:
+        """One replica's signals, or with ``None`` the aggregate."""
+        if replica is None:
+            return self.aggregate
+        view = self.replicas.get(replica)
+        return view.signals if view is not None else None
+
+    def knob_value(self, knob: str, replica: str | None) -> int | None:
+        """What a knob is now: the replica's own value, else the published one, else
+        the first replica's (``None``: nothing known)."""
+        view = self.replicas.get(replica) if replica is not None else None
+        if view is not None and knob in view.knobs:
+            return view.knobs[knob]
+        if knob in self.control.knobs:
+            return self.control.knobs[knob]
+        return next((v.knobs[knob] for v in self.replicas.values() if knob in v.knobs), None)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One operator write: who (their address), what, old -> new, and why."""
+
+    at: float
+    who: str
+    what: str
+    old: Any
+    new: Any
+    reason: str
+
+    @classmethod
+    def parse(cls, raw: Any) -> AuditEntry:
+        a = _mapping(raw)
+        return cls(
+            num(a.get("at")),
+            str(a.get("who", "")),
+            str(a.get("what", "")),
+            a.get("old"),
+            a.get("new"),
+            str(a.get("reason", "")),
+        )

@@ -1,0 +1,238 @@
+"""The read-only parts of the page: banner, status strip, charts, tables.
+
+Drawn from a ``Feed`` on every live refresh. Charts have fixed keys (and the figures
+fixed ``uirevision``) so a refresh updates them in place instead of remounting them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import streamlit as st
+
+from dashboard import figures, zoom
+from dashboard.feed import Feed
+from dashboard.model import AuditEntry, Decision, State
+from dashboard.summary import Status, inflation, status, worst_dependency
+
+ALL_REPLICAS = "all replicas"
+WINDOWS_MIN = (5, 15, 60)
+SLO_COLOURS = {"met": "green", "at risk": "orange", "violated": "red", "no data": "gray"}
+
+
+@dataclass(frozen=True)
+class View:
+    replica: str | None  # None: all replicas
+    window_s: int
+    live: bool
+    refresh_s: float
+    offset_s: float  # the viewer's offset from UTC, seconds
+
+
+def clock(at: float, offset_s: float) -> str:
+    """Unix seconds as the viewer's wall-clock time, ``HH:MM:SS``."""
+    if math.isnan(at):
+        return "n/a"
+    return datetime.fromtimestamp(at + offset_s, tz=UTC).strftime("%H:%M:%S")
+
+
+def viewer_offset_s() -> float:
+    """The browser's offset from UTC in seconds (0 when it did not say)."""
+    minutes_behind = st.context.timezone_offset
+    return -60.0 * minutes_behind if minutes_behind is not None else 0.0
+
+
+def view_controls(feed: Feed, refresh_s: float) -> View:
+    """Replica, time window and live-refresh switch (in the sidebar)."""
+    replicas = sorted(feed.state.replicas) if feed.state else []
+    choice = st.selectbox("Replica", [ALL_REPLICAS, *replicas], key="replica")
+    minutes = st.radio(
+        "Time window",
+        WINDOWS_MIN,
+        format_func=lambda m: f"{m} min" if m < 60 else "1 h",
+        horizontal=True,
+        key="window_min",
+    )
+    live = st.toggle(f"Live refresh (every {refresh_s:g} s)", value=True, key="live")
+    return View(
+        replica=None if choice in (None, ALL_REPLICAS) else str(choice),
+        window_s=int(minutes or WINDOWS_MIN[0]) * 60,
+        live=live,
+        refresh_s=refresh_s,
+        offset_s=viewer_offset_s(),
+    )
+
+
+def banner(feed: Feed, url: str, view: View) -> None:
+    """Say plainly when the controller cannot be reached, and what is on screen."""
+    if feed.error is None:
+        if not view.live:
+            st.info("Live refresh is paused: the data below is not updating.")
+        return
+    retry = f"retrying every {view.refresh_s:g} s" if view.live else "live refresh is paused"
+    if feed.has_data:
+        age = time.time() - feed.updated_at
+        st.error(
+            f"**Controller unreachable** ({url}): {feed.error}. Showing the last data, from "
+            f"{clock(feed.updated_at, view.offset_s)} ({age:.0f} s ago); {retry}."
+        )
+    else:
+        st.error(f"**Controller unreachable** ({url}): {feed.error}. No data yet; {retry}.")
+
+
+def status_strip(s: Status) -> None:
+    cols = st.columns([1.2, 1, 1, 1, 1, 1.4])
+    colour = SLO_COLOURS[s.slo]
+    cols[0].markdown(f"SLO state  \n### :{colour}[{s.slo.upper()}]", help=s.slo_why)
+    over = (s.p99_s - s.slo_s) * 1000.0
+    cols[1].metric(
+        "Admitted p99",
+        "n/a" if math.isnan(s.p99_s) else f"{s.p99_s * 1000:.0f} ms",
+        None if math.isnan(over) else f"{over:+.0f} ms vs SLO {s.slo_s * 1000:.0f} ms",
+        delta_color="inverse",
+    )
+    cols[2].metric(
+        "Goodput",
+        "n/a" if math.isnan(s.goodput_per_s) else f"{s.goodput_per_s:.0f} req/s",
+        None if math.isnan(s.good_share) else f"{s.good_share:.0%} of offered",
+        delta_color="off",
+        help="Admitted, answered without a 5xx, inside the SLO.",
+    )
+    cols[3].metric(
+        "Rejected",
+        "n/a" if math.isnan(s.rejection_share) else f"{s.rejection_share:.0%}",
+        f"of {s.offered_per_s:.0f} req/s offered",
+        delta_color="off",
+    )
+    cols[4].metric("Autopilot", "on" if s.autopilot else "paused")
+    with cols[5]:
+        st.markdown("Degradation modes")
+        badges = " ".join(f":orange-badge[{m}]" for m in s.modes)
+        st.markdown(badges or ":gray-badge[none]")
+    say = st.info if s.bottleneck == "none" else st.warning
+    say(f"**Bottleneck: {s.bottleneck}** — {s.sentence}")
+    if s.stale_replicas:
+        st.warning(
+            "No fresh data from: " + ", ".join(s.stale_replicas) + " (they keep their last knobs)."
+        )
+
+
+def zoom_bar(view: View) -> None:
+    span = zoom.current()
+    if span is None:
+        st.caption(
+            "Drag across a time chart to zoom every time chart to that span; the zoom "
+            "holds across refreshes. Double-click a chart to go back to the live window."
+        )
+        return
+    start, end = (clock(ms / 1000.0, 0.0) for ms in span)  # the axis is already shifted
+    left, right = st.columns([4, 1])
+    left.info(f"Zoomed to {start} to {end}: the charts hold this span while the data refreshes.")
+    right.button("Back to the live window", key="zoom_reset", on_click=zoom.reset)
+
+
+def charts(state: State, feed: Feed, view: View) -> None:
+    ticks, replica, offset = feed.ticks, view.replica, view.offset_s
+    left, right = st.columns(2)
+    with left:
+        latency = figures.latency_figure(ticks, replica, state.slo_s, offset_s=offset)
+        zoom.time_chart(latency, "latency")
+        zoom.time_chart(figures.saturation_figure(ticks, replica, offset_s=offset), "saturation")
+    with right:
+        zoom.time_chart(figures.throughput_figure(ticks, replica, offset_s=offset), "throughput")
+        signals = state.signals(replica)
+        # The controller scores the aggregate (or its only replica): use its numbers there.
+        scored = replica is None or len(state.replicas) == 1
+        scores = state.bottleneck.scores if scored else {}
+        by_dep = inflation(signals, ticks, replica, scores) if signals else {}
+        named = state.bottleneck.name if scored else ""
+        worst = worst_dependency(signals, by_dep, named) if signals else None
+        figure = figures.bottleneck_figure(signals, by_dep, worst, named=worst == named)
+        st.plotly_chart(figure, key="bottleneck", config=zoom.PLOT_CONFIG)
+        zoom.time_chart(figures.jobs_figure(ticks, replica, offset_s=offset), "jobs")
+        st.caption(
+            "Jobs: the controller reports only the backlog per stream (jobs not yet "
+            "acknowledged) so far; lag and dead letters are not in its data yet."
+        )
+    zoom.time_chart(figures.controller_figure(ticks, replica, offset_s=offset), "controller")
+    reasons = [
+        {"replica": r, "knob": knob, "reason": why}
+        for r, v in sorted(state.replicas.items())
+        if replica in (None, r)
+        for knob, why in sorted(v.reasons.items())
+    ]
+    if reasons:
+        with st.expander("Why each knob is where it is: the controller's latest reasons"):
+            st.dataframe(reasons, hide_index=True, key="reasons_table")
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+
+
+def decision_rows(decisions: list[Decision], offset_s: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "time": clock(d.at, offset_s),
+            "replica": d.replica,
+            "knob": d.knob,
+            "change": f"{d.old} → {d.new}" if d.old is not None else d.action,
+            "applied": d.applied,
+            "reason": d.reason,
+        }
+        for d in decisions
+    ]
+
+
+def audit_rows(entries: list[AuditEntry], offset_s: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "time": clock(a.at, offset_s),
+            "who": a.who,
+            "what": a.what,
+            "old → new": f"{_compact(a.old)} → {_compact(a.new)}",
+            "reason": a.reason,
+        }
+        for a in entries
+    ]
+
+
+def tables(feed: Feed, view: View) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Recent decisions")
+        rows = decision_rows(feed.decisions, view.offset_s)
+        if rows:
+            st.dataframe(rows, hide_index=True, key="decisions_table")
+        else:
+            st.caption("No decisions yet.")
+    with right:
+        st.subheader("Audit: operator actions")
+        rows = audit_rows(feed.audit, view.offset_s)
+        if rows:
+            st.dataframe(rows, hide_index=True, key="audit_table")
+        else:
+            st.caption("No operator action yet.")
+
+
+def live_section(feed: Feed, url: str, view: View) -> None:
+    """Everything that refreshes: banner, status, charts, tables."""
+    banner(feed, url, view)
+    state = feed.state
+    if state is None:
+        st.info(f"Waiting for the first answer from the controller at {url}.")
+        return
+    status_strip(status(state, feed.ticks, view.replica))
+    st.caption(
+        f"Controller {url} · {state.algorithm}, scope {state.scope}, tick {state.tick_s:g} s "
+        f"· last tick {clock(state.last_tick_at, view.offset_s)} · "
+        f"{len(feed.ticks)} points in the window · control version {state.control.version}"
+    )
+    zoom_bar(view)
+    charts(state, feed, view)
+    tables(feed, view)

@@ -1,0 +1,180 @@
+"""A real browser on a running ``surgeguard up``: headless Chromium (Debian's package,
+driven by Playwright with ``executable_path``; no browser is downloaded) opens the
+dashboard, waits for the charts, switches a mode through the UI, and sees it land."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loadtest.rawhttp import closed_loop
+from tests.support.processes import clean_env, free_port
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.sync_api import Page, sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None  # type: ignore[assignment]
+
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no Chromium found (CI installs Debian's chromium package)"
+    ),
+    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed"),
+    pytest.mark.slow,
+]
+TOKEN = "browser-test-token"
+ARTIFACTS = Path(os.environ.get("SURGEGUARD_ARTIFACTS", "artifacts"))
+# Without these Chromium keeps calling home, which this machine's network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Up:
+    target: str
+    controller: str
+    dashboard: str
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    ports = {name: free_port() for name in ("target", "controller", "worker", "dashboard")}
+    env = clean_env(SURGEGUARD_ADMIN_TOKEN=TOKEN)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "surgeguard",
+            "up",
+            "--target-port",
+            str(ports["target"]),
+            "--controller-port",
+            str(ports["controller"]),
+            "--worker-metrics-port",
+            str(ports["worker"]),
+            "--dashboard-port",
+            str(ports["dashboard"]),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        stack = Up(*(f"http://127.0.0.1:{ports[n]}" for n in ("target", "controller", "dashboard")))
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "surgeguard up exited"
+            try:
+                if httpx.get(f"{stack.dashboard}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the dashboard never answered"
+            time.sleep(0.2)
+        yield stack
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _spike(target: str, seconds: float) -> threading.Thread:
+    """Load in the background so the charts have something to show."""
+
+    def run() -> None:
+        asyncio.run(
+            closed_loop(
+                target,
+                60,
+                seconds,
+                lambda: f"/items/{random.randint(1, 100_000)}",
+                headers={"X-Api-Key": "demo-key"},
+                pause_after_rejection_s=0.05,
+            )
+        )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _mode_reaches(url: str, mode: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if mode in httpx.get(f"{url}/readyz", timeout=5).json()["modes"]:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _switch_on(page: Page, mode: str) -> None:
+    token = page.get_by_role("textbox", name="Admin token")
+    token.fill(TOKEN)
+    token.press("Enter")
+    form = page.locator('[data-testid="stForm"]').filter(has_text=f"Turn {mode} on")
+    reason = form.get_by_role("textbox", name="Reason")
+    reason.fill("browser drill")
+    reason.press("Tab")
+    button = form.get_by_role("button", name=f"Turn {mode} on")
+    button.wait_for(state="visible")
+    page.wait_for_function("b => !b.disabled", arg=button.element_handle(), timeout=15_000)
+    button.click()
+
+
+def test_the_dashboard_renders_and_an_operator_switches_a_mode(up: Up) -> None:
+    assert sync_playwright is not None and CHROMIUM is not None
+    load = _spike(up.target, 25.0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 2400})
+            page.goto(up.dashboard, wait_until="domcontentloaded")
+            page.wait_for_function(
+                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=60_000
+            )
+            text = page.inner_text("body")
+            for words in ("Operator actions", "SLO", "Admin token", "shed_sheddable"):
+                assert words in text, words
+            assert "?" not in page.url or TOKEN not in page.url
+
+            _switch_on(page, "shed_sheddable")
+            assert _mode_reaches(up.target, "shed_sheddable", 10.0)
+            page.get_by_text("shed_sheddable", exact=False).first.wait_for()
+            page.wait_for_timeout(2_500)  # one more live refresh, so the charts show it
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            assert TOKEN not in page.url
+        finally:
+            browser.close()
+    load.join(timeout=30)
+    audit = httpx.get(f"{up.controller}/api/v1/audit", timeout=5).json()
+    assert audit[0]["what"] == "mode shed_sheddable" and audit[0]["reason"] == "browser drill"
+    shed = httpx.get(f"{up.target}/ping", headers={"X-Priority": "sheddable"}, timeout=5)
+    assert shed.status_code == 429 and shed.json()["reason"] == "mode"
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
