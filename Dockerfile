@@ -31,6 +31,7 @@ COPY surgeguard ./surgeguard
 COPY target_app ./target_app
 COPY controller ./controller
 COPY loadtest ./loadtest
+COPY dashboard ./dashboard
 # The runtime dependencies only: no `[test]` extra, no cache left behind.
 RUN pip install --no-cache-dir .
 

@@ -173,15 +173,22 @@ def test_every_service_has_a_health_check() -> None:
 
 
 def test_surgeguard_health_checks_probe_the_port_the_process_listens_on() -> None:
-    port_flags = {"target": "--port", "controller": "--port", "worker": "--metrics-port"}
-    defaults = {"target": 8000, "controller": 8001, "worker": 8002}
+    port_flags = {
+        "target": "--port",
+        "controller": "--port",
+        "worker": "--metrics-port",
+        "dashboard": "--port",
+    }
+    defaults = {"target": 8000, "controller": 8001, "worker": 8002, "dashboard": 8501}
+    paths = {"dashboard": "/_stcore/health"}  # Streamlit's own health route
     for name, svc in surgeguard_services().items():
         cmd = command(svc)
         assert cmd and cmd[0] in port_flags, f"service {name}: unexpected command {cmd}"
         port = int(flag(cmd, port_flags[cmd[0]]) or defaults[cmd[0]])
         text = healthcheck_text(svc)
         # slim images have no curl: the check is Python's urllib against /healthz.
-        assert f"http://127.0.0.1:{port}/healthz" in text, f"service {name}: {text}"
+        path = paths.get(cmd[0], "/healthz")
+        assert f"http://127.0.0.1:{port}{path}" in text, f"service {name}: {text}"
         assert "urllib" in text, f"service {name}: health check must not need curl"
 
 
@@ -226,6 +233,12 @@ def test_surgeguard_processes_share_one_redis_and_listen_beyond_loopback() -> No
     urls = set()
     for name, svc in surgeguard_services().items():
         env = {k: resolve(v) for k, v in environment(svc).items()}
+        if command(svc)[:1] == ["dashboard"]:
+            # The dashboard holds no Redis connection: it reads and acts through the
+            # controller's API only.
+            assert flag(command(svc), "--controller") == "http://controller:8001", name
+            assert env.get("SURGEGUARD_HOST") == "0.0.0.0", f"service {name}: SURGEGUARD_HOST"
+            continue
         url = env.get("SURGEGUARD_REDIS_URL", "")
         # Unset would start an embedded Redis per container: no shared control plane.
         assert urlsplit(url).hostname == redis_service, f"service {name}: REDIS_URL {url!r}"
