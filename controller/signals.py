@@ -60,6 +60,8 @@ class Signals:
     queue_wait_p99_s: float
     dependencies: Mapping[str, DependencySignals] = field(default_factory=dict)
     jobs_pending: Mapping[str, float] = field(default_factory=dict)
+    jobs_lag_s: Mapping[str, float] = field(default_factory=dict)  # oldest job's age
+    jobs_dead: float = 0.0  # jobs in the dead-letter stream
     stale: bool = False
 
     @property
@@ -124,6 +126,8 @@ def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signa
             for d in sorted(now.label_values("surgeguard_dependency_limit", "dependency"))
         },
         jobs_pending=now.by_label("surgeguard_jobs_pending", "stream"),
+        jobs_lag_s=now.by_label("surgeguard_jobs_oldest_pending_age_seconds", "stream"),
+        jobs_dead=now.total("surgeguard_jobs_dead_letters"),
     )
 
 
@@ -178,6 +182,12 @@ def stale(replica: str) -> Signals:
 
 
 _CUMULATIVE_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
+_SHARED_GAUGES = (
+    "surgeguard_jobs_pending",
+    "surgeguard_jobs_oldest_pending_age_seconds",
+    "surgeguard_jobs_dead_letters",
+    "surgeguard_jobs_backlog_limit",
+)
 
 
 def window_delta(before: Scrape, now: Scrape) -> Scrape:
@@ -202,6 +212,10 @@ def aggregate(windows: Sequence[tuple[Scrape, Scrape]], *, slo_s: float) -> Sign
         delta = window_delta(before, now)
         spans.append(delta.at)
         for key, value in delta.samples.items():
-            summed[key] = summed.get(key, 0.0) + value
+            if key[0].startswith(_SHARED_GAUGES):
+                # Every replica reports the same shared queues: one value, not a sum.
+                summed[key] = max(summed.get(key, 0.0), value)
+            else:
+                summed[key] = summed.get(key, 0.0) + value
     window = sum(spans) / len(spans) if spans else 1.0
     return compute("all", Scrape(0.0), Scrape(window, summed), slo_s=slo_s)

@@ -33,7 +33,8 @@ from surgeguard.priority import Priority
 from surgeguard.settings import Settings
 from target_app.cache import ReadThroughCache
 from target_app.dependencies import SimulatedDependencies
-from target_app.jobs import JOB_STREAMS, pending_jobs
+from target_app.job_store import JobStore
+from target_app.jobs import JOB_STREAMS
 
 log = logging.getLogger("target_app")
 
@@ -111,6 +112,7 @@ class Service:
             remote_latency=self.dependencies["cache"].call,
             rng=rng,
         )
+        self._job_store = JobStore(redis_client)
         self.watcher = KnobWatcher(
             redis_client, self.apply_control, poll_interval_s=settings.control_poll_ms / 1000.0
         )
@@ -180,8 +182,20 @@ class Service:
             ["stream"],
             registry=registry,
         )
+        self._jobs_lag = Gauge(
+            "surgeguard_jobs_oldest_pending_age_seconds",
+            "Age of each stream's oldest unfinished job, seconds (0 when empty).",
+            ["stream"],
+            registry=registry,
+        )
         for stream in JOB_STREAMS:
             self._jobs_pending.labels(stream).set(0)
+            self._jobs_lag.labels(stream).set(0)
+        self._jobs_dead = Gauge(
+            "surgeguard_jobs_dead_letters",
+            "Jobs in the dead-letter stream.",
+            registry=registry,
+        )
         Gauge(
             "surgeguard_jobs_backlog_limit",
             "Backlog (jobs) past which signups are answered with X-Degraded: jobs_backlog.",
@@ -194,10 +208,15 @@ class Service:
     async def _sample_jobs(self) -> None:
         while True:
             with contextlib.suppress(RedisError, OSError):
-                backlog = await pending_jobs(self.redis)
-                for stream, count in backlog.items():
+                # The same look at the queues the worker takes, so the controller
+                # (which reads replicas, not workers) sees backlog, lag and dead letters.
+                sample = await self._job_store.sample()
+                for stream, count in sample.pending.items():
                     self._jobs_pending.labels(stream).set(count)
-                self.jobs_backlog = sum(backlog.values())
+                for stream, age in sample.oldest_age_s.items():
+                    self._jobs_lag.labels(stream).set(age)
+                self._jobs_dead.set(sample.dead_letters)
+                self.jobs_backlog = sum(sample.pending.values())
             await asyncio.sleep(JOBS_SAMPLE_PERIOD_S)
 
     @contextlib.asynccontextmanager

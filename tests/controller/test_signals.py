@@ -109,3 +109,25 @@ def test_aggregate_sums_replicas_like_promql_sum() -> None:
     assert total.concurrency_limit == 80  # two limits of 40
     assert 0.3 < total.p99_s <= 0.4
     assert total.p50_s <= 0.3
+
+
+def test_job_queues_are_shared_so_replicas_report_them_once() -> None:
+    """Every replica reads the same Redis streams: the aggregate takes their value,
+    not the sum of what each replica repeats."""
+    text = (
+        'surgeguard_jobs_pending{stream="surgeguard:jobs:email"} 120\n'
+        'surgeguard_jobs_oldest_pending_age_seconds{stream="surgeguard:jobs:email"} 42.5\n'
+        "surgeguard_jobs_dead_letters 3\n"
+    )
+    a, b = Replica(), Replica()
+    windows = []
+    for r in (a, b):
+        extra = r.scrape(at=0.0).samples
+        now = Scrape.from_text(generate_latest(r.registry).decode() + text, 1.0)
+        windows.append((Scrape(0.0, extra), now))
+    one = compute("a", *windows[0], slo_s=SLO)
+    assert one.jobs_pending == {"surgeguard:jobs:email": 120}
+    assert one.jobs_lag_s == {"surgeguard:jobs:email": 42.5} and one.jobs_dead == 3
+    total = aggregate(windows, slo_s=SLO)
+    assert total.jobs_pending == {"surgeguard:jobs:email": 120}
+    assert total.jobs_lag_s == {"surgeguard:jobs:email": 42.5} and total.jobs_dead == 3
