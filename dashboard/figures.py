@@ -1,8 +1,10 @@
 """Plotly figures from the controller's data: pure functions, data in, figure out.
 
-Every figure has a fixed ``uirevision`` (the browser keeps zoom and legend clicks
-across refreshes) and traces with a fixed ``uid``; the x axis is left to autorange so
-a refresh extends it rather than resetting it. Times are unix seconds shifted by
+Every figure has a fixed ``uirevision`` and traces with a fixed ``uid`` (so Plotly
+keeps zoom and legend clicks wherever the chart is updated in place), fixed heights
+and legend places; the x axis is left to autorange so a refresh extends it. (Streamlit
+1.67 redraws a chart whose data changed from scratch; ``dashboard.zoom`` holds the
+time zoom on the server for that reason.) Times are unix seconds shifted by
 ``offset_s`` (the viewer's offset from UTC) and drawn as dates; values are NumPy arrays
 (far faster to serialise than lists of datetimes). ``replica=None`` means all replicas.
 """

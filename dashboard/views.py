@@ -1,7 +1,8 @@
 """The read-only parts of the page: banner, status strip, charts, tables.
 
-Drawn from a ``Feed`` on every live refresh. Charts have fixed keys (and the figures
-fixed ``uirevision``) so a refresh updates them in place instead of remounting them.
+Drawn from a ``Feed`` on every live refresh. Charts have fixed keys and the figures a
+fixed ``uirevision``; the time zoom is held by ``dashboard.zoom`` so it survives the
+redraw a refresh causes.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def zoom_bar(view: View) -> None:
 
 
 def charts(state: State, feed: Feed, view: View) -> None:
-    ticks, replica, offset = feed.ticks, view.replica, view.offset_s
+    replica, offset = view.replica, view.offset_s
+    ticks = zoom.visible(feed.ticks, offset)
     left, right = st.columns(2)
     with left:
         latency = figures.latency_figure(ticks, replica, state.slo_s, offset_s=offset)
@@ -149,7 +151,7 @@ def charts(state: State, feed: Feed, view: View) -> None:
         # The controller scores the aggregate (or its only replica): use its numbers there.
         scored = replica is None or len(state.replicas) == 1
         scores = state.bottleneck.scores if scored else {}
-        by_dep = inflation(signals, ticks, replica, scores) if signals else {}
+        by_dep = inflation(signals, feed.ticks, replica, scores) if signals else {}
         named = state.bottleneck.name if scored else ""
         worst = worst_dependency(signals, by_dep, named) if signals else None
         figure = figures.bottleneck_figure(signals, by_dep, worst, named=worst == named)

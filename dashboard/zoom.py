@@ -12,12 +12,15 @@ time charts, refresh after refresh, until the operator goes back to the live win
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import streamlit as st
+
+from dashboard.model import Tick
 
 ZOOM_KEY = "time_zoom"
 PLOT_CONFIG = {"displaylogo": False}
@@ -52,6 +55,20 @@ def selected_span(selection: Any) -> tuple[float, float] | None:
 def current() -> tuple[float, float] | None:
     span = st.session_state.get(ZOOM_KEY)
     return (float(span[0]), float(span[1])) if span else None
+
+
+def visible(ticks: Sequence[Tick], offset_s: float) -> Sequence[Tick]:
+    """The ticks inside the zoomed span (and one either side, so lines reach its
+    edges); all of them when not zoomed. Drawing only these also keeps a chart of a
+    past span identical from refresh to refresh, so the browser does not redraw it and
+    whatever the operator did inside it (legend clicks, a closer zoom) stays."""
+    span = current()
+    if span is None:
+        return ticks
+    at_ms = [(t.at + offset_s) * 1000.0 for t in ticks]
+    first = bisect_left(at_ms, span[0])
+    last = bisect_right(at_ms, span[1])
+    return ticks[max(0, first - 1) : last + 1]
 
 
 def _selected(key: str) -> None:

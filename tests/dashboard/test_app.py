@@ -4,9 +4,11 @@ it does when the controller goes away."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.conftest import APP, TOKEN, Stack
@@ -154,3 +156,76 @@ def test_a_controller_that_goes_away_gives_a_banner_and_keeps_the_last_data(
     assert after.keys() == before.keys()
     assert after["latency"]["data"][2]["y"] == before["latency"]["data"][2]["y"]
     assert [m.label for m in at.metric][:2] == ["Admitted p99", "Goodput"]
+
+
+def test_a_time_zoom_holds_across_runs_and_draws_only_that_span(stack: Stack) -> None:
+    at = _app()
+    latency = _charts(at)["latency"]
+    assert latency["layout"]["dragmode"] == "select"  # dragging selects a span to zoom to
+    xs = _x_ms(latency["data"][2]["x"])
+    assert len(xs) >= 3
+    span = (xs[1] - 1.0, xs[1] + 1.0)  # around the second point only
+    at.session_state["time_zoom"] = span  # what dragging across a chart leaves behind
+    at.run()
+    stack.traffic_and_ticks(ticks=1, requests=2)
+    at.run()  # new data arrived; the span holds
+    for key in ("latency", "throughput", "saturation", "controller", "jobs"):
+        layout = _charts(at)[key]["layout"]
+        assert layout["xaxis"]["range"] == list(span), key
+    assert len(_x_ms(_charts(at)["latency"]["data"][2]["x"])) == 3  # one either side
+    assert any("Zoomed to" in str(i.value) for i in at.info)
+
+    at.button(key="zoom_reset").click().run()
+    assert "range" not in _charts(at)["latency"]["layout"]["xaxis"]
+    assert len(_x_ms(_charts(at)["latency"]["data"][2]["x"])) == len(xs) + 2
+
+
+def _x_ms(x: Any) -> list[float]:
+    """A trace's x values (ms), whether plotly sent a list or a typed array."""
+    if isinstance(x, dict):  # {"dtype": "f8", "bdata": base64}
+        return [float(v) for v in np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"])]
+    return [float(v) for v in x]
+
+
+def test_knob_override_unpin_autopilot_and_drills_are_confirmed_and_audited(
+    stack: Stack,
+) -> None:
+    at = _app()
+    at.text_input(key="admin_token").input(TOKEN).run()
+
+    at.selectbox(key="knob_name").select("queue_limit").run()
+    at.number_input(key="knob_value_queue_limit").set_value(7)
+    at.text_input(key="knob_reason").input("hold the queue short")
+    at.button(key="knob_submit").click().run()
+    assert any("queue_limit set to 7 for every replica, pinned" in s.value for s in at.success)
+
+    at.text_input(key="unpin_reason").input("let the controller tune it")
+    at.button(key="unpin_submit").click().run()
+    assert any("queue_limit unpinned" in s.value for s in at.success)
+
+    at.text_input(key="autopilot_reason").input("hands on")
+    at.button(key="autopilot_submit").click().run()
+    assert any("Autopilot paused" in s.value for s in at.success)
+    assert at.button(key="autopilot_submit").label == "Resume autopilot"
+
+    at.selectbox(key="chaos_dependency").select("db")
+    at.number_input(key="chaos_latency").set_value(5.0)
+    at.text_input(key="chaos_reason").input("slow db drill")
+    at.button(key="chaos_submit").click().run()
+    assert any("Drill on db: latency x5" in s.value for s in at.success)
+    at.text_input(key="chaos_clear_reason").input("drill over")
+    at.button(key="chaos_clear_submit").click().run()
+    assert any("Drills cleared on db" in s.value for s in at.success)
+    assert not at.exception, [e.value for e in at.exception]
+
+    audit: Any = stack.get("/audit")
+    assert [a["what"] for a in audit] == [
+        "chaos db",
+        "chaos db",
+        "autopilot",
+        "pin queue_limit",
+        "knob queue_limit",
+    ]
+    assert audit[-1]["new"] == {"value": 7, "pinned": True}
+    state: Any = stack.get("/state")
+    assert state["control"]["autopilot"] is False and state["control"]["pins"] == []

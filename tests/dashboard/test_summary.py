@@ -8,6 +8,7 @@ import pytest
 
 from dashboard.model import Bottleneck, Dependency, Signals, Tick
 from dashboard.summary import inflation, mode_spans, slo_state, worst_dependency
+from dashboard.zoom import selected_span
 
 NAN = math.nan
 
@@ -62,3 +63,22 @@ def test_the_worst_dependency_is_the_named_one_else_the_busiest() -> None:
     assert worst_dependency(s, {"cache": 10.0}, "none") == "cache"  # 0.2 x 10 > 0.9 x 1
     idle = Signals(dependencies={"db": Dependency("db", NAN, NAN, 0.0, 8, 0, 0, 0)})
     assert worst_dependency(idle, {}, "none") is None
+
+
+@pytest.mark.parametrize(
+    ("selection", "span"),
+    [
+        ({"selection": {"box": [{"x": [2000.0, 1000.0], "y": [0, 1]}]}}, (1000.0, 2000.0)),
+        (
+            {"selection": {"box": [{"x": ["1970-01-01 00:00:01", "1970-01-01 00:00:02.5"]}]}},
+            (1000.0, 2500.0),
+        ),
+        ({"selection": {"box": [], "points": []}}, None),  # cleared: back to live
+        ({"selection": {"box": [{"x": [5.0, 5.0]}]}}, None),
+        (None, None),
+    ],
+)
+def test_a_box_selection_becomes_the_time_zoom(
+    selection: object, span: tuple[float, float] | None
+) -> None:
+    assert selected_span(selection) == span
