@@ -338,20 +338,64 @@ def _text(d: Decision) -> str:
 
 
 def jobs_figure(ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0) -> go.Figure:
-    """Job backlog (jobs not yet acknowledged) per stream. Every replica reports the
-    same shared streams, so "all replicas" takes the largest report, not the sum."""
+    """Per stream: backlog (jobs not yet acknowledged) and lag (age of the oldest, on a
+    second axis); and the dead letters. Every replica reports the same shared streams,
+    so "all replicas" takes the largest report, not the sum."""
     x = _x(ticks, offset_s)
 
-    def backlog(t: Tick, stream: str) -> float:
-        views = [t.replicas.get(replica)] if replica is not None else list(t.replicas.values())
-        seen = [v.jobs_pending[stream] for v in views if v is not None and stream in v.jobs_pending]
-        return max(seen, default=math.nan)
+    def views(t: Tick) -> list[Signals]:
+        seen = [t.replicas.get(replica)] if replica is not None else list(t.replicas.values())
+        return [v for v in seen if v is not None]
+
+    def largest(t: Tick, read: Callable[[Signals], float]) -> float:
+        values = [read(v) for v in views(t)]
+        return max((v for v in values if not math.isnan(v)), default=math.nan)
+
+    def series(read: Callable[[Signals], float]) -> Any:
+        return np.fromiter((largest(t, read) for t in ticks), float, len(ticks))
 
     streams = sorted({s for t in ticks for v in t.replicas.values() for s in v.jobs_pending})
-    fig = go.Figure()
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
     for stream in streams:
-        y = np.fromiter((backlog(t, stream) for t in ticks), float, len(ticks))
         label = stream.rsplit(":", 1)[-1]
-        fig.add_trace(go.Scatter(x=x, y=y, name=f"backlog: {label}", uid=stream, mode="lines"))
-    fig.update_yaxes(title_text="jobs")
-    return _layout(fig, "jobs", "Jobs: backlog per stream", height=280)
+        backlog = go.Scatter(
+            x=x,
+            y=series(_per_stream("jobs_pending", stream)),
+            name=f"backlog: {label}",
+            uid=stream,
+            mode="lines",
+        )
+        lag = go.Scatter(
+            x=x,
+            y=series(_per_stream("jobs_lag_s", stream)),
+            name=f"lag: {label}, s",
+            uid=f"lag:{stream}",
+            mode="lines",
+            line={"dash": "dot"},
+        )
+        fig.add_trace(backlog, secondary_y=False)
+        fig.add_trace(lag, secondary_y=True)
+    dead = go.Scatter(
+        x=x,
+        y=series(_dead_letters),
+        name="dead letters",
+        uid="dead",
+        mode="lines",
+        line={"color": "#d62728"},
+    )
+    fig.add_trace(dead, secondary_y=False)
+    fig.update_yaxes(title_text="jobs", secondary_y=False)
+    fig.update_yaxes(title_text="lag, s", secondary_y=True, showgrid=False)
+    return _layout(fig, "jobs", "Jobs: backlog, lag and dead letters", height=280)
+
+
+def _per_stream(field: str, stream: str) -> Callable[[Signals], float]:
+    def read(v: Signals) -> float:
+        values: Mapping[str, float] = getattr(v, field)
+        return values.get(stream, math.nan)
+
+    return read
+
+
+def _dead_letters(v: Signals) -> float:
+    return v.jobs_dead

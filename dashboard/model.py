@@ -85,6 +85,8 @@ class Signals:
     queue_wait_p99_s: float = NAN
     dependencies: Mapping[str, Dependency] = field(default_factory=dict)
     jobs_pending: Mapping[str, float] = field(default_factory=dict)
+    jobs_lag_s: Mapping[str, float] = field(default_factory=dict)  # oldest job's age
+    jobs_dead: float = NAN  # jobs in the dead-letter stream
     stale: bool = False
 
     @classmethod
@@ -108,6 +110,8 @@ class Signals:
             queue_wait_p99_s=num(s.get("queue_wait_p99_s")),
             dependencies={str(n): Dependency.parse(str(n), d) for n, d in deps.items()},
             jobs_pending=_floats(s.get("jobs_pending")),
+            jobs_lag_s=_floats(s.get("jobs_lag_s")),
+            jobs_dead=num(s.get("jobs_dead")),
             stale=bool(s.get("stale", False)),
         )
 

@@ -157,10 +157,6 @@ def charts(state: State, feed: Feed, view: View) -> None:
         figure = figures.bottleneck_figure(signals, by_dep, worst, named=worst == named)
         st.plotly_chart(figure, key="bottleneck", config=zoom.PLOT_CONFIG)
         zoom.time_chart(figures.jobs_figure(ticks, replica, offset_s=offset), "jobs")
-        st.caption(
-            "Jobs: the controller reports only the backlog per stream (jobs not yet "
-            "acknowledged) so far; lag and dead letters are not in its data yet."
-        )
     zoom.time_chart(figures.controller_figure(ticks, replica, offset_s=offset), "controller")
     reasons = [
         {"replica": r, "knob": knob, "reason": why}

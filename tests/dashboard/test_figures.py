@@ -35,6 +35,8 @@ def _signals(**over: Any) -> dict[str, Any]:
             "cache": {"p99_s": 0.002, "utilisation": 0.1, "limit": 32.0, "error_rate": 0.0},
         },
         "jobs_pending": {"surgeguard:jobs:email": 4.0},
+        "jobs_lag_s": {"surgeguard:jobs:email": 2.5},
+        "jobs_dead": 1.0,
         "stale": False,
     }
     raw.update(over)
@@ -202,7 +204,9 @@ def test_all_replicas_sums_knobs_but_not_the_shared_job_backlog() -> None:
     knobs = figures.controller_figure(ticks, None)
     assert knobs.data[0].name == "concurrency_limit" and knobs.data[0].y[0] == 40.0
     jobs = figures.jobs_figure(ticks, None)
-    assert _names(jobs) == ["backlog: email"] and jobs.data[0].y[0] == 4.0
+    assert _names(jobs) == ["backlog: email", "lag: email, s", "dead letters"]
+    assert (jobs.data[0].y[0], jobs.data[1].y[0], jobs.data[2].y[0]) == (4.0, 2.5, 1.0)
+    assert jobs.data[1].yaxis == "y2"  # lag on its own axis
 
 
 def test_figures_of_an_empty_history_are_empty_not_errors() -> None:
