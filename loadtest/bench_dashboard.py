@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 from streamlit.testing.v1 import AppTest
 
-from loadtest.bench_history import fill_history
-from loadtest.processes import HOST, child_env, free_port, running
-from surgeguard.embedded_redis import EmbeddedRedis
+from loadtest.bench_history import stack_with_an_hour_of_history
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
@@ -36,40 +32,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--replicas", type=int, default=2)
     args = parser.parse_args(argv)
-    with (
-        tempfile.TemporaryDirectory() as work,
-        EmbeddedRedis(data_dir=Path(work) / "redis") as server,
-    ):
-        env = child_env(server.url, admin_token="bench")
-        tport, cport = free_port(), free_port()
-        target, ctl = f"http://{HOST}:{tport}", f"http://{HOST}:{cport}"
-        with (
-            running(["target", "--port", str(tport)], env, f"{target}/healthz"),
-            running(
-                ["controller", "--target", target, "--port", str(cport)], env, f"{ctl}/healthz"
-            ),
-        ):
-            with httpx.Client(timeout=10) as client:
-                deadline = time.monotonic() + 20
-                while True:
-                    client.get(f"{target}/items/7", headers={"X-Api-Key": "demo-key"})
-                    records = client.get(f"{ctl}/api/v1/history", params={"seconds": 60}).json()
-                    if records and records[-1].get("aggregate"):
-                        break
-                    if time.monotonic() > deadline:
-                        raise SystemExit("bench_dashboard: the controller recorded no tick")
-                    time.sleep(0.5)
-            fill_history(server.url, records[-1], args.replicas)
-            os.environ["SURGEGUARD_CONTROLLER_URL"] = ctl
-            at = AppTest.from_file(str(APP), default_timeout=60)
+    with stack_with_an_hour_of_history(args.replicas) as (ctl, _):
+        os.environ["SURGEGUARD_CONTROLLER_URL"] = ctl
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.run()
+        at.radio(key="window_min").set_value(60).run()  # the 1 h window
+        timings = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
             at.run()
-            at.radio(key="window_min").set_value(60).run()  # the 1 h window
-            timings = []
-            for _ in range(args.runs):
-                started = time.perf_counter()
-                at.run()
-                timings.append((time.perf_counter() - started) * 1000)
-            assert not at.exception, at.exception
+            timings.append((time.perf_counter() - started) * 1000)
+        assert not at.exception, at.exception
     timings.sort()
     print(
         f"dashboard rerun with 1 h of history ({args.replicas} replicas), {args.runs} runs: "

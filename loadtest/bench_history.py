@@ -14,7 +14,8 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -49,13 +50,10 @@ def fill_history(redis_url: str, template: dict[str, object], replicas: int) -> 
     return size
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m loadtest.bench_history", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--replicas", type=int, default=2)
-    args = parser.parse_args(argv)
+@contextmanager
+def stack_with_an_hour_of_history(replicas: int) -> Iterator[tuple[str, int]]:
+    """A real target and controller whose history holds an hour of real tick records
+    (one copied 3,600 times); yields (controller URL, bytes of one record)."""
     with (
         tempfile.TemporaryDirectory() as work,
         EmbeddedRedis(data_dir=Path(work) / "redis") as server,
@@ -67,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             running(["target", "--port", str(tport)], env, f"{target}/healthz"),
             running(
                 ["controller", "--target", target, "--port", str(cport)], env, f"{ctl}/healthz"
-            ),httpx.Client(timeout=10) as client
+            ),
+            httpx.Client(timeout=10) as client,
         ):
             deadline = time.monotonic() + 20
             while True:
@@ -76,17 +75,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if records and records[-1].get("aggregate"):
                     break
                 if time.monotonic() > deadline:
-                    raise SystemExit("bench_history: the controller recorded no tick")
+                    raise SystemExit("the controller recorded no tick within 20 s")
                 time.sleep(0.5)
-            size = fill_history(server.url, records[-1], args.replicas)
-            timings, body_bytes = [], 0
-            for _ in range(args.requests):
-                started = time.perf_counter()
-                response = client.get(f"{ctl}/api/v1/history", params={"seconds": 3600})
-                timings.append((time.perf_counter() - started) * 1000)
-                body_bytes = len(response.content)
-                assert response.status_code == 200
-            count = len(response.json())
+            yield ctl, fill_history(server.url, records[-1], replicas)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench_history", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--replicas", type=int, default=2)
+    args = parser.parse_args(argv)
+    with (
+        stack_with_an_hour_of_history(args.replicas) as (ctl, size),
+        httpx.Client(timeout=10) as client,
+    ):
+        timings, body_bytes = [], 0
+        for _ in range(args.requests):
+            started = time.perf_counter()
+            response = client.get(f"{ctl}/api/v1/history", params={"seconds": 3600})
+            timings.append((time.perf_counter() - started) * 1000)
+            body_bytes = len(response.content)
+            assert response.status_code == 200
+        count = len(response.json())
     timings.sort()
     print(
         f"history: {count} records x {size:,} bytes ({args.replicas} replicas) = "
