@@ -81,8 +81,24 @@ def resolve(value: str) -> str:
 
 
 def surgeguard_services() -> dict[str, dict[str, Any]]:
-    """Services that run the surgeguard image (built from ./Dockerfile)."""
-    return {name: svc for name, svc in services().items() if "build" in svc}
+    """Services that run the surgeguard command from the image built from ./Dockerfile
+    (locust runs from the same image with its own entrypoint)."""
+    return {
+        name: svc for name, svc in services().items() if "build" in svc and "entrypoint" not in svc
+    }
+
+
+def test_locust_drives_the_load_balancer_with_the_projects_locustfile() -> None:
+    locust = services()["locust"]
+    assert locust["entrypoint"] == ["locust"] and "build" in locust
+    cmd = command(locust)
+    path = flag(cmd, "-f") or ""
+    # The image installs the package into /opt/venv (python 3.11): the locustfile is there.
+    assert path == "/opt/venv/lib/python3.11/site-packages/loadtest/locustfile.py"
+    assert (ROOT / "loadtest" / "locustfile.py").is_file()
+    assert flag(cmd, "--host") == "http://nginx:8000"
+    assert "8089" in healthcheck_text(locust)
+    assert locust["depends_on"]["nginx"]["condition"] == "service_healthy"
 
 
 def command(service: dict[str, Any]) -> list[str]:
