@@ -17,7 +17,7 @@ from controller.quantile import bucket_deltas, histogram_quantile
 from controller.scrape import Scrape
 from loadtest.rawhttp import closed_loop
 from surgeguard.embedded_redis import EmbeddedRedis
-from tests.support.processes import clean_env, free_port, stop, surgeguard
+from tests.support.processes import db_bound_env, free_port, stop, surgeguard
 
 SLO_S = 0.25
 KEYS = [f"client-{n}" for n in range(10)]
@@ -34,18 +34,12 @@ class Stack:
 @pytest.fixture
 def stack(redis_server: EmbeddedRedis, redis_client: object) -> Iterator[Stack]:
     """A db-bound target (4 db slots x 20 ms: about 200 reads/s) and a fast controller."""
-    env = clean_env(
-        SURGEGUARD_REDIS_URL=redis_server.url,
-        SURGEGUARD_DB_CAPACITY="4",
-        SURGEGUARD_DB_LATENCY_MS="20",
-        SURGEGUARD_CONCURRENCY_LIMIT="100",
+    env = db_bound_env(
+        redis_server.url,
+        KEYS,
         SURGEGUARD_QUEUE_LIMIT="50",
         SURGEGUARD_QUEUE_TIMEOUT_MS="100",
-        SURGEGUARD_BULKHEAD_MAX_WAIT_MS="5000",
-        SURGEGUARD_DEPENDENCY_TIMEOUT_MS="5000",
-        SURGEGUARD_CONTROL_POLL_MS="200",
         SURGEGUARD_ADMIN_TOKEN="e2e",
-        SURGEGUARD_CLIENT_KEYS=",".join(KEYS),
     )
     tport, cport = free_port(), free_port()
     target = f"http://127.0.0.1:{tport}"

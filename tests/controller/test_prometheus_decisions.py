@@ -18,7 +18,7 @@ from controller.sources import DirectSource, PrometheusSource
 from loadtest.rawhttp import closed_loop
 from surgeguard.controlplane import ControlPlaneWriter
 from surgeguard.embedded_redis import EmbeddedRedis
-from tests.support.processes import clean_env, free_port, surgeguard
+from tests.support.processes import db_bound_env, free_port, surgeguard
 from tests.support.prometheus import needs_prometheus, prometheus, scrape_config
 
 pytestmark = [needs_prometheus, pytest.mark.slow]
@@ -79,15 +79,7 @@ def _limit_moves(ticks: list[list[Decision]]) -> list[Decision]:
 def test_prometheus_fed_decisions_match_direct_ones(
     redis_server: EmbeddedRedis, redis_client: object, tmp_path: Path
 ) -> None:
-    env = clean_env(
-        SURGEGUARD_REDIS_URL=redis_server.url,
-        SURGEGUARD_DB_CAPACITY="4",
-        SURGEGUARD_DB_LATENCY_MS="20",
-        SURGEGUARD_CONCURRENCY_LIMIT="100",
-        SURGEGUARD_BULKHEAD_MAX_WAIT_MS="5000",
-        SURGEGUARD_DEPENDENCY_TIMEOUT_MS="5000",
-        SURGEGUARD_CLIENT_KEYS=",".join(KEYS),
-    )
+    env = db_bound_env(redis_server.url, KEYS)
     port = free_port()
     target = f"http://127.0.0.1:{port}"
     instance = f"127.0.0.1:{port}"

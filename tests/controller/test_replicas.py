@@ -14,7 +14,7 @@ import pytest
 
 from loadtest.rawhttp import closed_loop
 from surgeguard.embedded_redis import EmbeddedRedis
-from tests.support.processes import clean_env, free_port, surgeguard
+from tests.support.processes import db_bound_env, free_port, surgeguard
 
 TOKEN = "replicas"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -31,17 +31,7 @@ class Pair:
 def pair(redis_server: EmbeddedRedis, redis_client: object) -> Iterator[Pair]:
     """Two replicas with small db capacity (about 200 reads/s each) and a controller
     with 0.25 s ticks tuning both, each from its own signals."""
-    env = clean_env(
-        SURGEGUARD_REDIS_URL=redis_server.url,
-        SURGEGUARD_DB_CAPACITY="4",
-        SURGEGUARD_DB_LATENCY_MS="20",
-        SURGEGUARD_CONCURRENCY_LIMIT="100",
-        SURGEGUARD_BULKHEAD_MAX_WAIT_MS="5000",
-        SURGEGUARD_DEPENDENCY_TIMEOUT_MS="5000",
-        SURGEGUARD_CONTROL_POLL_MS="200",
-        SURGEGUARD_ADMIN_TOKEN=TOKEN,
-        SURGEGUARD_CLIENT_KEYS=",".join(KEYS),
-    )
+    env = db_bound_env(redis_server.url, KEYS, SURGEGUARD_ADMIN_TOKEN=TOKEN)
     with ExitStack() as stack:
         urls = []
         for name in ("replica-a", "replica-b"):

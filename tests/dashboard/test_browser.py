@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.processes import wait_healthy
 from loadtest.rawhttp import closed_loop
 from tests.support.processes import clean_env, free_port
 
@@ -84,16 +85,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
     )
     try:
         stack = Up(*(f"http://127.0.0.1:{ports[n]}" for n in ("target", "controller", "dashboard")))
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "surgeguard up exited"
-            try:
-                if httpx.get(f"{stack.dashboard}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the dashboard never answered"
-            time.sleep(0.2)
+        wait_healthy(f"{stack.dashboard}/_stcore/health", proc, timeout_s=60)
         yield stack
     finally:
         proc.send_signal(signal.SIGINT)

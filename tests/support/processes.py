@@ -8,7 +8,7 @@ from subprocess import Popen
 
 from loadtest.processes import child_env, free_port, running, stop
 
-__all__ = ["clean_env", "free_port", "stop", "surgeguard"]
+__all__ = ["clean_env", "db_bound_env", "free_port", "stop", "surgeguard"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -23,3 +23,20 @@ def surgeguard(*args: str, env: dict[str, str], health_url: str) -> Iterator[Pop
     """Run ``surgeguard ARGS`` until the block ends, healthy before it starts."""
     with running(args, env, health_url) as process:
         yield process
+
+
+def db_bound_env(redis_url: str, keys: list[str], **extra: str) -> dict[str, str]:
+    """A target whose capacity is its db: 4 slots x 20 ms, about 200 reads/s. Requests
+    wait for a db slot (up to 5 s) the way they wait for a pooled connection, so an
+    overload shows up as latency, which is what the controller must see."""
+    return clean_env(
+        SURGEGUARD_REDIS_URL=redis_url,
+        SURGEGUARD_DB_CAPACITY="4",
+        SURGEGUARD_DB_LATENCY_MS="20",
+        SURGEGUARD_CONCURRENCY_LIMIT="100",
+        SURGEGUARD_BULKHEAD_MAX_WAIT_MS="5000",
+        SURGEGUARD_DEPENDENCY_TIMEOUT_MS="5000",
+        SURGEGUARD_CONTROL_POLL_MS="200",
+        SURGEGUARD_CLIENT_KEYS=",".join(keys),
+        **extra,
+    )

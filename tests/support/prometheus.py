@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from loadtest.processes import free_port, stop
+from loadtest.processes import free_port, stop, wait_healthy
 
 PROMETHEUS = shutil.which("prometheus")
 needs_prometheus = pytest.mark.skipif(
@@ -53,16 +51,7 @@ def prometheus(config_text: str, work: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, "prometheus exited at start"
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prometheus never became ready"
-            time.sleep(0.1)
+        wait_healthy(f"{url}/-/ready", proc, timeout_s=20)
         yield url
     finally:
         stop(proc)
