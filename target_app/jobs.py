@@ -116,17 +116,5 @@ async def signup_status(client: aioredis.Redis, signup_id: str) -> SignupStatus 
     )
 
 
-async def pending_jobs(client: aioredis.Redis) -> dict[str, int]:
-    """Unfinished jobs per stream (the backlog): waiting plus in progress.
-
-    Workers delete an entry when they acknowledge it (see the module docstring), so
-    the stream's length is the backlog on any Redis version; one round trip."""
-    async with client.pipeline(transaction=False) as pipe:
-        for stream in JOB_STREAMS:
-            pipe.xlen(stream)
-        lengths = await pipe.execute()
-    return {stream: int(n) for stream, n in zip(JOB_STREAMS, lengths, strict=True)}
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
