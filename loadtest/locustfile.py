@@ -1,38 +1,43 @@
-"""Locust users and the spike shape (run by Locust in its own process, never imported
-by the service, the controller or the dashboard).
+"""Locust users, the scenario's shape and a progress feed (run by Locust in its own
+process; never imported by the service, the controller or the dashboard).
 
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:8000
+    surgeguard load --scenario spike --host http://127.0.0.1:8000 --out load-out
+
+runs this file headless (``locust -f loadtest/locustfile.py`` works too).
 
 Users mix the target's routes (feed and items mostly, some signups and orders) with a
 client key each and the routes' own priorities. A ``429`` or ``503`` is the service
-saying no on purpose: it is recorded as *shed* (the request name gets `` [shed]``), not
-as a failure. Two populations: polite users honour ``Retry-After``; impatient ones ask
-again at once, up to three times, which is how retry storms start.
+saying no on purpose: it is recorded as *shed* (the request name gets `` [shed]``),
+not as a failure. Two populations: polite users honour ``Retry-After``; impatient ones
+ask again at once, up to three times, which is how retry storms start. Pick them by
+class name on Locust's command line (``PoliteUser ImpatientUser``; both by default).
 
-The spike shape: ``LOADTEST_BASELINE_USERS`` (50) for ``LOADTEST_BASELINE_S`` (30 s),
-then ``LOADTEST_SPIKE_USERS`` (10,000) spawned within ``LOADTEST_RAMP_S`` (10 s), held
-``LOADTEST_HOLD_S`` (60 s), back to the baseline for ``LOADTEST_BASELINE_S``, then stop.
-Client keys: ``LOADTEST_CLIENT_KEYS`` (comma-separated, default ``demo-key``).
+Variables: ``LOADTEST_SCENARIO`` (spike, step, soak, slow_dependency, retry_storm),
+``LOADTEST_USERS``, ``LOADTEST_DURATION_S``, ``LOADTEST_BASELINE_USERS`` (see
+``loadtest/scenarios.py``), ``LOADTEST_CLIENT_KEYS`` (comma-separated, default
+``demo-key``). Every second a ``PROGRESS {json}`` line goes to stdout for the runner.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import sys
 import time
 from typing import Any
 
-from locust import FastHttpUser, LoadTestShape, between, task
+import gevent  # type: ignore[import-untyped]
+from locust import FastHttpUser, between, events, task
+from locust.env import Environment
+from locust.runners import WorkerRunner
+
+from loadtest.shapes import SHAPES
 
 KEYS = [k for k in os.environ.get("LOADTEST_CLIENT_KEYS", "demo-key").split(",") if k]
 SHED = (429, 503)
-
-
-def _setting(name: str, default: float) -> float:
-    value = float(os.environ.get(name, default))
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+SHED_SUFFIX = " [shed]"
+MAX_RETRY_AFTER_S = 5.0
 
 
 class SurgeUser(FastHttpUser):
@@ -50,15 +55,19 @@ class SurgeUser(FastHttpUser):
                 method, path, name=name, headers=self.headers, catch_response=True, **kwargs
             ) as response:
                 if response.status_code in SHED:
-                    response.request_meta["name"] = f"{name} [shed]"
+                    response.request_meta["name"] = name + SHED_SUFFIX
                     response.success()
                     retry_after = float(response.headers.get("Retry-After") or 1)
+                elif response.status_code >= 400:
+                    # One message per status, so the failures report counts them.
+                    response.failure(f"HTTP {response.status_code}")
+                    return
                 else:
-                    return  # anything else keeps Locust's own verdict
+                    return  # success, or no answer at all (Locust's own verdict)
             if attempt < self.retries:
                 continue  # impatient: again, at once
             if self.honour_retry_after:
-                time.sleep(min(retry_after, 5.0))
+                time.sleep(min(retry_after, MAX_RETRY_AFTER_S))
 
     @task(5)
     def feed(self) -> None:
@@ -98,23 +107,41 @@ class ImpatientUser(SurgeUser):
     honour_retry_after = False
 
 
-class SpikeShape(LoadTestShape):
-    """Baseline, a spike to ``LOADTEST_SPIKE_USERS`` within ``LOADTEST_RAMP_S``, hold,
-    baseline again, stop. ``tick`` returns (users, spawn rate per second) or None."""
+# Exactly one shape class in this module's namespace: Locust uses the one it finds.
+ScenarioShape = SHAPES[os.environ.get("LOADTEST_SCENARIO", "spike")]
 
-    baseline_users = int(_setting("LOADTEST_BASELINE_USERS", 50))
-    spike_users = int(_setting("LOADTEST_SPIKE_USERS", 10_000))
-    baseline_s = _setting("LOADTEST_BASELINE_S", 30)
-    ramp_s = max(1.0, _setting("LOADTEST_RAMP_S", 10))
-    hold_s = _setting("LOADTEST_HOLD_S", 60)
 
-    def tick(self) -> tuple[int, float] | None:
-        t = self.get_run_time()  # type: ignore[no-untyped-call]
-        rate = max(1.0, (self.spike_users - self.baseline_users) / self.ramp_s)
-        if t < self.baseline_s:
-            return self.baseline_users, float(max(1, self.baseline_users))
-        if t < self.baseline_s + self.ramp_s + self.hold_s:
-            return self.spike_users, rate
-        if t < 2 * self.baseline_s + self.ramp_s + self.hold_s:
-            return self.baseline_users, rate
-        return None
+def _progress(environment: Environment) -> None:
+    """One ``PROGRESS`` line a second: users, request and shed rates (client side)."""
+    runner = environment.runner
+    assert runner is not None
+    started = time.monotonic()
+    while True:
+        gevent.sleep(1.0)
+        stats = runner.stats
+        shed_per_s = sum(
+            entry.current_rps
+            for (name, _), entry in stats.entries.items()
+            if name.endswith(SHED_SUFFIX)
+        )
+        total = stats.total
+        line = {
+            "t": round(time.monotonic() - started, 1),
+            "users": runner.user_count,
+            "rps": round(total.current_rps, 1),
+            "shed_per_s": round(shed_per_s, 1),
+            "fail_per_s": round(total.current_fail_per_sec, 1),
+            "p50_ms": total.get_current_response_time_percentile(0.5),
+            "p95_ms": total.get_current_response_time_percentile(0.95),
+            "requests": total.num_requests,
+            "failures": total.num_failures,
+        }
+        print("PROGRESS " + json.dumps(line), file=sys.stdout, flush=True)
+
+
+def _start_progress(environment: Environment, **_: Any) -> None:
+    if not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn(_progress, environment)
+
+
+events.test_start.add_listener(_start_progress)  # type: ignore[no-untyped-call]

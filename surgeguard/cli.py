@@ -155,6 +155,62 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="live-refresh period, ms, default 2000 (SURGEGUARD_DASHBOARD_REFRESH_MS)",
     )
+    load = sub.add_parser(
+        "load",
+        help="run a Locust load scenario against a running service",
+        description="Runs Locust headless in its own process with the scenario's shape, "
+        "shows progress, watches the service's /metrics and /healthz, and writes "
+        "summary.json, Locust's CSV files and its HTML report into --out. Scenarios: "
+        "spike, step, soak, slow_dependency, retry_storm (loadtest/scenarios.py). "
+        "SIGTERM or Ctrl-C ends the run early; the reports are still written.",
+    )
+    load.add_argument("--scenario", metavar="NAME", help="which scenario (--tune: step)")
+    load.add_argument(
+        "--host", default="http://127.0.0.1:8000", help="the target, default http://127.0.0.1:8000"
+    )
+    load.add_argument("--users", type=int, help="most users at once (default: the scenario's)")
+    load.add_argument(
+        "--duration", type=float, metavar="S", help="whole run, seconds (default: the scenario's)"
+    )
+    load.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
+    load.add_argument(
+        "--tune",
+        action="store_true",
+        help="run the step scenario with the controller on and report what every knob "
+        "converged to and where the capacity knee is",
+    )
+    load.add_argument(
+        "--controller",
+        metavar="URL",
+        help="the controller (for --tune, slow_dependency's chaos and chart markers), "
+        "default http://127.0.0.1:8001 (SURGEGUARD_CONTROLLER_URL); "
+        "writes use SURGEGUARD_ADMIN_TOKEN",
+    )
+    load.add_argument(
+        "--processes", type=int, default=1, help="Locust processes (forked), default 1"
+    )
+    load.add_argument(
+        "--no-marks", action="store_true", help="do not announce the run to the controller"
+    )
+
+    bench = sub.add_parser(
+        "bench",
+        help="compare admission policies under the same spike",
+        description="For each policy a freshly started stack (embedded Redis, one target, "
+        "the controller for aimd and gradient) gets the same Locust spike, sized from the "
+        "capacity measured first. The service's own metrics are the truth. Writes "
+        "summary.json, report.md and plots (HTML and PNG) into --out.",
+    )
+    bench.add_argument("--scenario", default="spike", help="only spike is benchmarked")
+    bench.add_argument(
+        "--policies",
+        default="none,static,aimd",
+        help="comma-separated: none, static, aimd, gradient",
+    )
+    bench.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
+    bench.add_argument(
+        "--quick", action="store_true", help="a 40 s run per policy (within 3 minutes in all)"
+    )
     return parser
 
 
@@ -235,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dashboard_refresh_ms=args.refresh_ms,
             )
             return serve_dashboard(settings)
+        if args.command == "load":
+            from loadtest.load_command import run_load_command
+
+            return run_load_command(args)
+        if args.command == "bench":
+            from loadtest.bench import run_bench_command
+
+            return run_bench_command(args)
         if args.command == "worker":
             from target_app.worker_server import run_worker
 

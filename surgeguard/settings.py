@@ -19,6 +19,9 @@ from surgeguard.modes import Mode, parse_modes
 
 ENV_PREFIX = "SURGEGUARD_"
 DEMO_CLIENT_KEY = "demo-key"
+# Keys the load generator spreads its users over by default: one key for a whole
+# Locust run would be one client, and the per-client share would shed it as such.
+LOAD_CLIENT_KEYS: tuple[str, ...] = tuple(f"load-{n:02d}" for n in range(1, 17))
 
 # Simulated dependencies: (parallel slots, base latency in ms).
 DEPENDENCY_DEFAULTS: dict[str, tuple[int, float]] = {
@@ -50,7 +53,9 @@ class Settings(BaseSettings):
 
     # -- who may do what --
     admin_token: str | None = Field(None, description="bearer token for operator writes")
-    client_keys: str = Field(DEMO_CLIENT_KEY, description="comma-separated client keys")
+    client_keys: str = Field(
+        ",".join((DEMO_CLIENT_KEY, *LOAD_CLIENT_KEYS)), description="comma-separated client keys"
+    )
 
     # -- the objective --
     slo_p99_ms: int = Field(250, ge=1, le=60_000, description="admitted p99 latency SLO, ms")

@@ -1,0 +1,382 @@
+"""``surgeguard load``: one scenario, Locust headless in its own process, the service
+watched from outside, and the reports written at the end (also when stopped early).
+
+The runner process (not gevent) owns everything with a side effect: it starts Locust,
+scrapes the target's metrics and ``/healthz``, turns the controller's chaos on and
+puts it back even if Locust dies, and announces the run to the controller so the
+dashboard can mark it. Locust's process only generates load.
+
+Files in ``--out``: ``summary.json``, ``report.html`` (Locust's), ``locust_stats.csv``,
+``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``,
+``locust.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from loadtest import load_report
+from loadtest.scenarios import Scenario
+from loadtest.watch import HealthWatch, KnobWatch, MetricsWatch, Window, span_totals
+from surgeguard.process import die_with_parent
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+STOP_GRACE_S = 20.0  # Locust writes its reports on SIGTERM; give it time to
+PROGRESS_EVERY_S = 2.0
+
+
+class LoadError(RuntimeError):
+    """A run that cannot start; the message is one line naming the problem."""
+
+
+@dataclass
+class LoadOptions:
+    scenario: Scenario
+    host: str
+    out: Path
+    controller_url: str | None = None
+    admin_token: str | None = None
+    client_keys: str = "demo-key"
+    processes: int = 1  # Locust worker processes (forked); 1 = one process
+    marks: bool = True  # announce start and end to the controller (for chart markers)
+    quiet: bool = False
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def locust_command(opts: LoadOptions) -> list[str]:
+    prefix = opts.out / "locust"
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        opts.host,
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--html",
+        str(opts.out / "report.html"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",  # shed and failed requests are results, not a crash
+        "--logfile",
+        str(opts.out / "locust.log"),
+    ]
+    if opts.processes > 1:
+        command += ["--processes", str(opts.processes)]
+    # The population: impatient users only for a retry storm, else both kinds.
+    if opts.scenario.population == "impatient":
+        command.append("ImpatientUser")
+    else:
+        command += ["PoliteUser", "ImpatientUser"]
+    return command
+
+
+def locust_env(opts: LoadOptions) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADTEST_")}
+    env.update(
+        LOADTEST_SCENARIO=opts.scenario.name,
+        LOADTEST_USERS=str(opts.scenario.users),
+        LOADTEST_DURATION_S=str(opts.scenario.duration_s),
+        LOADTEST_BASELINE_USERS=str(opts.scenario.stages[0].users),
+        LOADTEST_CLIENT_KEYS=opts.client_keys,
+    )
+    env.pop("SURGEGUARD_ADMIN_TOKEN", None)  # the load generator needs no operator rights
+    return env
+
+
+def check(opts: LoadOptions) -> None:
+    """Everything that can be known before a single user starts."""
+    if opts.scenario.chaos and not (opts.controller_url and opts.admin_token):
+        raise LoadError(
+            f"scenario {opts.scenario.name} changes the db through the controller's chaos "
+            "API: give --controller URL and set SURGEGUARD_ADMIN_TOKEN"
+        )
+    try:
+        httpx.get(f"{opts.host.rstrip('/')}/healthz", timeout=5, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise LoadError(f"the target {opts.host} does not answer /healthz: {exc}") from None
+    if opts.controller_url:
+        try:
+            httpx.get(f"{opts.controller_url.rstrip('/')}/healthz", timeout=5, trust_env=False)
+        except httpx.HTTPError as exc:
+            raise LoadError(
+                f"the controller {opts.controller_url} does not answer /healthz: {exc}"
+            ) from None
+
+
+class Controller:
+    """The few operator calls a run makes; every failure is one warning line."""
+
+    def __init__(self, opts: LoadOptions, warn: Callable[[str], None]) -> None:
+        self.base = (opts.controller_url or "").rstrip("/") + "/api/v1"
+        self.headers = {"Authorization": f"Bearer {opts.admin_token}"}
+        self.warn = warn
+        self.enabled = bool(opts.controller_url and opts.admin_token)
+
+    def call(self, method: str, path: str, body: dict[str, Any]) -> bool:
+        if not self.enabled:
+            return False
+        try:
+            response = httpx.request(
+                method,
+                self.base + path,
+                json=body,
+                headers=self.headers,
+                timeout=5,
+                trust_env=False,
+            )
+        except httpx.HTTPError as exc:
+            self.warn(f"controller {method} {path}: {exc}")
+            return False
+        if response.status_code >= 400:
+            self.warn(f"controller {method} {path}: {response.status_code} {response.text[:200]}")
+            return False
+        return True
+
+    def chaos(self, dependency: str, multiplier: float, reason: str) -> bool:
+        body = {"latency_multiplier": multiplier, "error_rate": 0.0, "reason": reason}
+        return self.call("PUT", f"/chaos/{dependency}", body)
+
+    def mark(self, event: str, opts: LoadOptions) -> None:
+        body = {
+            "event": event,
+            "id": opts.run_id,
+            "scenario": opts.scenario.name,
+            "reason": f"surgeguard load --scenario {opts.scenario.name}",
+        }
+        self.call("POST", "/drills/marks", body)
+
+
+@contextmanager
+def _terminate_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT end the run early (the reports are still written)."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _LocustOutput(threading.Thread):
+    """Reads Locust's stdout: keeps the latest ``PROGRESS`` record, passes the rest on."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        super().__init__(name="locust-output", daemon=True)
+        self.process = process
+        self.latest: dict[str, Any] | None = None
+        self.other: list[str] = []
+        self.started = threading.Event()
+        self.started_mono = 0.0  # when Locust's test (and its shape clock) started
+
+    def run(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("PROGRESS "):
+                with suppress(ValueError):
+                    self.latest = json.loads(line[len("PROGRESS ") :])
+                    if not self.started.is_set():
+                        self.started_mono = time.monotonic() - float(self.latest["t"])
+                        self.started.set()
+            else:
+                self.other.append(line.rstrip("\n"))
+
+
+class ChaosSchedule(threading.Thread):
+    """Applies the scenario's chaos events on Locust's clock (from its first progress
+    line); ``undo`` puts every touched dependency back (called whatever happens)."""
+
+    def __init__(self, opts: LoadOptions, controller: Controller, locust: _LocustOutput) -> None:
+        super().__init__(name="chaos", daemon=True)
+        self.events = opts.scenario.chaos
+        self.controller = controller
+        self.locust = locust
+        self.applied: list[dict[str, Any]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.locust.started.wait(0.2):
+            if self._stop_event.is_set():
+                return
+        for event in self.events:
+            due = self.locust.started_mono + event.at_s
+            if self._stop_event.wait(max(0.0, due - time.monotonic())):
+                return
+            ok = self.controller.chaos(
+                event.dependency, event.latency_multiplier, "load scenario: slow dependency"
+            )
+            self.applied.append({**asdict(event), "applied": ok})
+
+    def undo(self) -> None:
+        self._stop_event.set()
+        for dependency in {a["dependency"] for a in self.applied if a["applied"]}:
+            self.controller.chaos(dependency, 1.0, "load scenario over: back to normal")
+
+
+def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the scenario to its end (or until SIGTERM/SIGINT) and write the reports.
+    Returns the summary (also in ``out/summary.json``)."""
+    say = say or (lambda line: print(line, flush=True))
+    warn = lambda line: print(f"warning: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    check(opts)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    controller = Controller(opts, warn)
+    stop = threading.Event()
+    origin = time.monotonic()
+    started_at = time.time()
+    metrics = MetricsWatch(opts.host, origin)
+    health = HealthWatch(opts.host)
+    knobs = KnobWatch(opts.controller_url, origin) if opts.controller_url else None
+    watchers = [w for w in (metrics, health, knobs) if w is not None]
+    for w in watchers:
+        w.start()
+    if opts.marks:
+        controller.mark("start", opts)
+    process = subprocess.Popen(
+        locust_command(opts),
+        env=locust_env(opts),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop Locust
+        preexec_fn=die_with_parent(),
+    )
+    output = _LocustOutput(process)
+    output.start()
+    chaos = ChaosSchedule(opts, controller, output)
+    chaos.start()
+    stopped_early = False
+    try:
+        with _terminate_on_signals(stop):
+            next_line = time.monotonic() + PROGRESS_EVERY_S
+            while process.poll() is None:
+                if stop.wait(0.2):
+                    stopped_early = True
+                    break
+                if not opts.quiet and time.monotonic() >= next_line:
+                    next_line += PROGRESS_EVERY_S
+                    say(_progress(opts, output, metrics, health))
+    finally:
+        _stop_locust(process)
+        chaos.undo()
+        output.join(timeout=5)
+        for w in watchers:
+            w.stop()
+        if opts.marks:
+            controller.mark("end", opts)
+    # Everything on Locust's clock: t = 0 is when its shape started.
+    offset = output.started_mono - origin if output.started.is_set() else 0.0
+    summary = _summary(
+        opts, started_at, stopped_early, process.returncode, metrics, health, knobs, chaos, offset
+    )
+    summary["locust_output_tail"] = output.other[-20:]
+    (opts.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _stop_locust(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _progress(
+    opts: LoadOptions, output: _LocustOutput, metrics: MetricsWatch, health: HealthWatch
+) -> str:
+    if not output.started.is_set():
+        return "[  starting Locust ]"
+    elapsed = time.monotonic() - output.started_mono
+    tick = opts.scenario.tick(elapsed)
+    window: Window | None = metrics.windows[-1] if metrics.windows else None
+    recent = health.latencies_ms[-4:]
+    return load_report.progress_line(
+        elapsed,
+        opts.scenario.phase(elapsed),
+        tick[0] if tick else 0,
+        output.latest,
+        window,
+        max(recent) if recent else None,
+    )
+
+
+def _summary(
+    opts: LoadOptions,
+    started_at: float,
+    stopped_early: bool,
+    exit_code: int | None,
+    metrics: MetricsWatch,
+    health: HealthWatch,
+    knobs: KnobWatch | None,
+    chaos: ChaosSchedule,
+    offset: float,
+) -> dict[str, Any]:
+    log = opts.out / "locust.log"
+    log_lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    server: dict[str, Any] = {
+        "note": "server-side, from the target's /metrics: the truth",
+        "scrape_failures": metrics.failures,
+    }
+    if metrics.first is not None and metrics.last is not None:
+        server.update(span_totals(metrics.first, metrics.last))
+    server.update(load_report.server_peaks(metrics.windows))
+    client = load_report.client_side(opts.out / "locust")
+    return {
+        "scenario": opts.scenario.name,
+        "id": opts.run_id,
+        "host": opts.host,
+        "users": opts.scenario.users,
+        "duration_s": opts.scenario.duration_s,
+        "population": opts.scenario.population,
+        "stages": [asdict(s) for s in opts.scenario.stages],
+        "started_at": started_at,
+        "ended_at": time.time(),
+        "stopped_early": stopped_early,
+        "locust_exit_code": exit_code,
+        "server_side": server,
+        "client_side": client,
+        "generator": {
+            "users_peak": client["users_peak"],
+            "rps_peak": client["rps_peak"],
+            "cpu_saturated": load_report.generator_saturated(log_lines),
+            "processes": opts.processes,
+            "note": "what this machine's load generator could actually offer",
+        },
+        "healthz": health.summary(),
+        "chaos": chaos.applied,
+        "locust_started_after_s": round(offset, 2),
+        "knobs": [{"at": round(at - offset, 2), **values} for at, values in knobs.samples]
+        if knobs
+        else [],
+        "windows": load_report.windows_json(
+            [replace(w, at=round(w.at - offset, 2)) for w in metrics.windows]
+        ),
+        "files": sorted({p.name for p in opts.out.iterdir()} | {"summary.json"}),
+    }

@@ -1,0 +1,141 @@
+"""What a load run leaves behind, read back: Locust's CSV files and the run's
+``summary.json``. Pure functions over files and records, no network.
+
+Client-side numbers (Locust's) are labelled as such: when the load generator is the
+bottleneck they say more about the generator than about the service. The server-side
+numbers (the target's own ``/metrics``, see ``watch.py``) are the truth.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from loadtest.watch import Window
+
+SHED_SUFFIX = " [shed]"
+CPU_WARNING = "CPU usage above"  # Locust logs this when the generator itself saturates
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value not in (None, "", "N/A") else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def client_side(prefix: Path) -> dict[str, Any]:
+    """Totals from ``<prefix>_stats.csv``, ``_failures.csv`` and ``_stats_history.csv``."""
+    stats = _rows(prefix.with_name(prefix.name + "_stats.csv"))
+    by_name = {row["Name"]: row for row in stats}
+    total = by_name.get("Aggregated", {})
+    shed = sum(
+        int(_number(row.get("Request Count")) or 0)
+        for name, row in by_name.items()
+        if name.endswith(SHED_SUFFIX)
+    )
+    failures: dict[str, int] = {}
+    for row in _rows(prefix.with_name(prefix.name + "_failures.csv")):
+        error = row.get("Error", "?")
+        failures[error] = failures.get(error, 0) + int(_number(row.get("Occurrences")) or 0)
+    history = [
+        row
+        for row in _rows(prefix.with_name(prefix.name + "_stats_history.csv"))
+        if row.get("Name") == "Aggregated"
+    ]
+    rps = [_number(row.get("Requests/s")) or 0.0 for row in history]
+    users = [int(_number(row.get("User Count")) or 0) for row in history]
+    return {
+        "note": "client-side (Locust); when the generator saturates, trust the server side",
+        "requests": int(_number(total.get("Request Count")) or 0),
+        "shed": shed,
+        "failures": int(_number(total.get("Failure Count")) or 0),
+        "failures_by_error": failures,
+        "rps_mean": _number(total.get("Requests/s")),
+        "rps_peak": max(rps, default=None),
+        "users_peak": max(users, default=0),
+        "p50_ms": _number(total.get("50%")),
+        "p95_ms": _number(total.get("95%")),
+        "p99_ms": _number(total.get("99%")),
+        "by_name": {
+            name: {
+                "requests": int(_number(row.get("Request Count")) or 0),
+                "failures": int(_number(row.get("Failure Count")) or 0),
+                "p99_ms": _number(row.get("99%")),
+            }
+            for name, row in by_name.items()
+            if name != "Aggregated"
+        },
+    }
+
+
+def generator_saturated(log_lines: Iterable[str]) -> bool:
+    """Did Locust warn that its own CPU was the limit?"""
+    return any(CPU_WARNING in line for line in log_lines)
+
+
+def server_peaks(windows: Sequence[Window]) -> dict[str, Any]:
+    """Peaks and memory over the run's one-second windows."""
+    rss = [w.rss_mb for w in windows if w.rss_mb is not None]
+    limits = [w.limit for w in windows]
+    p99s = [w.p99_ms for w in windows if w.p99_ms is not None]
+    return {
+        "offered_peak_per_s": max((w.offered_per_s for w in windows), default=0.0),
+        "admitted_peak_per_s": max((w.admitted_per_s for w in windows), default=0.0),
+        "rejected_peak_per_s": max((w.rejected_per_s for w in windows), default=0.0),
+        "p99_ms_worst_window": max(p99s, default=None),
+        "errors_5xx_windows": sum(1 for w in windows if w.errors_per_s > 0),
+        "rss_mb_start": rss[0] if rss else None,
+        "rss_mb_max": max(rss, default=None),
+        "rss_mb_end": rss[-1] if rss else None,
+        "limit_min": min(limits, default=None),
+        "limit_max": max(limits, default=None),
+        "limit_end": limits[-1] if limits else None,
+    }
+
+
+def windows_json(windows: Sequence[Window]) -> list[dict[str, Any]]:
+    return [asdict(w) for w in windows]
+
+
+def progress_line(
+    elapsed_s: float,
+    phase: str,
+    target_users: int,
+    client: dict[str, Any] | None,
+    window: Window | None,
+    health_ms: float | None,
+) -> str:
+    """One line for the terminal: where the run is, what Locust sends, what the
+    service admits."""
+    parts = [f"[{elapsed_s:5.0f} s {phase:>10}] users {_int(client, 'users')}/{target_users}"]
+    if client:
+        parts.append(
+            f"sent {client.get('rps', 0):,.0f}/s shed {client.get('shed_per_s', 0):,.0f}/s "
+            f"fail {client.get('fail_per_s', 0):,.0f}/s"
+        )
+    if window:
+        p99 = "-" if window.p99_ms is None else f"{window.p99_ms:,.0f} ms"
+        parts.append(
+            f"server: admitted {window.admitted_per_s:,.0f}/s of {window.offered_per_s:,.0f}/s, "
+            f"p99 {p99}, limit {window.limit:,.0f}"
+        )
+    if health_ms is not None:
+        parts.append(f"healthz {health_ms:,.0f} ms")
+    return " | ".join(parts)
+
+
+def _int(client: dict[str, Any] | None, key: str) -> str:
+    return "?" if not client else f"{int(client.get(key, 0)):,}"
