@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from controller.api import build_api, install_validation_handler
+from controller.drill_runner import DrillRunner
+from controller.drills_api import build_drills_api
 from controller.loop import Controller
 from surgeguard.aio import cancel_and_wait
+
+log = logging.getLogger("controller")
+DEFAULT_DRILLS_DIR = Path(".surgeguard") / "drills"
 
 
 def build_app(
@@ -23,15 +31,29 @@ def build_app(
     admin_token: str | None,
     http: httpx.AsyncClient | None = None,
     run_loop: bool = True,
+    drills: DrillRunner | None = None,
 ) -> FastAPI:
-    """The ASGI app. With ``run_loop`` the control loop runs for the app's lifetime."""
+    """The ASGI app. With ``run_loop`` the control loop runs for the app's lifetime.
+    ``drills`` runs load-test drills (default: against the first target, reports under
+    ``.surgeguard/drills``); a running drill is stopped when the app shuts down."""
+    runner = drills or DrillRunner(
+        controller.redis,
+        target=controller.source.targets[0],
+        out_root=DEFAULT_DRILLS_DIR,
+        admin_token=admin_token,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await runner.recover()
+        except RedisError as exc:  # the controller still starts; drills will say why
+            log.warning("could not check for drills left running: %s", exc)
         task = asyncio.create_task(controller.run(), name="control-loop") if run_loop else None
         try:
             yield
         finally:
+            await runner.shutdown()
             if task is not None:
                 await cancel_and_wait(task)
             if http is not None:
@@ -41,7 +63,9 @@ def build_app(
     app = FastAPI(title="surgeguard controller", lifespan=lifespan)
     install_validation_handler(app)
     app.state.admin_token = admin_token
+    app.state.drills = runner
     app.include_router(build_api(controller))
+    app.include_router(build_drills_api(controller, runner))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:

@@ -10,6 +10,7 @@ import uvicorn
 
 from controller.app import build_app, connect
 from controller.decide import ControllerConfig
+from controller.drill_runner import DrillRunner
 from controller.loop import Controller
 from controller.sources import DirectSource, PrometheusSource, SignalSource
 from surgeguard.settings import Settings
@@ -42,7 +43,16 @@ def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per scrape is noise
     http = httpx.AsyncClient()
     controller = build_controller(settings, redis_url, targets, http)
-    app = build_app(controller, admin_token=settings.admin_token, http=http)
+    # Drills load the first target and reach this controller on loopback (its chaos API).
+    local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    drills = DrillRunner(
+        controller.redis,
+        target=targets[0],
+        out_root=settings.data_dir / "drills",
+        controller_url=f"http://{local}:{port}",
+        admin_token=settings.admin_token,
+    )
+    app = build_app(controller, admin_token=settings.admin_token, http=http, drills=drills)
     config = uvicorn.Config(
         app,
         host=settings.host,

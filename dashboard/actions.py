@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import streamlit as st
 
@@ -23,6 +24,7 @@ FLASH_KEY = "flash"
 SHOWN_KEY = "controls_shown"  # what the sidebar drew: modes, pins, autopilot, drills
 REASON_HINT = "why (required, goes to the audit log)"
 MAX_REASON = 200
+T = TypeVar("T")
 
 
 def _token() -> str:
@@ -41,14 +43,14 @@ def _reason(key: str) -> str | None:
     return reason
 
 
-def _act(what: str, call: Callable[[str], Control], said: Callable[[Control], str]) -> bool:
+def _act(what: str, call: Callable[[str], T], said: Callable[[T], str]) -> bool:
     """Run one write with the session's token; confirm it or show why it failed."""
     try:
-        control = call(_token())
+        result = call(_token())
     except ControllerError as exc:
         _flash("error", f"{what} failed: {exc.message}")
         return False
-    _flash("success", said(control))
+    _flash("success", said(result))
     return True
 
 

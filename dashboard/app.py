@@ -18,7 +18,7 @@ import time
 import httpx
 import streamlit as st
 
-from dashboard import actions, views
+from dashboard import actions, drill_panel, views
 from dashboard.client import DEFAULT_TIMEOUT, ControllerClient
 from dashboard.feed import Feed
 from surgeguard.settings import SettingsError, load_settings
@@ -63,12 +63,14 @@ with st.sidebar:
     view = views.view_controls(feed, refresh_s)
     st.divider()
     actions.operator_panel(client, feed.state, view.replica)
+    if feed.state is not None:
+        drill_panel.drills_panel(client, feed.drills, lambda at: views.clock(at, view.offset_s))
 
 
 def live() -> None:
     if not st.session_state.pop(REFRESHED_KEY, False):  # a refresh of its own
         feed.refresh(client, view.window_s, time.time())
-        if actions.controls_changed(feed.state):
+        if actions.controls_changed(feed.state) or drill_panel.changed(feed.drills):
             st.rerun()  # modes, pins, autopilot or drills changed: redraw the sidebar too
     views.live_section(feed, url, view)
 

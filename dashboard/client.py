@@ -12,10 +12,14 @@ from typing import Any
 
 import httpx
 
+from dashboard.drills import Drill, Drills
 from dashboard.model import AuditEntry, Control, Decision, State, Tick
 
 API = "/api/v1"
 DEFAULT_TIMEOUT = httpx.Timeout(3.0, connect=1.0)  # seconds; a live view must not hang
+# Stopping a drill waits for the load generator to stop Locust and write its reports
+# (the controller sends SIGKILL after 15 s): allow that, once, on an operator's click.
+STOP_TIMEOUT = httpx.Timeout(30.0, connect=1.0)
 
 
 class ControllerError(Exception):
@@ -65,7 +69,24 @@ class ControllerClient:
         raw = self._request("GET", "/audit", params={"limit": limit})
         return [AuditEntry.parse(a) for a in raw] if isinstance(raw, list) else []
 
+    def drills(self, limit: int = 50) -> Drills:
+        """Scenario defaults, the current drill and the ``limit`` most recent (1..200)."""
+        params = {"limit": max(1, min(200, int(limit)))}
+        return Drills.parse(self._request("GET", "/drills", params=params))
+
     # -- operator writes (bearer token) -------------------------------------------------
+
+    def start_drill(
+        self, token: str, scenario: str, *, users: int, duration_s: float, reason: str
+    ) -> Drill:
+        body = {"scenario": scenario, "users": users, "duration_s": duration_s, "reason": reason}
+        return Drill.parse(self._authorized(token, "POST", "/drills", json=body))
+
+    def stop_drill(self, token: str, *, reason: str) -> Drill:
+        raw = self._authorized(
+            token, "POST", "/drills/stop", json={"reason": reason}, timeout=STOP_TIMEOUT
+        )
+        return Drill.parse(raw)
 
     def set_mode(self, token: str, mode: str, *, active: bool, reason: str) -> Control:
         body = {"active": active, "reason": reason}
@@ -103,10 +124,13 @@ class ControllerClient:
     # -- plumbing -----------------------------------------------------------------------
 
     def _write(self, token: str, method: str, path: str, **kwargs: Any) -> Control:
+        return Control.parse(self._authorized(token, method, path, **kwargs))
+
+    def _authorized(self, token: str, method: str, path: str, **kwargs: Any) -> Any:
         if not token:
             raise ControllerError("an admin token is needed for operator actions", 401)
         headers = {"Authorization": f"Bearer {token}"}
-        return Control.parse(self._request(method, path, headers=headers, **kwargs))
+        return self._request(method, path, headers=headers, **kwargs)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         url = f"{self.base_url}{API}{path}"

@@ -1,5 +1,6 @@
 """Plotly figures from the controller's data: pure functions, data in, figure out.
 
+Every time figure marks the load-test drills it spans (``dashboard.drills``).
 Every figure has a fixed ``uirevision`` and traces with a fixed ``uid`` (so Plotly
 keeps zoom and legend clicks wherever the chart is updated in place), fixed heights
 and legend places; the x axis is left to autorange so a refresh extends it. (Streamlit
@@ -22,6 +23,7 @@ import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped]
 
+from dashboard.drills import Drill, band_layout, drill_spans
 from dashboard.model import Decision, Signals, Tick
 from dashboard.summary import mode_spans
 
@@ -96,8 +98,27 @@ def _shade_modes(fig: go.Figure, ticks: Sequence[Tick], offset_s: float) -> None
     fig.update_layout(shapes=shapes)
 
 
+def _mark_drills(
+    fig: go.Figure, ticks: Sequence[Tick], drills: Sequence[Drill], offset_s: float
+) -> None:
+    """A labelled band for each load-test drill inside the ticks' span, added to the
+    shapes and annotations already there (mode spans, subplot titles)."""
+    if not ticks or not drills:
+        return
+    shapes, labels = band_layout(drill_spans(drills, ticks[0].at, ticks[-1].at), offset_s)
+    if shapes:
+        fig.update_layout(
+            shapes=[*fig.layout.shapes, *shapes], annotations=[*fig.layout.annotations, *labels]
+        )
+
+
 def latency_figure(
-    ticks: Sequence[Tick], replica: str | None, slo_s: float, *, offset_s: float = 0.0
+    ticks: Sequence[Tick],
+    replica: str | None,
+    slo_s: float,
+    *,
+    offset_s: float = 0.0,
+    drills: Sequence[Drill] = (),
 ) -> go.Figure:
     """p50/p95/p99 of admitted requests (ms), the SLO, and the concurrency limit as a
     step line on a second axis; shaded spans where a mode was on."""
@@ -138,13 +159,18 @@ def latency_figure(
         secondary_y=True,
     )
     _shade_modes(fig, ticks, offset_s)
+    _mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="latency, ms", secondary_y=False)
     fig.update_yaxes(title_text="limit, requests", secondary_y=True, showgrid=False)
     return _layout(fig, "latency", "Admitted latency against the SLO")
 
 
 def throughput_figure(
-    ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0
+    ticks: Sequence[Tick],
+    replica: str | None,
+    *,
+    offset_s: float = 0.0,
+    drills: Sequence[Drill] = (),
 ) -> go.Figure:
     """Requests per second: admitted and rejected (stacked, by reason), goodput and
     5xx errors as lines."""
@@ -194,6 +220,7 @@ def throughput_figure(
             line={"color": "#000000", "width": 1.5},
         )
     )
+    _mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="requests/s")
     return _layout(fig, "throughput", "Throughput: admitted vs rejected, and errors")
 
@@ -203,7 +230,11 @@ def _rejected(reason: str) -> Callable[[Signals], float]:
 
 
 def saturation_figure(
-    ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0
+    ticks: Sequence[Tick],
+    replica: str | None,
+    *,
+    offset_s: float = 0.0,
+    drills: Sequence[Drill] = (),
 ) -> go.Figure:
     """In flight against the limit; queue depth against the shed threshold; queue wait
     (p99) against the queue timeout."""
@@ -234,6 +265,7 @@ def saturation_figure(
             row=row,
             col=1,
         )
+    _mark_drills(fig, ticks, drills, offset_s)
     return _layout(fig, "saturation", "Saturation", height=480)
 
 
@@ -286,7 +318,11 @@ def _hover(text: str) -> str:
 
 
 def controller_figure(
-    ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0
+    ticks: Sequence[Tick],
+    replica: str | None,
+    *,
+    offset_s: float = 0.0,
+    drills: Sequence[Drill] = (),
 ) -> go.Figure:
     """Knob values over time (step lines) with a marker for each decision; hovering a
     marker shows the controller's reason. ``replica=None``: sums over replicas."""
@@ -326,6 +362,7 @@ def controller_figure(
             )
         )
     _shade_modes(fig, ticks, offset_s)
+    _mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="value" + (" (sum over replicas)" if replica is None else ""))
     _layout(fig, "controller", "Controller: knob values and its decisions", height=380)
     fig.update_layout(hovermode="closest")
@@ -337,7 +374,13 @@ def _text(d: Decision) -> str:
     return f"<b>{_hover(d.knob)}</b> {move} · {_hover(d.replica)}<br>{_hover(d.reason)}"
 
 
-def jobs_figure(ticks: Sequence[Tick], replica: str | None, *, offset_s: float = 0.0) -> go.Figure:
+def jobs_figure(
+    ticks: Sequence[Tick],
+    replica: str | None,
+    *,
+    offset_s: float = 0.0,
+    drills: Sequence[Drill] = (),
+) -> go.Figure:
     """Per stream: backlog (jobs not yet acknowledged) and lag (age of the oldest, on a
     second axis); and the dead letters. Every replica reports the same shared streams,
     so "all replicas" takes the largest report, not the sum."""
@@ -384,6 +427,7 @@ def jobs_figure(ticks: Sequence[Tick], replica: str | None, *, offset_s: float =
         line={"color": "#d62728"},
     )
     fig.add_trace(dead, secondary_y=False)
+    _mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="jobs", secondary_y=False)
     fig.update_yaxes(title_text="lag, s", secondary_y=True, showgrid=False)
     return _layout(fig, "jobs", "Jobs: backlog, lag and dead letters", height=280)

@@ -17,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import figures, zoom
+from dashboard.drills import describe
 from dashboard.feed import Feed
 from dashboard.model import AuditEntry, Decision, State
 from dashboard.summary import Status, inflation, status, worst_dependency
@@ -140,13 +141,18 @@ def zoom_bar(view: View) -> None:
 def charts(state: State, feed: Feed, view: View) -> None:
     replica, offset = view.replica, view.offset_s
     ticks = zoom.visible(feed.ticks, offset)
+    drills = feed.drills.recent  # each is marked on every time chart it overlaps
     left, right = st.columns(2)
     with left:
-        latency = figures.latency_figure(ticks, replica, state.slo_s, offset_s=offset)
+        latency = figures.latency_figure(
+            ticks, replica, state.slo_s, offset_s=offset, drills=drills
+        )
         zoom.time_chart(latency, "latency")
-        zoom.time_chart(figures.saturation_figure(ticks, replica, offset_s=offset), "saturation")
+        saturation = figures.saturation_figure(ticks, replica, offset_s=offset, drills=drills)
+        zoom.time_chart(saturation, "saturation")
     with right:
-        zoom.time_chart(figures.throughput_figure(ticks, replica, offset_s=offset), "throughput")
+        throughput = figures.throughput_figure(ticks, replica, offset_s=offset, drills=drills)
+        zoom.time_chart(throughput, "throughput")
         signals = state.signals(replica)
         # The controller scores the aggregate (or its only replica): use its numbers there.
         scored = replica is None or len(state.replicas) == 1
@@ -156,8 +162,9 @@ def charts(state: State, feed: Feed, view: View) -> None:
         worst = worst_dependency(signals, by_dep, named) if signals else None
         figure = figures.bottleneck_figure(signals, by_dep, worst, named=worst == named)
         st.plotly_chart(figure, key="bottleneck", config=zoom.PLOT_CONFIG)
-        zoom.time_chart(figures.jobs_figure(ticks, replica, offset_s=offset), "jobs")
-    zoom.time_chart(figures.controller_figure(ticks, replica, offset_s=offset), "controller")
+        zoom.time_chart(figures.jobs_figure(ticks, replica, offset_s=offset, drills=drills), "jobs")
+    knobs = figures.controller_figure(ticks, replica, offset_s=offset, drills=drills)
+    zoom.time_chart(knobs, "controller")
     reasons = [
         {"replica": r, "knob": knob, "reason": why}
         for r, v in sorted(state.replicas.items())
@@ -231,6 +238,8 @@ def live_section(feed: Feed, url: str, view: View) -> None:
         f"· last tick {clock(state.last_tick_at, view.offset_s)} · "
         f"{len(feed.ticks)} points in the window · control version {state.control.version}"
     )
+    if feed.drills.current is not None:
+        st.info("🏋️ Load-test drill " + describe(feed.drills.current, time.time()))
     zoom_bar(view)
     charts(state, feed, view)
     tables(feed, view)

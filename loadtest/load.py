@@ -55,6 +55,8 @@ class LoadOptions:
     processes: int = 1  # Locust worker processes (forked); 1 = one process
     marks: bool = True  # announce start and end to the controller (for chart markers)
     quiet: bool = False
+    user_classes: tuple[str, ...] = ()  # Locust user classes; () = by the population
+    keep_scrapes: bool = False  # keep every /metrics scrape (returned as "scrapes")
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -83,7 +85,9 @@ def locust_command(opts: LoadOptions) -> list[str]:
     if opts.processes > 1:
         command += ["--processes", str(opts.processes)]
     # The population: impatient users only for a retry storm, else both kinds.
-    if opts.scenario.population == "impatient":
+    if opts.user_classes:
+        command += opts.user_classes
+    elif opts.scenario.population == "impatient":
         command.append("ImpatientUser")
     else:
         command += ["PoliteUser", "ImpatientUser"]
@@ -247,7 +251,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     stop = threading.Event()
     origin = time.monotonic()
     started_at = time.time()
-    metrics = MetricsWatch(opts.host, origin)
+    metrics = MetricsWatch(opts.host, origin, keep_scrapes=opts.keep_scrapes)
     health = HealthWatch(opts.host)
     knobs = KnobWatch(opts.controller_url, origin) if opts.controller_url else None
     watchers = [w for w in (metrics, health, knobs) if w is not None]
@@ -295,6 +299,8 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     )
     summary["locust_output_tail"] = output.other[-20:]
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if opts.keep_scrapes:  # for the caller only, on Locust's clock like the windows
+        summary["scrapes"] = [replace(s, at=s.at - origin - offset) for s in metrics.scrapes]
     return summary
 
 

@@ -107,6 +107,17 @@ class ImpatientUser(SurgeUser):
     honour_retry_after = False
 
 
+class PoliteReader(PoliteUser):
+    """Reads items only: every request needs the db (the benchmark's population, so
+    that "capacity" is one number, not a function of how the route mix shifts)."""
+
+    tasks = [SurgeUser.item]  # noqa: RUF012  (Locust reads a list)
+
+
+class ImpatientReader(ImpatientUser):
+    tasks = [SurgeUser.item]  # noqa: RUF012  (Locust reads a list)
+
+
 # Exactly one shape class in this module's namespace: Locust uses the one it finds.
 ScenarioShape = SHAPES[os.environ.get("LOADTEST_SCENARIO", "spike")]
 

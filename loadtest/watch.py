@@ -137,8 +137,19 @@ class _Poller(threading.Thread):
 
 
 class MetricsWatch(_Poller):
-    def __init__(self, url: str, origin: float, slo_s: float = SLO_S, period_s: float = 1.0):
+    def __init__(
+        self,
+        url: str,
+        origin: float,
+        slo_s: float = SLO_S,
+        period_s: float = 1.0,
+        keep_scrapes: bool = False,
+    ) -> None:
+        """``keep_scrapes``: keep every scrape (a benchmark's spans need them; a long
+        soak should not hold an hour of them)."""
         super().__init__("metrics-watch", period_s)
+        self.keep_scrapes = keep_scrapes
+        self.scrapes: list[Scrape] = []
         self.url = url.rstrip("/")
         self.origin = origin
         self.slo_s = slo_s
@@ -158,6 +169,8 @@ class MetricsWatch(_Poller):
             self.windows.append(window)
             for listener in self.listeners:
                 listener(window)
+        if self.keep_scrapes:
+            self.scrapes.append(now)
         if self.first is None:
             self.first = now
         self.last = now

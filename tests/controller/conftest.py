@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from controller.app import build_app
 from controller.decide import ControllerConfig
+from controller.drill_runner import DrillRunner
 from controller.loop import Controller
 from controller.sources import DirectSource
 from surgeguard.embedded_redis import EmbeddedRedis
@@ -37,7 +38,8 @@ StartController = Callable[..., RunningController]
 
 @pytest.fixture
 def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
-    """``start_controller(targets, run_loop=False, **config)``; stopped after the test."""
+    """``start_controller(targets, run_loop=False, **config)``; stopped after the test.
+    ``drills``: builds the controller's drill runner (default: the app's own)."""
     running: list[ServerThread] = []
 
     def start(
@@ -48,6 +50,7 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
         redis_url: str | None = None,
         admin_token: str | None = TOKEN,
         scope: str = "replica",
+        drills: Callable[[Controller], DrillRunner] | None = None,
         **config: Any,
     ) -> RunningController:
         http = httpx.AsyncClient()
@@ -60,7 +63,13 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
             tick_s=tick_s,
         )
         server = ServerThread(
-            build_app(controller, admin_token=admin_token, http=http, run_loop=run_loop)
+            build_app(
+                controller,
+                admin_token=admin_token,
+                http=http,
+                run_loop=run_loop,
+                drills=drills(controller) if drills is not None else None,
+            )
         )
         running.append(server)
         server.start()

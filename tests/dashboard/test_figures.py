@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from dashboard import figures
+from dashboard.drills import Drill
 from dashboard.model import Signals, State, Tick
 
 T0 = 1_800_000_000.0
@@ -238,3 +239,65 @@ def test_state_parses_what_the_api_sends() -> None:
     assert state.bounds["queue_limit"] == (0, 100000)
     assert state.knob_value("queue_limit", None) == 5
     assert math.isnan(state.replicas["r1"].signals.p99_s)  # missing is "no data", not 0
+
+
+def _drill(start: float, end: float | None, scenario: str = "spike", **over: Any) -> Drill:
+    raw: dict[str, Any] = {
+        "id": f"d-{scenario}-{start}",
+        "scenario": scenario,
+        "status": "running" if end is None else "finished",
+        "source": "controller",
+        "started_at": T0 + start,
+        "ended_at": None if end is None else T0 + end,
+        "users": 100,
+        "duration_s": 60.0,
+    }
+    return Drill.parse(raw | over)
+
+
+def _bands(fig: Any) -> list[tuple[str, float, float]]:
+    return [(s.name, s.x0, s.x1) for s in fig.layout.shapes if s.name.startswith("drill: ")]
+
+
+def _labels(fig: Any) -> list[tuple[str, float]]:
+    return [(a.text, a.x) for a in fig.layout.annotations if a.text.startswith("drill: ")]
+
+
+def test_every_time_chart_marks_a_drill_in_its_window_with_a_labelled_band() -> None:
+    ticks = [_tick(n, modes=("read_only",) if n == 2 else ()) for n in range(10)]
+    drills = [_drill(2, 5)]
+    ms = [(T0 + n) * 1000 for n in range(10)]
+    for fig in (
+        figures.latency_figure(ticks, None, 0.25, drills=drills),
+        figures.throughput_figure(ticks, None, drills=drills),
+        figures.saturation_figure(ticks, None, drills=drills),
+        figures.controller_figure(ticks, None, drills=drills),
+        figures.jobs_figure(ticks, None, drills=drills),
+    ):
+        assert _bands(fig) == [("drill: spike", ms[2], ms[5])], fig.layout.title.text
+        assert _labels(fig) == [("drill: spike", ms[2])]
+    latency = figures.latency_figure(ticks, None, 0.25, drills=drills)
+    assert [s.name for s in latency.layout.shapes] == ["mode read_only", "drill: spike"]
+    saturation = figures.saturation_figure(ticks, None, drills=drills)
+    assert len(saturation.layout.annotations) == 3 + 1  # the subplot titles stay
+
+
+def test_a_running_drill_reaches_now_and_old_ones_are_clipped_or_left_out() -> None:
+    ticks = [_tick(n) for n in range(10, 21)]
+    drills = [
+        _drill(0, 5, "soak"),  # over before the window: not drawn
+        _drill(4, 12, "step"),  # began before the window: starts at its edge
+        _drill(15, None, "retry_storm"),  # still running: up to the latest point
+        _drill(30, 40, "step"),  # not yet in the window (clock skew): not drawn
+    ]
+    fig = figures.latency_figure(ticks, None, 0.25, offset_s=3600, drills=drills)
+    at = lambda s: (T0 + s + 3600) * 1000  # noqa: E731 - the viewer's zone
+    assert _bands(fig) == [
+        ("drill: step", at(10), at(12)),
+        ("drill: retry_storm (running)", at(15), at(20)),
+    ]
+
+
+def test_no_drill_or_no_history_draws_no_band() -> None:
+    assert _bands(figures.latency_figure([_tick(0), _tick(1)], None, 0.25)) == []
+    assert _bands(figures.throughput_figure([], None, drills=[_drill(0, None)])) == []
