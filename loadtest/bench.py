@@ -154,6 +154,8 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
     start, end = _nearest(scrapes, pre), _nearest(scrapes, pre + spike_s)
     spike = compute("spike", start, end, slo_s=SLO_S)
     buckets = bucket_deltas(end.buckets(REQUEST_HIST), start.buckets(REQUEST_HIST))
+    settled = _nearest(scrapes, pre + SETTLE_S)
+    settled_buckets = bucket_deltas(end.buckets(REQUEST_HIST), settled.buckets(REQUEST_HIST))
     recovery = None
     if policy != "none":
         after = [w for w in windows if w["at"] > spike_s]
@@ -167,6 +169,9 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
         "goodput_ratio": round(spike.good_per_s / capacity, 3) if capacity else 0.0,
         "p50_ms": _ms(histogram_quantile(0.5, buckets)),
         "p99_ms": _ms(histogram_quantile(0.99, buckets)),
+        # The same, from SETTLE_S after the spike's start to its end: what the policy
+        # holds once it has had a few seconds to react.
+        "p99_ms_settled": _ms(histogram_quantile(0.99, settled_buckets)),
         "slo_window_share": round(len(within) / len(judged), 3) if judged else 0.0,
         "time_to_slo_s": time_to_slo(during),
         "recovery_s": recovery,

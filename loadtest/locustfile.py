@@ -69,13 +69,22 @@ class SurgeUser(FastHttpUser):
             if self.honour_retry_after:
                 time.sleep(min(retry_after, MAX_RETRY_AFTER_S))
 
+    def read_item(self) -> None:
+        self._call("GET", f"/items/{random.randint(1, 100_000)}", "/items/{id}")
+
+
+class MixUser(SurgeUser):
+    """The route mix: feed and items mostly, some signups and orders."""
+
+    abstract = True
+
     @task(5)
     def feed(self) -> None:
         self._call("GET", f"/feed?page={random.randint(1, 20)}", "/feed")
 
     @task(5)
     def item(self) -> None:
-        self._call("GET", f"/items/{random.randint(1, 100_000)}", "/items/{id}")
+        self.read_item()
 
     @task(1)
     def signup(self) -> None:
@@ -97,25 +106,35 @@ class SurgeUser(FastHttpUser):
         )
 
 
-class PoliteUser(SurgeUser):
+class PoliteUser(MixUser):
     weight = 3
 
 
-class ImpatientUser(SurgeUser):
+class ImpatientUser(MixUser):
     weight = 1
     retries = 3
     honour_retry_after = False
 
 
-class PoliteReader(PoliteUser):
+class ReaderUser(SurgeUser):
     """Reads items only: every request needs the db (the benchmark's population, so
     that "capacity" is one number, not a function of how the route mix shifts)."""
 
-    tasks = [SurgeUser.item]  # noqa: RUF012  (Locust reads a list)
+    abstract = True
+
+    @task
+    def item(self) -> None:
+        self.read_item()
 
 
-class ImpatientReader(ImpatientUser):
-    tasks = [SurgeUser.item]  # noqa: RUF012  (Locust reads a list)
+class PoliteReader(ReaderUser):
+    weight = 3
+
+
+class ImpatientReader(ReaderUser):
+    weight = 1
+    retries = 3
+    honour_retry_after = False
 
 
 # Exactly one shape class in this module's namespace: Locust uses the one it finds.
