@@ -36,7 +36,8 @@ from loadtest.watch import HealthWatch, KnobWatch, MetricsWatch, Window, span_to
 from surgeguard.process import die_with_parent
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-STOP_GRACE_S = 20.0  # Locust writes its reports on SIGTERM; give it time to
+STOP_FILE = "stop-requested"  # the shape ends the run when this appears in --out
+STOP_GRACE_S = 15.0  # for Locust to end a run it was asked to end, then SIGTERM
 PROGRESS_EVERY_S = 2.0
 
 
@@ -102,6 +103,7 @@ def locust_env(opts: LoadOptions) -> dict[str, str]:
         LOADTEST_DURATION_S=str(opts.scenario.duration_s),
         LOADTEST_BASELINE_USERS=str(opts.scenario.stages[0].users),
         LOADTEST_CLIENT_KEYS=opts.client_keys,
+        LOADTEST_STOP_FILE=str(opts.out / STOP_FILE),
     )
     env.pop("SURGEGUARD_ADMIN_TOKEN", None)  # the load generator needs no operator rights
     return env
@@ -285,7 +287,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
                     next_line += PROGRESS_EVERY_S
                     say(_progress(opts, output, metrics, health))
     finally:
-        _stop_locust(process)
+        _stop_locust(process, opts.out / STOP_FILE)
         chaos.undo()
         output.join(timeout=5)
         for w in watchers:
@@ -304,14 +306,23 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     return summary
 
 
-def _stop_locust(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _stop_locust(process: subprocess.Popen[str], stop_file: Path) -> None:
+    """Ask the shape to end the run (Locust then writes all its reports); SIGTERM if
+    it does not within ``STOP_GRACE_S``, SIGKILL if that fails too."""
+    try:
+        if process.poll() is None:
+            stop_file.touch()
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    finally:
+        stop_file.unlink(missing_ok=True)
 
 
 def _progress(

@@ -50,7 +50,9 @@ def options(args: argparse.Namespace) -> LoadOptions:
     # it is only told about the run (chart markers) when it is there to hear it.
     needs_controller = args.tune or bool(scenario.chaos)
     controller: str | None = settings.controller_url
-    if not needs_controller and args.controller is None and not _reachable(settings.controller_url):
+    if not (needs_controller or args.controller) and (
+        args.no_marks or not _reachable(settings.controller_url)
+    ):
         controller = None
     return LoadOptions(
         scenario=scenario,

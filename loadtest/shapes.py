@@ -38,14 +38,21 @@ def scenario_from_env(name: str) -> Scenario:
 
 
 class ScenarioShape(LoadTestShape):
+    """Follows its scenario; ends early once the file named by ``LOADTEST_STOP_FILE``
+    exists (how the runner stops a run so that Locust still ends it the normal way and
+    writes every report: on SIGTERM it skips the HTML one)."""
+
     abstract = True
     scenario_name: ClassVar[str]
 
     def __init__(self, scenario: Scenario | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.scenario = scenario or scenario_from_env(self.scenario_name)
+        self.stop_file = os.environ.get("LOADTEST_STOP_FILE") or None
 
     def tick(self) -> tuple[int, float] | None:
+        if self.stop_file is not None and os.path.exists(self.stop_file):
+            return None
         return self.scenario.tick(self.get_run_time())  # type: ignore[no-untyped-call]
 
 

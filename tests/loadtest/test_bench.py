@@ -1,0 +1,159 @@
+"""``surgeguard bench`` for real (``--quick``, two policies, real processes), and its
+pure parts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.bench import SLO_S, parse_policies, time_to_slo
+from surgeguard.settings import SettingsError
+from tests.support.processes import clean_env
+
+REQUIRED = {
+    "capacity_rps",
+    "offered_rps",
+    "goodput_rps",
+    "goodput_ratio",
+    "p50_ms",
+    "p99_ms",
+    "slo_window_share",
+    "time_to_slo_s",
+    "recovery_s",
+    "rejected",
+    "errors",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "surgeguard",
+            "bench",
+            "--quick",
+            "--policies",
+            "none,aimd",
+            "--out",
+            str(out),
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+def summary(out: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_writes_a_well_formed_summary(quick_bench: tuple[Path, str]) -> None:
+    out, _ = quick_bench
+    s = summary(out)
+    assert s["scenario"] == "spike"
+    assert s["slo_p99_ms"] == SLO_S * 1000
+    assert set(s["policies"]) == {"none", "aimd"}
+    for name, policy in s["policies"].items():
+        assert set(policy) >= REQUIRED, (name, REQUIRED - set(policy))
+        assert policy["capacity_rps"] == s["capacity_rps"] > 50  # measured, the same for all
+        # The same load for every policy: the same users, all of them spawned.
+        assert policy["client_side"]["users_peak"] == s["users"]["spike"]
+        assert policy["goodput_ratio"] == pytest.approx(
+            policy["goodput_rps"] / policy["capacity_rps"], abs=0.01
+        )
+        assert 0.0 <= policy["slo_window_share"] <= 1.0
+        assert all(isinstance(n, int) for n in policy["rejected"].values())
+        assert policy["client_side"]["note"].startswith("client-side")
+        assert len(policy["windows"]) >= 30  # one a second, on the spike's clock
+    assert s["policies"]["none"]["recovery_s"] is None  # no limit to recover
+    # Where requests are answered fast (shed), the users ask far past the capacity;
+    # without admission control they wait in line instead, and offer only what is served.
+    aimd = s["policies"]["aimd"]
+    assert aimd["offered_rps"] > 2 * aimd["capacity_rps"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_aimd_keeps_the_admitted_p99_within_the_slo_and_no_admission_does_not(
+    quick_bench: tuple[Path, str],
+) -> None:
+    out, _ = quick_bench
+    none, aimd = summary(out)["policies"]["none"], summary(out)["policies"]["aimd"]
+    slo_ms = SLO_S * 1000
+    assert aimd["p99_ms_settled"] <= slo_ms
+    assert aimd["slo_window_share"] >= 0.9
+    assert aimd["goodput_ratio"] >= 0.8
+    assert sum(aimd["rejected"].values()) > 0  # it held the line by saying no
+    assert none["p99_ms_settled"] > slo_ms
+    assert none["p99_ms"] > slo_ms
+    assert none["slo_window_share"] < 0.5
+    assert aimd["goodput_rps"] > 2 * none["goodput_rps"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_report_has_the_table_and_the_plots(quick_bench: tuple[Path, str]) -> None:
+    out, stdout = quick_bench
+    report = (out / "report.md").read_text()
+    rows = [
+        line
+        for line in report.splitlines()
+        if line.startswith("| none") or line.startswith("| aimd")
+    ]
+    assert len(rows) == 2, report
+    for name in ("latency", "goodput", "limit"):
+        html = (out / "plots" / f"{name}.html").read_text()
+        assert "aimd" in html
+        if shutil.which("chromium") or shutil.which("chromium-browser"):
+            assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "goodput/s" in stdout and "aimd" in stdout  # the table, printed too
+
+
+def test_time_to_slo_is_the_start_of_five_good_windows_in_a_row() -> None:
+    p99s = [900, 400, 200, 300, 100, 100, 100, 100, 100, 100]
+    during = [{"at": float(i + 1), "p99_ms": p} for i, p in enumerate(p99s)]
+    assert time_to_slo(during) == 4.0  # windows 5..9 (each ends at "at", began 1 s earlier)
+    assert time_to_slo(during[:8]) is None
+    assert time_to_slo([{"at": 1.0, "p99_ms": None}] * 6) is None
+
+
+def test_policies_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    assert parse_policies(" none, aimd ,gradient") == ["none", "aimd", "gradient"]
+    with pytest.raises(SettingsError, match="unknown policy fast: choose from none, static"):
+        parse_policies("none,fast")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "surgeguard",
+            "bench",
+            "--policies",
+            "aimd,turbo",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "surgeguard bench: unknown policy turbo: choose from none, static, aimd, gradient"
+    )
+    assert not (tmp_path / "b").exists()
