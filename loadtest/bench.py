@@ -156,8 +156,11 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
     buckets = bucket_deltas(end.buckets(REQUEST_HIST), start.buckets(REQUEST_HIST))
     settled = _nearest(scrapes, pre + SETTLE_S)
     settled_buckets = bucket_deltas(end.buckets(REQUEST_HIST), settled.buckets(REQUEST_HIST))
-    recovery = None
-    if policy != "none":
+    recovery = None  # no limit at all, or not back within the run
+    limit_min = min((w["limit"] for w in during), default=math.nan)
+    if policy != "none" and limit_min >= 0.9 * limit_before:
+        recovery = 0.0  # it never left: nothing to recover from
+    elif policy != "none":
         after = [w for w in windows if w["at"] > spike_s]
         recovery = next(
             (round(w["at"] - spike_s, 1) for w in after if w["limit"] >= 0.9 * limit_before), None
@@ -178,7 +181,7 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
         "rejected": {k: round(v * spike.window_s) for k, v in spike.rejected_per_s.items() if v},
         "errors": round(spike.error_rate * spike.admitted_per_s * spike.window_s),
         "limit_before": limit_before,
-        "limit_min": min((w["limit"] for w in during), default=math.nan),
+        "limit_min": limit_min,
         "client_side": {
             **run["client_side"],
             "generator": run["generator"],

@@ -2,7 +2,7 @@
 targets) and three plots over time (admitted p99, goodput, concurrency limit), each as
 offline HTML and as PNG.
 
-Input is the benchmark's summary dict (see ``loadtest.bench_controller``). Any number may
+Input is the benchmark's summary dict (see ``loadtest.bench``). Any number may
 be missing, None, NaN or infinite: tables show a dash and plots leave a gap. PNGs are
 drawn by kaleido in a system Chrome/Chromium; without one the HTML is still written and
 the report says the PNGs are missing.

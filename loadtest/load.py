@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -31,13 +31,12 @@ from typing import Any
 import httpx
 
 from loadtest import load_report
+from loadtest.load_controller import ChaosSchedule, ControllerCalls
+from loadtest.locust_process import LOCUSTFILE, STOP_FILE, LocustOutput, stop_locust
 from loadtest.scenarios import Scenario
 from loadtest.watch import HealthWatch, KnobWatch, MetricsWatch, Window, span_totals
 from surgeguard.process import die_with_parent
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-STOP_FILE = "stop-requested"  # the shape ends the run when this appears in --out
-STOP_GRACE_S = 15.0  # for Locust to end a run it was asked to end, then SIGTERM
 PROGRESS_EVERY_S = 2.0
 
 
@@ -129,49 +128,6 @@ def check(opts: LoadOptions) -> None:
             ) from None
 
 
-class Controller:
-    """The few operator calls a run makes; every failure is one warning line."""
-
-    def __init__(self, opts: LoadOptions, warn: Callable[[str], None]) -> None:
-        self.base = (opts.controller_url or "").rstrip("/") + "/api/v1"
-        self.headers = {"Authorization": f"Bearer {opts.admin_token}"}
-        self.warn = warn
-        self.enabled = bool(opts.controller_url and opts.admin_token)
-
-    def call(self, method: str, path: str, body: dict[str, Any]) -> bool:
-        if not self.enabled:
-            return False
-        try:
-            response = httpx.request(
-                method,
-                self.base + path,
-                json=body,
-                headers=self.headers,
-                timeout=5,
-                trust_env=False,
-            )
-        except httpx.HTTPError as exc:
-            self.warn(f"controller {method} {path}: {exc}")
-            return False
-        if response.status_code >= 400:
-            self.warn(f"controller {method} {path}: {response.status_code} {response.text[:200]}")
-            return False
-        return True
-
-    def chaos(self, dependency: str, multiplier: float, reason: str) -> bool:
-        body = {"latency_multiplier": multiplier, "error_rate": 0.0, "reason": reason}
-        return self.call("PUT", f"/chaos/{dependency}", body)
-
-    def mark(self, event: str, opts: LoadOptions) -> None:
-        body = {
-            "event": event,
-            "id": opts.run_id,
-            "scenario": opts.scenario.name,
-            "reason": f"surgeguard load --scenario {opts.scenario.name}",
-        }
-        self.call("POST", "/drills/marks", body)
-
-
 @contextmanager
 def _terminate_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGTERM/SIGINT end the run early (the reports are still written)."""
@@ -187,61 +143,6 @@ def _terminate_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
-class _LocustOutput(threading.Thread):
-    """Reads Locust's stdout: keeps the latest ``PROGRESS`` record, passes the rest on."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        super().__init__(name="locust-output", daemon=True)
-        self.process = process
-        self.latest: dict[str, Any] | None = None
-        self.other: list[str] = []
-        self.started = threading.Event()
-        self.started_mono = 0.0  # when Locust's test (and its shape clock) started
-
-    def run(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("PROGRESS "):
-                with suppress(ValueError):
-                    self.latest = json.loads(line[len("PROGRESS ") :])
-                    if not self.started.is_set():
-                        self.started_mono = time.monotonic() - float(self.latest["t"])
-                        self.started.set()
-            else:
-                self.other.append(line.rstrip("\n"))
-
-
-class ChaosSchedule(threading.Thread):
-    """Applies the scenario's chaos events on Locust's clock (from its first progress
-    line); ``undo`` puts every touched dependency back (called whatever happens)."""
-
-    def __init__(self, opts: LoadOptions, controller: Controller, locust: _LocustOutput) -> None:
-        super().__init__(name="chaos", daemon=True)
-        self.events = opts.scenario.chaos
-        self.controller = controller
-        self.locust = locust
-        self.applied: list[dict[str, Any]] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.locust.started.wait(0.2):
-            if self._stop_event.is_set():
-                return
-        for event in self.events:
-            due = self.locust.started_mono + event.at_s
-            if self._stop_event.wait(max(0.0, due - time.monotonic())):
-                return
-            ok = self.controller.chaos(
-                event.dependency, event.latency_multiplier, "load scenario: slow dependency"
-            )
-            self.applied.append({**asdict(event), "applied": ok})
-
-    def undo(self) -> None:
-        self._stop_event.set()
-        for dependency in {a["dependency"] for a in self.applied if a["applied"]}:
-            self.controller.chaos(dependency, 1.0, "load scenario over: back to normal")
-
-
 def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the scenario to its end (or until SIGTERM/SIGINT) and write the reports.
     Returns the summary (also in ``out/summary.json``)."""
@@ -249,7 +150,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     warn = lambda line: print(f"warning: {line}", file=sys.stderr, flush=True)  # noqa: E731
     check(opts)
     opts.out.mkdir(parents=True, exist_ok=True)
-    controller = Controller(opts, warn)
+    controller = ControllerCalls(opts, warn)
     stop = threading.Event()
     origin = time.monotonic()
     started_at = time.time()
@@ -271,7 +172,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
         start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop Locust
         preexec_fn=die_with_parent(),
     )
-    output = _LocustOutput(process)
+    output = LocustOutput(process)
     output.start()
     chaos = ChaosSchedule(opts, controller, output)
     chaos.start()
@@ -287,7 +188,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
                     next_line += PROGRESS_EVERY_S
                     say(_progress(opts, output, metrics, health))
     finally:
-        _stop_locust(process, opts.out / STOP_FILE)
+        stop_locust(process, opts.out / STOP_FILE)
         chaos.undo()
         output.join(timeout=5)
         for w in watchers:
@@ -306,27 +207,8 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     return summary
 
 
-def _stop_locust(process: subprocess.Popen[str], stop_file: Path) -> None:
-    """Ask the shape to end the run (Locust then writes all its reports); SIGTERM if
-    it does not within ``STOP_GRACE_S``, SIGKILL if that fails too."""
-    try:
-        if process.poll() is None:
-            stop_file.touch()
-            try:
-                process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-    finally:
-        stop_file.unlink(missing_ok=True)
-
-
 def _progress(
-    opts: LoadOptions, output: _LocustOutput, metrics: MetricsWatch, health: HealthWatch
+    opts: LoadOptions, output: LocustOutput, metrics: MetricsWatch, health: HealthWatch
 ) -> str:
     if not output.started.is_set():
         return "[  starting Locust ]"

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -90,7 +91,7 @@ def wait_healthy(
     raise ChildError(f"{url} did not answer within {timeout_s:.0f} s:\n{tail(log)}")
 
 
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+def stop(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after ``timeout_s`` seconds; always reaped."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
