@@ -51,17 +51,38 @@ def test_the_knee_is_the_first_stair_that_sheds() -> None:
     }
 
 
-def test_the_converged_knobs_are_the_last_stair_and_become_static_settings() -> None:
+def test_the_best_stairs_knobs_become_static_settings() -> None:
     tuned = run_with_a_knee_at_200_per_s()
-    assert tuned["converged"] == {"bulkhead.db": 12.0, "concurrency_limit": 30.0}
+    # Stairs 2..8 all serve 200 good/s; the first of them (max keeps the first) wins.
+    assert tuned["best_stair"] == 2
+    assert tuned["converged"] == {"bulkhead.db": 12.0, "concurrency_limit": 64.0}
+    assert tuned["last_stair_knobs"] == {"bulkhead.db": 12.0, "concurrency_limit": 30.0}
     assert tuned["static_settings"] == [
         'PUT /api/v1/knobs/bulkhead.db {"value": 12, "pin": true, '
         '"reason": "tuned by load --tune"}',
-        "SURGEGUARD_CONCURRENCY_LIMIT=30",
+        "SURGEGUARD_CONCURRENCY_LIMIT=64",
     ]
     text = tune.report(tuned)
     assert "knee: between 200 and 300 users" in text
-    assert "SURGEGUARD_CONCURRENCY_LIMIT=30" in text
+    assert "the knobs of stair 2" in text
+    assert "SURGEGUARD_CONCURRENCY_LIMIT=64" in text
+
+
+def test_a_stair_past_the_slo_is_never_the_best() -> None:
+    scenario = build("step", 400, 80)  # eight 10 s stairs of 50 users
+    windows = [
+        window(
+            float(s),
+            50.0 * ((s - 1) // 10 + 1),
+            50.0 * ((s - 1) // 10 + 1),
+            100.0 if s <= 40 else 400.0,
+        )
+        for s in range(1, 81)
+    ]
+    samples = [(float(s), {"concurrency_limit": float(s)}) for s in range(1, 81)]
+    tuned = tune.result(scenario, windows, samples, slo_ms=250.0)
+    assert tuned["best_stair"] == 4  # the most goodput among stairs within the SLO
+    assert tuned["converged"] == {"concurrency_limit": 38.0}
 
 
 def test_a_p99_past_the_slo_is_a_knee_even_without_shedding() -> None:
