@@ -57,6 +57,8 @@ class ControllerCalls:
             "event": event,
             "id": opts.run_id,
             "scenario": opts.scenario.name,
+            "users": opts.scenario.users,
+            "duration_s": opts.scenario.duration_s,
             "reason": f"surgeguard load --scenario {opts.scenario.name}",
         }
         self.call("POST", "/drills/marks", body)
