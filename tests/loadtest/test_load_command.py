@@ -291,3 +291,33 @@ def test_tune_reports_the_converged_knobs_and_the_knee(
     assert tuned["knee"] is not None  # 400 users offer far more than 100 reads/s
     assert "capacity: about" in done.stdout and "for a static deployment" in done.stdout
     assert (out / "tune.md").read_text().startswith("# Tuning run")
+
+
+@pytest.mark.slow
+def test_two_locust_processes_share_the_users(
+    redis_server: EmbeddedRedis, redis_client: object, tmp_path: Path
+) -> None:
+    out = tmp_path / "two"
+    with target(redis_server.url) as url:
+        done = load(
+            "--scenario",
+            "soak",
+            "--users",
+            "40",
+            "--duration",
+            "6",
+            "--processes",
+            "2",
+            "--host",
+            url,
+            "--out",
+            str(out),
+            "--no-marks",
+            env=clean_env(),
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = summary_of(out)
+    assert summary["generator"]["processes"] == 2
+    assert summary["generator"]["users_peak"] == 40  # counted across both processes
+    assert summary["client_side"]["requests"] > 20
+    assert summary["server_side"]["admitted"] >= summary["client_side"]["requests"] - 40
