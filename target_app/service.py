@@ -27,6 +27,7 @@ from surgeguard.controlplane import ControlState
 from surgeguard.knob_watcher import KnobWatcher
 from surgeguard.knobs import DEPENDENCIES, Knobs
 from surgeguard.limiter import Limiter
+from surgeguard.loop_lag import LoopLagMonitor
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.modes import Mode
 from surgeguard.priority import Priority
@@ -93,6 +94,10 @@ class Service:
             self.registry, slo_seconds=settings.slo_seconds, routes=ROUTES.names
         )
         self.admission_metrics.bind_limiter(self.limiter)
+        # Lag of this replica's event loop: the controller compares it with the
+        # admitted p99 and process_cpu_seconds_total to tell "the CPU is taken by
+        # another process" from "this replica's own work is too much".
+        self.loop_lag = LoopLagMonitor(self.registry)
 
         rng = rng or random.Random()
         self.dependencies = SimulatedDependencies.build(
@@ -229,11 +234,13 @@ class Service:
         await self.watcher.refresh()  # start on the plane's knobs when it is there
         self.watcher.start()
         sampler = asyncio.create_task(self._sample_jobs(), name="jobs-sampler")
+        self.loop_lag.start()
         self.ready = True
         try:
             yield
         finally:
             self.ready = False
+            await self.loop_lag.stop()
             await cancel_and_wait(sampler)
             await self.watcher.stop()
             await self.redis.aclose()

@@ -5,6 +5,7 @@ dashboard, waits for the charts, switches a mode through the UI, and sees it lan
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -170,3 +171,80 @@ def test_the_dashboard_renders_and_an_operator_switches_a_mode(up: Up) -> None:
     shed = httpx.get(f"{up.target}/ping", headers={"X-Priority": "sheddable"}, timeout=5)
     assert shed.status_code == 429 and shed.json()["reason"] == "mode"
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def _drills(controller: str) -> dict[str, object]:
+    result: dict[str, object] = httpx.get(f"{controller}/api/v1/drills", timeout=5).json()
+    return result
+
+
+def _wait_for_drill(controller: str, status: str, timeout_s: float) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recent = _drills(controller)["recent"]
+        assert isinstance(recent, list)
+        if recent and recent[0]["status"] == status:
+            return dict(recent[0])
+        time.sleep(0.3)
+    raise AssertionError(f"no drill became {status} within {timeout_s} s: {_drills(controller)}")
+
+
+def test_an_operator_runs_a_drill_from_the_dashboard_and_the_charts_mark_it(up: Up) -> None:
+    """The drills panel starts a real ``surgeguard load`` through the controller, the
+    charts shade it while it runs, and the panel stops it."""
+    assert sync_playwright is not None and CHROMIUM is not None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 2400})
+            page.goto(up.dashboard, wait_until="domcontentloaded")
+            page.wait_for_function(
+                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=60_000
+            )
+            token = page.get_by_role("textbox", name="Admin token")
+            token.fill(TOKEN)
+            token.press("Enter")
+            page.get_by_text("Drills (load tests)").click()
+            form = page.locator('[data-testid="stForm"]').filter(has_text="Start drill")
+            users = form.get_by_label("Users (most at once)")
+            users.wait_for(state="visible")
+            page.wait_for_function("e => !e.disabled", arg=users.element_handle(), timeout=15_000)
+            users.fill("30")
+            users.press("Tab")
+            duration = form.get_by_label("Duration, s")
+            duration.fill("60")
+            duration.press("Tab")
+            reason = form.get_by_role("textbox", name="Reason")
+            reason.fill("rehearsal from the browser")
+            reason.press("Tab")
+            form.get_by_role("button", name="Start drill").click()
+
+            running = _wait_for_drill(up.controller, "running", 20.0)
+            assert running["scenario"] == "spike" and running["users"] == 30
+            assert running["duration_s"] == 60 and running["source"] == "controller"
+            # Load reaches the target, and the charts shade the running drill.
+            page.locator(".js-plotly-plot").filter(has_text="drill: spike").first.wait_for(
+                timeout=30_000
+            )
+            page.screenshot(path=str(ARTIFACTS / "dashboard-drill.png"), full_page=True)
+
+            stop = page.locator('[data-testid="stForm"]').filter(has_text="Stop drill")
+            stop_button = stop.get_by_role("button", name="Stop drill")
+            page.wait_for_function(
+                "b => !b.disabled", arg=stop_button.element_handle(), timeout=15_000
+            )
+            stop_reason = stop.get_by_role("textbox", name="Reason")
+            stop_reason.fill("seen enough")
+            stop_reason.press("Tab")
+            stop_button.click()
+            stopped = _wait_for_drill(up.controller, "stopped", 40.0)
+        finally:
+            browser.close()
+    assert stopped["id"] == running["id"]
+    assert stopped["stop_reason"] == "seen enough"
+    out = Path(str(stopped["out_dir"]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_early"] is True  # ended by the operator, reports written
+    assert summary["server_side"]["admitted"] > 0  # the drill's load reached the target
+    assert (out / "report.html").exists()
