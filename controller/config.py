@@ -28,6 +28,19 @@ class ControllerConfig:
     backoff: float = 0.9  # AIMD's multiplicative cut, [0.5, 1)
     cooldown_s: float = 2.0  # no second cut this soon after one, seconds
     proportional: bool = True  # far over the SLO, cut by SLO / p99 (bounded to [0.5, backoff])
+    # Event-loop lag that explains the latency: when admitted p99 is over target but
+    # the loop's lag p99 is at least ``lag_share`` of it (0..1) while the replica's
+    # process uses less than ``cpu_saturated`` cores (1.0 = one full core), the CPU is
+    # taken by another process and a smaller limit cannot help: concurrency_limit holds
+    # instead of being cut. From ``cpu_saturated`` up the lag is the replica's own
+    # work and the cut proceeds. ``cpu_saturated = 0`` turns the hold off.
+    lag_share: float = 0.5
+    cpu_saturated: float = 0.8
+
+    @property
+    def target_s(self) -> float:
+        """What admitted p99 is steered under: the SLO less the headroom, seconds."""
+        return self.slo_s * (1 - self.headroom)
 
     def bounds_of(self, knob: str) -> tuple[int, int]:
         spec = KNOB_SPECS[knob]
@@ -47,6 +60,10 @@ class ControllerConfig:
             raise ValueError(f"headroom must be in [0, 0.5], got {self.headroom}")
         if self.inflation <= 1:
             raise ValueError(f"inflation must be > 1, got {self.inflation}")
+        if not 0 < self.lag_share <= 1:
+            raise ValueError(f"lag_share must be in (0, 1], got {self.lag_share}")
+        if self.cpu_saturated < 0:
+            raise ValueError(f"cpu_saturated must be >= 0 cores, got {self.cpu_saturated}")
         for name in ("error_threshold", "failure_threshold", "queue_timeout_share"):
             value = getattr(self, name)
             if not 0 < value <= 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.quantile import Bucket, bucket_deltas, histogram_quantile
 from controller.scrape import Scrape
@@ -17,6 +17,8 @@ from controller.scrape import Scrape
 REQUEST_HIST = "surgeguard_request_duration_seconds"
 QUEUE_HIST = "surgeguard_queue_wait_seconds"
 DEP_HIST = "surgeguard_dependency_duration_seconds"
+LOOP_LAG_HIST = "surgeguard_event_loop_lag_seconds"
+CPU_SECONDS = "process_cpu_seconds_total"  # prometheus_client's ProcessCollector
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ class Signals:
     jobs_pending: Mapping[str, float] = field(default_factory=dict)
     jobs_lag_s: Mapping[str, float] = field(default_factory=dict)  # oldest job's age
     jobs_dead: float = 0.0  # jobs in the dead-letter stream
+    # How late the replica's event-loop timer fired, p99 over the window, seconds
+    # (NaN: not exported, or no wakeup in the window). Part of every admitted latency.
+    loop_lag_p99_s: float = math.nan
+    # CPU the replica's process used over the window, cores (1.0 = one full core;
+    # NaN: not exported). In the aggregate: the busiest replica's.
+    cpu_utilisation: float = math.nan
     stale: bool = False
 
     @property
@@ -128,7 +136,16 @@ def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signa
         jobs_pending=now.by_label("surgeguard_jobs_pending", "stream"),
         jobs_lag_s=now.by_label("surgeguard_jobs_oldest_pending_age_seconds", "stream"),
         jobs_dead=now.total("surgeguard_jobs_dead_letters"),
+        loop_lag_p99_s=histogram_quantile(0.99, _window_buckets(now, before, LOOP_LAG_HIST)),
+        cpu_utilisation=_cpu(before, now, window),
     )
+
+
+def _cpu(before: Scrape, now: Scrape, window: float) -> float:
+    """Cores used over the window (CPU seconds per second); NaN when not exported."""
+    if not any(name == CPU_SECONDS for name, _ in now.samples):
+        return math.nan
+    return _rate(now, before, CPU_SECONDS, window)
 
 
 def _dependency(name: str, before: Scrape, now: Scrape, window: float) -> DependencySignals:
@@ -218,4 +235,9 @@ def aggregate(windows: Sequence[tuple[Scrape, Scrape]], *, slo_s: float) -> Sign
             else:
                 summed[key] = summed.get(key, 0.0) + value
     window = sum(spans) / len(spans) if spans else 1.0
-    return compute("all", Scrape(0.0), Scrape(window, summed), slo_s=slo_s)
+    total = compute("all", Scrape(0.0), Scrape(window, summed), slo_s=slo_s)
+    # Loop lag merges like any histogram; CPU does not add up: "is the replica's own
+    # CPU saturated?" is asked of each process, so the aggregate keeps the busiest.
+    cpu = [_cpu(before, now, max(1e-9, now.at - before.at)) for before, now in windows]
+    known = [c for c in cpu if not math.isnan(c)]
+    return replace(total, cpu_utilisation=max(known) if known else math.nan)

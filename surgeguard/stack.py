@@ -155,6 +155,8 @@ def up(
             f"  dashboard   http://{host}:{dashboard_port}\n"
             f"  admin token {token}\n"
             f"  client key  {sorted(settings.client_key_set)[0]}{demo_note}\n"
+            f"Rehearse a spike: surgeguard load --scenario spike --out load-out "
+            f"(or from the dashboard's Drills panel)\n"
             f"Press Ctrl-C to stop.",
             flush=True,
         )
