@@ -1,4 +1,5 @@
-"""Naming the bottleneck: which dependency (or the door itself) limits the replica now."""
+"""Naming the bottleneck: which dependency (or the door itself, or the CPU) limits the
+replica now."""
 
 from __future__ import annotations
 
@@ -7,23 +8,55 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from controller.signals import Signals
-from controller.text import ms
+from controller.text import ms, share_of_core
 
 
 @dataclass(frozen=True)
 class Bottleneck:
-    name: str  # a dependency, "admission", or "none"
+    name: str  # a dependency, "admission", "cpu", or "none"
     sentence: str
     scores: Mapping[str, float] = field(default_factory=dict)
 
 
+def cpu_taken_elsewhere(
+    s: Signals, *, target_s: float, lag_share: float, cpu_saturated: float
+) -> bool:
+    """Admitted p99 is over ``target_s`` (seconds), event-loop lag is at least
+    ``lag_share`` (0..1) of it, and the replica's process uses less than
+    ``cpu_saturated`` cores: the loop waits for a CPU that something else holds, so
+    admitting less would not make it wait less. False when any of them is unknown."""
+    numbers = (s.p99_s, s.loop_lag_p99_s, s.cpu_utilisation)
+    return (
+        not any(math.isnan(v) for v in numbers)
+        and s.p99_s > target_s
+        and s.loop_lag_p99_s >= lag_share * s.p99_s
+        and s.cpu_utilisation < cpu_saturated
+    )
+
+
+def cpu_sentence(s: Signals) -> str:
+    """Why the CPU, not the admitted work, is the bottleneck (see ``cpu_taken_elsewhere``)."""
+    who = "this replica" if s.replica != "all" else "the busiest replica"
+    return (
+        f"cpu: event-loop lag {ms(s.loop_lag_p99_s)} of p99 {ms(s.p99_s)} with {who} at "
+        f"{share_of_core(s.cpu_utilisation)}: another process is taking the CPU "
+        f"(a co-located load generator?)"
+    )
+
+
 def name_bottleneck(
-    s: Signals, baseline_of: Callable[[str], float], inflation: float
+    s: Signals,
+    baseline_of: Callable[[str], float],
+    inflation: float,
+    *,
+    cpu_elsewhere: bool = False,
 ) -> Bottleneck:
-    """The dependency with the highest utilisation x latency inflation over its healthy
-    baseline (seconds, from ``baseline_of``) when it is busy (>= 80%) or inflated
-    (>= ``inflation``); else "admission" when requests wait or are turned away;
-    else "none"."""
+    """The CPU ("cpu") when ``cpu_elsewhere`` (see ``cpu_taken_elsewhere``): the
+    admitted latency is mostly the loop waiting for the CPU, and a dependency looking
+    busy then is a symptom. Else the dependency with the highest utilisation x latency inflation over
+    its healthy baseline (seconds, from ``baseline_of``) when it is busy (>= 80%) or
+    inflated (>= ``inflation``); else "admission" when requests wait or are turned
+    away; else "none"."""
     scores: dict[str, float] = {}
     sentences: dict[str, str] = {}
     for name, d in s.dependencies.items():
@@ -35,6 +68,8 @@ def name_bottleneck(
             f"p99 {ms(d.p99_s)} = "
             f"{inflation:.1f}x its healthy {ms(baseline) if baseline > 0 else 'n/a'}"
         )
+    if cpu_elsewhere:
+        return Bottleneck("cpu", cpu_sentence(s), scores)
     worst = max(scores, key=lambda n: scores[n], default=None)
     saturated = s.queue_depth > 0 or s.rejected_total_per_s > 0
     limit_use = s.peak_in_flight / s.concurrency_limit if s.concurrency_limit else 0.0

@@ -4,7 +4,9 @@
 the algorithms' own state; fetching metrics and publishing knobs wrap around it
 (``controller.loop``). Each knob has its own congestion signal:
 
-- ``concurrency_limit``: admitted p99 against the SLO; 5xx among admitted;
+- ``concurrency_limit``: admitted p99 against the SLO; 5xx among admitted; a cut for
+  latency is held instead when the latency is mostly event-loop lag while the
+  replica's own CPU is not saturated (another process holds the CPU);
 - ``queue_limit``: requests timing out in the queue; never more waiting than can be
   served within the queue-time budget (Little's law: rate x budget);
 - ``bulkhead.<dependency>``: its p99 against its healthy baseline x inflation;
@@ -13,16 +15,25 @@ the algorithms' own state; fetching metrics and publishing knobs wrap around it
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from controller.algorithms import CUT, GROW, HOLD, LimitAlgorithm, Sample, build_algorithm
-from controller.bottleneck import Bottleneck, name_bottleneck
+from controller.algorithms import (
+    CUT,
+    GROW,
+    HOLD,
+    LimitAlgorithm,
+    Sample,
+    Update,
+    build_algorithm,
+)
+from controller.bottleneck import Bottleneck, cpu_taken_elsewhere, name_bottleneck
 from controller.config import ControllerConfig
 from controller.ladder import DegradeLadder, ModeDecision
 from controller.signals import DependencySignals, Signals
-from controller.text import ms
+from controller.text import ms, share_of_core
 from surgeguard.modes import Mode
 
 __all__ = [
@@ -128,7 +139,10 @@ class Decider:
 
         decisions = []
         for knob, (sample, inputs) in samples.items():
-            update = self._algorithm(signals.replica, knob).update(sample)
+            if knob == "concurrency_limit":
+                update = self._concurrency_update(signals, sample)
+            else:
+                update = self._algorithm(signals.replica, knob).update(sample)
             new = update.limit
             if knob == "queue_limit":
                 new = min(new, max(self.config.bounds_of(knob)[0], int(inputs["little_cap"])))
@@ -150,6 +164,37 @@ class Decider:
             self.bottleneck(signals),
         )
 
+    def _cpu_taken_elsewhere(self, s: Signals) -> bool:
+        return cpu_taken_elsewhere(
+            s,
+            target_s=self.config.target_s,
+            lag_share=self.config.lag_share,
+            cpu_saturated=self.config.cpu_saturated,
+        )
+
+    def _concurrency_update(self, s: Signals, sample: Sample) -> Update:
+        """The algorithm's update, except that a cut for latency the event loop's lag
+        explains is held while the replica's own CPU is not saturated. The algorithm
+        decides on a copy first: a held tick leaves its state as it was (no cool-down
+        started, no recovery point set), as if the tick had not been seen."""
+        key = (s.replica, "concurrency_limit")
+        algorithm = self._algorithm(*key)
+        if sample.overloaded or not self._cpu_taken_elsewhere(s):
+            return algorithm.update(sample)
+        trial = copy.deepcopy(algorithm)
+        update = trial.update(sample)
+        if update.action != CUT:
+            self._algorithms[key] = trial  # not a cut: keep what it learned
+            return update
+        return Update(
+            sample.limit,
+            HOLD,
+            f"{sample.over()}, but {ms(s.loop_lag_p99_s)} of it is event-loop lag while "
+            f"{'this replica uses' if s.replica != 'all' else 'the busiest replica uses'} "
+            f"{share_of_core(s.cpu_utilisation)}: the CPU is taken by something else, "
+            f"a smaller limit cannot help; holding {sample.limit}",
+        )
+
     # -- per-knob samples ---------------------------------------------------------------
 
     def _concurrency(
@@ -162,7 +207,7 @@ class Decider:
             now=now,
             limit=knobs["concurrency_limit"],
             latency_s=s.p99_s,
-            target_s=self.config.slo_s * (1 - headroom),
+            target_s=self.config.target_s,
             peak_in_flight=s.peak_in_flight,
             overloaded=errors,
             overload_reason=f"5xx {s.error_rate:.0%} of admitted",
@@ -176,6 +221,8 @@ class Decider:
             "peak_in_flight": s.peak_in_flight,
             "error_rate": s.error_rate,
             "admitted_per_s": s.admitted_per_s,
+            "loop_lag_p99_s": s.loop_lag_p99_s,
+            "cpu_utilisation": s.cpu_utilisation,
         }
         return sample, inputs
 
@@ -258,5 +305,8 @@ class Decider:
 
     def bottleneck(self, s: Signals) -> Bottleneck:
         return name_bottleneck(
-            s, lambda dependency: self.baseline(s.replica, dependency), self.config.inflation
+            s,
+            lambda dependency: self.baseline(s.replica, dependency),
+            self.config.inflation,
+            cpu_elsewhere=self._cpu_taken_elsewhere(s),
         )

@@ -34,6 +34,7 @@ COLUMNS = (
     ("goodput ratio", "goodput_ratio", ".3f"),
     ("p50 ms", "p50_ms", ",.1f"),
     ("p99 ms", "p99_ms", ",.1f"),
+    ("p99 ms after 5 s", "p99_ms_settled", ",.1f"),  # once the policy has had time to act
     ("1 s windows within SLO", "slo_window_share", ".2f"),
     ("time to SLO s", "time_to_slo_s", ".1f"),
     ("recovery s", "recovery_s", ".1f"),

@@ -74,7 +74,7 @@ def synthetic() -> dict[str, Any]:
                              windows=[]),
             "aimd": policy(
                 goodput_rps=170.0, goodput_ratio=0.85, p50_ms=130.4, p99_ms=240.0,
-                slo_window_share=0.97, time_to_slo_s=1.8, recovery_s=None,
+                p99_ms_settled=1204.5, slo_window_share=0.97, time_to_slo_s=1.8, recovery_s=None,
                 rejected={"queue_full": 46993, "queue_timeout": 12}, windows=aimd_windows,
             ),
         },
@@ -112,15 +112,15 @@ def test_the_table_has_a_row_per_policy_with_its_numbers(report: tuple[Path, lis
     assert "Command: `surgeguard bench --quick`" in md
     assert "p99 ≤ 250 ms" in md and "capacity 200.0 requests/s" in md and "spike 10 s" in md
     assert row(md, "none") == (
-        f"| none | 4.2 | 0.021 | 7,152.5 | 9,943.1 | 0.00 | {DASH} | {DASH} | 13,165 | 0 |"
+        f"| none | 4.2 | 0.021 | 7,152.5 | 9,943.1 | {DASH} | 0.00 | {DASH} | {DASH} | 13,165 | 0 |"
     )
     assert row(md, "aimd") == (
-        f"| aimd | 170.0 | 0.850 | 130.4 | 240.0 | 0.97 | 1.8 | {DASH} | 0 "
+        f"| aimd | 170.0 | 0.850 | 130.4 | 240.0 | 1,204.5 | 0.97 | 1.8 | {DASH} | 0 "
         "| 47,005 (queue_full 46,993, queue_timeout 12) |"
     )
     # a missing p99 is a dash; rejections: the total, then by reason, most first
     assert row(md, "static") == (
-        f"| static | 150.0 | 0.750 | 120.0 | {DASH} | 0.50 | {DASH} | {DASH} | 0 "
+        f"| static | 150.0 | 0.750 | 120.0 | {DASH} | {DASH} | 0.50 | {DASH} | {DASH} | 0 "
         "| 2,100 (queue_timeout 1,200, queue_full 900) |"
     )
     assert "server-side measurements" in md and "client-side counts are in summary.json" in md
@@ -246,10 +246,10 @@ def test_the_older_summary_format_from_a_real_run(tmp_path: Path) -> None:
     write_report(summary, tmp_path, browser=str(tmp_path / "no-such-browser"))
     md = (tmp_path / "report.md").read_text()
     assert row(md, "aimd") == (
-        "| aimd | 194.9 | 0.990 | 132.4 | 320.8 | 1.00 | 1.8 | 6.0 | 0 "
+        f"| aimd | 194.9 | 0.990 | 132.4 | 320.8 | {DASH} | 1.00 | 1.8 | 6.0 | 0 "
         "| 47,005 (queue_full 46,993, queue_timeout 12) |"
     )
-    assert row(md, "gradient").split(" | ")[7] == DASH  # recovery: null
+    assert row(md, "gradient").split(" | ")[8] == DASH  # recovery: null
     assert md.count("— met") == 3 and "NOT met" not in md
     goodput = (tmp_path / "plots" / "goodput.html").read_text()
     assert {"none", "static", "aimd", "gradient"} < trace_names(goodput)
