@@ -53,20 +53,20 @@ def name_bottleneck(
 ) -> Bottleneck:
     """The CPU ("cpu") when ``cpu_elsewhere`` (see ``cpu_taken_elsewhere``): the
     admitted latency is mostly the loop waiting for the CPU, and a dependency looking
-    busy then is a symptom. Else the dependency with the highest utilisation x latency inflation over
-    its healthy baseline (seconds, from ``baseline_of``) when it is busy (>= 80%) or
-    inflated (>= ``inflation``); else "admission" when requests wait or are turned
-    away; else "none"."""
+    busy then is a symptom. Else the dependency with the highest utilisation x latency
+    inflation over its healthy baseline (seconds, from ``baseline_of``) when it is busy
+    (>= 80%) or inflated (>= ``inflation``); else "admission" when requests wait or
+    are turned away; else "none"."""
     scores: dict[str, float] = {}
     sentences: dict[str, str] = {}
     for name, d in s.dependencies.items():
         baseline = baseline_of(name)
-        inflation = d.p99_s / baseline if baseline > 0 and not math.isnan(d.p99_s) else 1.0
-        scores[name] = d.utilisation * max(1.0, inflation)
+        inflated = d.p99_s / baseline if baseline > 0 and not math.isnan(d.p99_s) else 1.0
+        scores[name] = d.utilisation * max(1.0, inflated)
         sentences[name] = (
             f"{name}: {d.utilisation:.0%} of its {d.limit:.0f} slots busy, "
             f"p99 {ms(d.p99_s)} = "
-            f"{inflation:.1f}x its healthy {ms(baseline) if baseline > 0 else 'n/a'}"
+            f"{inflated:.1f}x its healthy {ms(baseline) if baseline > 0 else 'n/a'}"
         )
     if cpu_elsewhere:
         return Bottleneck("cpu", cpu_sentence(s), scores)

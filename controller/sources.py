@@ -61,14 +61,15 @@ class DirectSource:
 class PrometheusSource:
     """Signals from a Prometheus server that already scrapes the replicas.
 
-    One instant query per tick returns every ``surgeguard_*`` series with its sample
+    One instant query per tick returns every ``surgeguard_*`` series (and the process's
+    CPU counter, for the event-loop-lag rule) with its sample
     time; series are grouped by ``instance`` (``host:port`` of each target URL) into
     one ``Scrape`` per target, with Prometheus's own ``instance``/``job`` labels
     dropped, so everything downstream is the same as for a direct scrape. ``at`` is
     the newest sample time of the instance (seconds), so a tick that saw no new
     Prometheus scrape yields no new window instead of a wrong rate."""
 
-    QUERY = '{__name__=~"surgeguard_.+"}'
+    QUERY = '{__name__=~"surgeguard_.+|process_cpu_seconds_total"}'
     # When each instance was last scraped: one gauge every replica exports. (timestamp()
     # over all series would drop their names and collide.)
     STAMP_QUERY = "timestamp(surgeguard_inflight)"

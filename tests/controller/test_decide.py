@@ -247,3 +247,102 @@ def test_a_fast_dependency_is_not_cut_for_event_loop_jitter(fake_clock: FakeCloc
     d = by_knob(decider.decide(slow, current_knobs(slow), now=fake_clock()))["bulkhead.cache"]
     assert d.action == "cut"  # type: ignore[attr-defined]
     assert d.reason.startswith("cache p99 30 ms > baseline + 20 ms = 22 ms")  # type: ignore[attr-defined]
+
+
+# -- event-loop lag from a CPU taken by another process -------------------------------------
+# The 10,000-user run (README, "Results"): Locust on the same 2 cores made the replica's
+# loop lag 150-200 ms; that lag was most of the admitted p99, and AIMD cut the limit to
+# 4-9 although a smaller limit could not shorten it.
+
+LAGGED = {"p99": 0.23, "limit": 60, "peak": 60, "loop_lag_p99_s": 0.18}
+
+
+@pytest.mark.parametrize("algorithm", ["aimd", "gradient"])
+def test_lag_from_a_busy_neighbour_holds_the_limit_instead_of_cutting(
+    fake_clock: FakeClock, algorithm: str
+) -> None:
+    decider = Decider(ControllerConfig(algorithm=algorithm))
+    s = signals(**LAGGED, cpu_utilisation=0.35)  # type: ignore[arg-type]
+    result = decider.decide(s, current_knobs(s), now=fake_clock())
+    d = by_knob(result)["concurrency_limit"]
+    assert (d.old, d.new, d.action, d.applied) == (60, 60, "hold", False)  # type: ignore[attr-defined]
+    assert d.reason == (  # type: ignore[attr-defined]
+        "p99 230 ms > target 200 ms (SLO 250 ms less 20% headroom), but 180 ms of it is "
+        "event-loop lag while this replica uses 35% of a core: the CPU is taken by "
+        "something else, a smaller limit cannot help; holding 60"
+    )
+    assert d.inputs["loop_lag_p99_s"] == pytest.approx(0.18)  # type: ignore[attr-defined]
+    assert d.inputs["cpu_utilisation"] == pytest.approx(0.35)  # type: ignore[attr-defined]
+    assert result.bottleneck.name == "cpu"
+    assert result.bottleneck.sentence == (
+        "cpu: event-loop lag 180 ms of p99 230 ms with this replica at 35% of a core: "
+        "another process is taking the CPU (a co-located load generator?)"
+    )
+
+
+def test_a_held_tick_does_not_start_the_cool_down(fake_clock: FakeClock) -> None:
+    """The algorithm never saw the held tick: when the lag goes and the latency stays,
+    the very next tick cuts (a cut would have made it wait out the cool-down)."""
+    decider = Decider(ControllerConfig(cooldown_s=2.0))
+    lagged = signals(**LAGGED, cpu_utilisation=0.35)  # type: ignore[arg-type]
+    decider.decide(lagged, current_knobs(lagged), now=fake_clock())
+    fake_clock.advance(1.0)
+    own = signals(p99=0.23, limit=60, peak=60, loop_lag_p99_s=0.01, cpu_utilisation=0.35)
+    d = by_knob(decider.decide(own, current_knobs(own), now=fake_clock()))["concurrency_limit"]
+    assert (d.action, d.new) == ("cut", 52), d.reason  # type: ignore[attr-defined]
+
+
+def test_lag_with_the_replica_own_cpu_saturated_still_cuts(fake_clock: FakeClock) -> None:
+    """At 95% of a core the loop lags behind the replica's own work: admitting less
+    is less work, so the cut proceeds as before."""
+    decider = Decider()
+    s = signals(**LAGGED, cpu_utilisation=0.95)  # type: ignore[arg-type]
+    result = decider.decide(s, current_knobs(s), now=fake_clock())
+    d = by_knob(result)["concurrency_limit"]
+    assert (d.action, d.new) == ("cut", 52)  # type: ignore[attr-defined]
+    assert d.reason == (  # type: ignore[attr-defined]
+        "p99 230 ms > target 200 ms (SLO 250 ms less 20% headroom): concurrency_limit 60 -> 52"
+    )
+    assert d.inputs["cpu_utilisation"] == pytest.approx(0.95)  # type: ignore[attr-defined]
+    assert result.bottleneck.name != "cpu"
+
+
+@pytest.mark.parametrize(
+    ("lag", "cpu"),
+    [(0.02, 0.35), (math.nan, 0.35), (0.18, math.nan), (math.nan, math.nan)],
+    ids=["small-lag", "no-lag-metric", "no-cpu-metric", "neither"],
+)
+def test_small_or_unknown_lag_cuts_as_before(fake_clock: FakeClock, lag: float, cpu: float) -> None:
+    s = signals(p99=0.23, limit=60, peak=60, loop_lag_p99_s=lag, cpu_utilisation=cpu)
+    result = Decider().decide(s, current_knobs(s), now=fake_clock())
+    d = by_knob(result)["concurrency_limit"]
+    assert (d.action, d.new) == ("cut", 52)  # type: ignore[attr-defined]
+    assert d.reason.endswith(": concurrency_limit 60 -> 52")  # type: ignore[attr-defined]
+    assert result.bottleneck.name != "cpu"
+
+
+def test_errors_cut_even_when_lag_explains_the_latency(fake_clock: FakeClock) -> None:
+    s = signals(**LAGGED, cpu_utilisation=0.35, error_rate=0.2)  # type: ignore[arg-type]
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert (d.action, d.new) == ("cut", 52)  # type: ignore[attr-defined]
+
+
+def test_lag_under_target_is_not_a_bottleneck(fake_clock: FakeClock) -> None:
+    s = signals(p99=0.1, loop_lag_p99_s=0.09, cpu_utilisation=0.2)
+    result = Decider().decide(s, current_knobs(s), now=fake_clock())
+    assert result.bottleneck.name != "cpu"
+    assert by_knob(result)["concurrency_limit"].action == "grow"  # type: ignore[attr-defined]
+
+
+def test_lag_thresholds_are_config_and_validated(fake_clock: FakeClock) -> None:
+    s = signals(**LAGGED, cpu_utilisation=0.35)  # type: ignore[arg-type]
+    off = Decider(ControllerConfig(cpu_saturated=0.0))
+    d = by_knob(off.decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert d.action == "cut"  # type: ignore[attr-defined]
+    strict = Decider(ControllerConfig(lag_share=0.9))  # 180 of 230 ms is 78%: not enough
+    d = by_knob(strict.decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert d.action == "cut"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"lag_share must be in \(0, 1\], got 1.5"):
+        ControllerConfig(lag_share=1.5)
+    with pytest.raises(ValueError, match="cpu_saturated must be >= 0 cores, got -1"):
+        ControllerConfig(cpu_saturated=-1)

@@ -80,6 +80,8 @@ def test_prometheus_and_direct_scrapes_give_the_same_signals(
     assert (a.p50_s, a.p99_s) == pytest.approx((b.p50_s, b.p99_s))
     assert a.concurrency_limit == b.concurrency_limit == 64
     assert a.dependencies.keys() == b.dependencies.keys() != set()
+    # The replica's CPU comes through too (the event-loop-lag rule needs it).
+    assert 0.0 <= a.cpu_utilisation < 4 and 0.0 <= b.cpu_utilisation < 4
 
 
 def test_an_unreachable_prometheus_marks_every_target_stale() -> None:

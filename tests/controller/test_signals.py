@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from controller.scrape import Scrape
 from controller.signals import aggregate, compute
 from surgeguard.bulkhead import DependencyMetrics
 from surgeguard.limiter import Limiter
+from surgeguard.loop_lag import LoopLagMonitor
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.priority import Priority
 
@@ -131,3 +132,60 @@ def test_job_queues_are_shared_so_replicas_report_them_once() -> None:
     total = aggregate(windows, slo_s=SLO)
     assert total.jobs_pending == {"surgeguard:jobs:email": 120}
     assert total.jobs_lag_s == {"surgeguard:jobs:email": 42.5} and total.jobs_dead == 3
+
+
+class BusyReplica(Replica):
+    """A replica that also exports its loop lag (the service's ``LoopLagMonitor``) and
+    its CPU as prometheus_client's ``ProcessCollector`` does (process_cpu_seconds_total)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lag = LoopLagMonitor(self.registry)
+        self.cpu = Counter("process_cpu_seconds", "CPU seconds.", registry=self.registry)
+
+    def lagged(self, n: int, seconds: float) -> None:
+        for _ in range(n):
+            self.lag.histogram.observe(seconds)
+
+
+def test_loop_lag_and_cpu_come_from_the_window() -> None:
+    r = BusyReplica()
+    r.lagged(500, 0.3)  # history before the window must not count
+    r.cpu.inc(40.0)
+    before = r.scrape(at=10.0)
+    text = generate_latest(r.registry).decode()
+    assert "surgeguard_event_loop_lag_seconds_bucket" in text
+    assert "process_cpu_seconds_total" in text
+    r.lagged(30, 0.001)
+    r.lagged(10, 0.18)  # a quarter of the wakeups were late by 180 ms
+    r.cpu.inc(0.7)  # 0.35 CPU seconds per second over 2 s
+    s = compute("a", before, r.scrape(at=12.0), slo_s=SLO)
+    assert 0.15 < s.loop_lag_p99_s <= 0.2
+    assert s.cpu_utilisation == pytest.approx(0.35)
+
+
+def test_loop_lag_and_cpu_are_nan_when_not_exported() -> None:
+    r = Replica()
+    before = r.scrape(at=0.0)
+    r.serve(10, 0.01)
+    s = compute("a", before, r.scrape(at=1.0), slo_s=SLO)
+    assert math.isnan(s.loop_lag_p99_s) and math.isnan(s.cpu_utilisation)
+
+
+def test_aggregate_merges_loop_lag_and_keeps_the_busiest_cpu() -> None:
+    """Lag histograms add up like any histogram; CPU is a per-process question ("is
+    this process saturated?"), so the aggregate keeps the busiest replica's, not a sum."""
+    a, b = BusyReplica(), BusyReplica()
+    a_before, b_before = a.scrape(at=0.0), b.scrape(at=0.0)
+    a.lagged(100, 0.001)
+    b.lagged(100, 0.4)
+    a.cpu.inc(0.3)
+    b.cpu.inc(0.6)
+    total = aggregate([(a_before, a.scrape(at=1.0)), (b_before, b.scrape(at=1.0))], slo_s=SLO)
+    assert 0.3 < total.loop_lag_p99_s <= 0.4
+    assert total.cpu_utilisation == pytest.approx(0.6)
+    plain = Replica()
+    only_one = aggregate(
+        [(a_before, a.scrape(at=1.0)), (plain.scrape(at=0.0), plain.scrape(at=1.0))], slo_s=SLO
+    )
+    assert only_one.cpu_utilisation == pytest.approx(0.3)

@@ -327,7 +327,8 @@ CONTRACT_METRICS = (
     "surgeguard_queue_depth", "surgeguard_concurrency_limit", "surgeguard_queue_limit",
     "surgeguard_dependency_inflight", "surgeguard_dependency_limit",
     "surgeguard_dependency_duration_seconds", "surgeguard_dependency_rejections_total",
-    "surgeguard_mode_active", "surgeguard_jobs_pending",
+    "surgeguard_mode_active", "surgeguard_jobs_pending", "surgeguard_event_loop_lag_seconds",
+    "process_cpu_seconds_total",
 )
 
 
@@ -358,6 +359,34 @@ def test_metrics_expose_every_contract_name(http: httpx.Client) -> None:
     dependencies = {labels["dependency"] for name, labels, _ in found
                     if name == "surgeguard_dependency_limit"}
     assert dependencies == {"db", "cache", "recommendations", "payments"}
+
+
+def test_event_loop_lag_is_measured_on_the_replica_loop(target: RunningTarget,
+                                                        http: httpx.Client) -> None:
+    """The lag monitor runs on the service's own loop (started by its lifespan): a
+    loop blocked for 300 ms makes the next wakeup at least 250 ms late."""
+
+    def lag() -> tuple[float, float]:
+        found = samples(http.get("/metrics").text)
+        count = next(v for name, _, v in found
+                     if name == "surgeguard_event_loop_lag_seconds_count")
+        within = next(v for name, labels, v in found
+                      if name == "surgeguard_event_loop_lag_seconds_bucket"
+                      and labels["le"] == "0.2")
+        return count, count - within
+
+    async def block_the_loop() -> None:
+        until = time.monotonic() + 0.3
+        while time.monotonic() < until:  # CPU-bound: nothing else runs on this loop
+            pass
+
+    count, late = lag()
+    target.server.call(block_the_loop())
+    deadline = time.monotonic() + 5.0
+    while lag()[1] <= late:  # the late wakeup is recorded as soon as the loop is free
+        assert time.monotonic() < deadline, "no wakeup later than 200 ms was recorded"
+        time.sleep(0.02)
+    assert lag()[0] > count
 
 
 def test_histograms_have_a_bucket_edge_at_a_custom_slo(start_target: StartTarget) -> None:
