@@ -12,7 +12,7 @@ from surgeguard.knobs import KNOB_SPECS
 class ControllerConfig:
     slo_s: float = 0.25
     algorithm: str = "aimd"
-    error_threshold: float = 0.05  # share of admitted answered 5xx that counts as congestion
+    error_threshold: float = 0.05  # share of admitted answered 5xx (not 503) that is congestion
     failure_threshold: float = 0.05  # share of a dependency's calls timing out or failing
     inflation: float = 3.0  # dependency p99 over baseline x this = congested
     # ...and over baseline + this (seconds): for a 1 ms cache, event-loop jitter alone

@@ -200,7 +200,10 @@ class Decider:
     def _concurrency(
         self, s: Signals, knobs: Mapping[str, int], now: float
     ) -> tuple[Sample, dict[str, float]]:
-        errors = s.error_rate > self.config.error_threshold
+        # Real server errors only: a 503 from a full or timed-out bulkhead is that
+        # dependency's own knob's business (and isolation working), and cutting every
+        # route's concurrency for it would starve the routes that do not need it.
+        errors = s.server_error_rate > self.config.error_threshold
         headroom = self.config.headroom
         # Aim a little under the SLO: a p99 hovering at the SLO breaks it half the time.
         sample = Sample(
@@ -210,7 +213,7 @@ class Decider:
             target_s=self.config.target_s,
             peak_in_flight=s.peak_in_flight,
             overloaded=errors,
-            overload_reason=f"5xx {s.error_rate:.0%} of admitted",
+            overload_reason=f"5xx (not 503) {s.server_error_rate:.0%} of admitted",
             target_label="target" if headroom else "SLO",
             target_note=(
                 f" (SLO {ms(self.config.slo_s)} less {headroom:.0%} headroom)" if headroom else ""
@@ -220,6 +223,7 @@ class Decider:
             "p99_s": s.p99_s,
             "peak_in_flight": s.peak_in_flight,
             "error_rate": s.error_rate,
+            "server_error_rate": s.server_error_rate,
             "admitted_per_s": s.admitted_per_s,
             "loop_lag_p99_s": s.loop_lag_p99_s,
             "cpu_utilisation": s.cpu_utilisation,

@@ -70,6 +70,9 @@ class Signals:
     # CPU the replica's process used over the window, cores (1.0 = one full core;
     # NaN: not exported). In the aggregate: the busiest replica's.
     cpu_utilisation: float = math.nan
+    # 5xx among admitted other than the deliberate 503s (a dependency's bulkhead full
+    # or timed out, the service unavailable): what the concurrency limit reacts to, 0..1.
+    server_error_rate: float = 0.0
     stale: bool = False
 
     @property
@@ -138,7 +141,16 @@ def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signa
         jobs_dead=now.total("surgeguard_jobs_dead_letters"),
         loop_lag_p99_s=histogram_quantile(0.99, _window_buckets(now, before, LOOP_LAG_HIST)),
         cpu_utilisation=_cpu(before, now, window),
+        server_error_rate=_count(_window_buckets(now, before, REQUEST_HIST, outcome="error"))
+        / admitted
+        if admitted
+        else 0.0,
     )
+
+
+def _count(buckets: Sequence[Bucket]) -> float:
+    """Observations in a window's histogram (its +Inf bucket)."""
+    return buckets[-1][1] if buckets else 0.0
 
 
 def _cpu(before: Scrape, now: Scrape, window: float) -> float:

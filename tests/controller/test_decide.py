@@ -103,9 +103,17 @@ def test_stale_signals_make_no_moves(fake_clock: FakeClock) -> None:
 
 
 def test_errors_count_as_congestion(fake_clock: FakeClock) -> None:
-    s = signals(p99=0.05, error_rate=0.2)
+    s = signals(p99=0.05, error_rate=0.2, server_error_rate=0.2)
     d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
-    assert d.action == "cut" and "5xx 20% of admitted" in d.reason  # type: ignore[attr-defined]
+    assert d.action == "cut"  # type: ignore[attr-defined]
+    assert "5xx (not 503) 20% of admitted" in d.reason  # type: ignore[attr-defined]
+
+
+def test_deliberate_503s_do_not_cut_the_concurrency_limit(fake_clock: FakeClock) -> None:
+    # A full recommendations bulkhead answers 503 fast: isolation working, not overload.
+    s = signals(p99=0.05, error_rate=0.2, server_error_rate=0.0)
+    d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
+    assert d.action != "cut"  # type: ignore[attr-defined]
 
 
 def test_queue_limit_follows_littles_law(fake_clock: FakeClock) -> None:
@@ -322,7 +330,7 @@ def test_small_or_unknown_lag_cuts_as_before(fake_clock: FakeClock, lag: float, 
 
 
 def test_errors_cut_even_when_lag_explains_the_latency(fake_clock: FakeClock) -> None:
-    s = signals(**LAGGED, cpu_utilisation=0.35, error_rate=0.2)  # type: ignore[arg-type]
+    s = signals(**LAGGED, cpu_utilisation=0.35, server_error_rate=0.2)  # type: ignore[arg-type]
     d = by_knob(Decider().decide(s, current_knobs(s), now=fake_clock()))["concurrency_limit"]
     assert (d.action, d.new) == ("cut", 52)  # type: ignore[attr-defined]
 

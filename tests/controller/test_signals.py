@@ -53,17 +53,19 @@ def test_window_rates_and_quantiles_come_from_deltas() -> None:
     r.serve(90, 0.02)
     r.serve(10, 0.4)  # 10% slow: p99 lands in the slow bucket
     r.serve(5, 0.03, outcome="unavailable")
+    r.serve(3, 0.03, outcome="error")
     r.reject(50, "queue_full")
     after = r.scrape(at=102.0)
     s = compute("a", before, after, slo_s=SLO)
     assert s.window_s == pytest.approx(2.0)
-    assert s.admitted_per_s == pytest.approx(105 / 2)
-    assert s.good_per_s == pytest.approx(90 / 2)  # the slow and the 503s are not good
+    assert s.admitted_per_s == pytest.approx(108 / 2)
+    assert s.good_per_s == pytest.approx(90 / 2)  # the slow and the 5xx are not good
     assert s.rejected_per_s["queue_full"] == pytest.approx(25.0)
-    assert s.error_rate == pytest.approx(5 / 105)
-    assert 0.3 < s.p99_s <= 0.4  # rank 103.95 of 105 is in (0.3, 0.4]
-    assert s.p50_s == pytest.approx(0.015 + 0.01 * (52.5 - 0) / 90, rel=0.3)
-    assert s.mean_in_flight == pytest.approx((90 * 0.02 + 10 * 0.4 + 5 * 0.03) / 2)
+    assert s.error_rate == pytest.approx(8 / 108)  # every 5xx
+    assert s.server_error_rate == pytest.approx(3 / 108)  # not the deliberate 503s
+    assert 0.3 < s.p99_s <= 0.4  # rank 106.9 of 108 is in (0.3, 0.4]
+    assert s.p50_s == pytest.approx(0.015 + 0.01 * (54 - 0) / 90, rel=0.3)
+    assert s.mean_in_flight == pytest.approx((90 * 0.02 + 10 * 0.4 + 8 * 0.03) / 2)
     assert s.concurrency_limit == 40 and s.queue_limit == 80
 
 
