@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from tests.support.processes import clean_env, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
-    from playwright.sync_api import Page, sync_playwright
+    from playwright.sync_api import Locator, Page, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -117,6 +119,23 @@ def _spike(target: str, seconds: float) -> threading.Thread:
     return thread
 
 
+@contextmanager
+def _dashboard_page(url: str) -> Iterator[Page]:
+    """The dashboard open in headless Chromium with its charts drawn; closed after."""
+    assert sync_playwright is not None and CHROMIUM is not None
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 2400})
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_function(
+                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=60_000
+            )
+            yield page
+        finally:
+            browser.close()
+
+
 def _mode_reaches(url: str, mode: str, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -144,33 +163,39 @@ def test_the_dashboard_renders_and_an_operator_switches_a_mode(up: Up) -> None:
     assert sync_playwright is not None and CHROMIUM is not None
     load = _spike(up.target, 25.0)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 2400})
-            page.goto(up.dashboard, wait_until="domcontentloaded")
-            page.wait_for_function(
-                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=60_000
-            )
-            text = page.inner_text("body")
-            for words in ("Operator actions", "SLO", "Admin token", "shed_sheddable"):
-                assert words in text, words
-            assert "?" not in page.url or TOKEN not in page.url
+    with _dashboard_page(up.dashboard) as page:
+        text = page.inner_text("body")
+        for words in ("Operator actions", "SLO", "Admin token", "shed_sheddable"):
+            assert words in text, words
+        assert "?" not in page.url or TOKEN not in page.url
 
-            _switch_on(page, "shed_sheddable")
-            assert _mode_reaches(up.target, "shed_sheddable", 10.0)
-            page.get_by_text("shed_sheddable", exact=False).first.wait_for()
-            page.wait_for_timeout(2_500)  # one more live refresh, so the charts show it
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            assert TOKEN not in page.url
-        finally:
-            browser.close()
+        _switch_on(page, "shed_sheddable")
+        assert _mode_reaches(up.target, "shed_sheddable", 10.0)
+        page.get_by_text("shed_sheddable", exact=False).first.wait_for()
+        page.wait_for_timeout(2_500)  # one more live refresh, so the charts show it
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert TOKEN not in page.url
     load.join(timeout=30)
     audit = httpx.get(f"{up.controller}/api/v1/audit", timeout=5).json()
     assert audit[0]["what"] == "mode shed_sheddable" and audit[0]["reason"] == "browser drill"
     shed = httpx.get(f"{up.target}/ping", headers={"X-Priority": "sheddable"}, timeout=5)
     assert shed.status_code == 429 and shed.json()["reason"] == "mode"
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def _open_expander(page: Page, title: str, inside: Locator) -> None:
+    """Open a sidebar expander until ``inside`` shows: a click that lands while the page
+    reruns (after the token was typed) is lost, so try again."""
+    for _ in range(4):
+        if inside.is_visible():
+            return
+        page.get_by_text(title).click()
+        try:
+            inside.wait_for(state="visible", timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    inside.wait_for(state="visible", timeout=5_000)
 
 
 def _drills(controller: str) -> dict[str, object]:
@@ -194,53 +219,41 @@ def test_an_operator_runs_a_drill_from_the_dashboard_and_the_charts_mark_it(up: 
     charts shade it while it runs, and the panel stops it."""
     assert sync_playwright is not None and CHROMIUM is not None
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 2400})
-            page.goto(up.dashboard, wait_until="domcontentloaded")
-            page.wait_for_function(
-                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=60_000
-            )
-            token = page.get_by_role("textbox", name="Admin token")
-            token.fill(TOKEN)
-            token.press("Enter")
-            page.get_by_text("Drills (load tests)").click()
-            form = page.locator('[data-testid="stForm"]').filter(has_text="Start drill")
-            users = form.get_by_label("Users (most at once)")
-            users.wait_for(state="visible")
-            page.wait_for_function("e => !e.disabled", arg=users.element_handle(), timeout=15_000)
-            users.fill("30")
-            users.press("Tab")
-            duration = form.get_by_label("Duration, s")
-            duration.fill("60")
-            duration.press("Tab")
-            reason = form.get_by_role("textbox", name="Reason")
-            reason.fill("rehearsal from the browser")
-            reason.press("Tab")
-            form.get_by_role("button", name="Start drill").click()
+    with _dashboard_page(up.dashboard) as page:
+        token = page.get_by_role("textbox", name="Admin token")
+        token.fill(TOKEN)
+        token.press("Enter")
+        form = page.locator('[data-testid="stForm"]').filter(has_text="Start drill")
+        users = form.get_by_label("Users (most at once)")
+        _open_expander(page, "Drills (load tests)", users)
+        page.wait_for_function("e => !e.disabled", arg=users.element_handle(), timeout=15_000)
+        users.fill("30")
+        users.press("Tab")
+        duration = form.get_by_label("Duration, s")
+        duration.fill("60")
+        duration.press("Tab")
+        reason = form.get_by_role("textbox", name="Reason")
+        reason.fill("rehearsal from the browser")
+        reason.press("Tab")
+        form.get_by_role("button", name="Start drill").click()
 
-            running = _wait_for_drill(up.controller, "running", 20.0)
-            assert running["scenario"] == "spike" and running["users"] == 30
-            assert running["duration_s"] == 60 and running["source"] == "controller"
-            # Load reaches the target, and the charts shade the running drill.
-            page.locator(".js-plotly-plot").filter(has_text="drill: spike").first.wait_for(
-                timeout=30_000
-            )
-            page.screenshot(path=str(ARTIFACTS / "dashboard-drill.png"), full_page=True)
+        running = _wait_for_drill(up.controller, "running", 20.0)
+        assert running["scenario"] == "spike" and running["users"] == 30
+        assert running["duration_s"] == 60 and running["source"] == "controller"
+        # The charts shade the running drill.
+        page.locator(".js-plotly-plot").filter(has_text="drill: spike").first.wait_for(
+            timeout=30_000
+        )
+        page.screenshot(path=str(ARTIFACTS / "dashboard-drill.png"), full_page=True)
 
-            stop = page.locator('[data-testid="stForm"]').filter(has_text="Stop drill")
-            stop_button = stop.get_by_role("button", name="Stop drill")
-            page.wait_for_function(
-                "b => !b.disabled", arg=stop_button.element_handle(), timeout=15_000
-            )
-            stop_reason = stop.get_by_role("textbox", name="Reason")
-            stop_reason.fill("seen enough")
-            stop_reason.press("Tab")
-            stop_button.click()
-            stopped = _wait_for_drill(up.controller, "stopped", 40.0)
-        finally:
-            browser.close()
+        stop = page.locator('[data-testid="stForm"]').filter(has_text="Stop drill")
+        stop_button = stop.get_by_role("button", name="Stop drill")
+        page.wait_for_function("b => !b.disabled", arg=stop_button.element_handle(), timeout=15_000)
+        stop_reason = stop.get_by_role("textbox", name="Reason")
+        stop_reason.fill("seen enough")
+        stop_reason.press("Tab")
+        stop_button.click()
+        stopped = _wait_for_drill(up.controller, "stopped", 40.0)
     assert stopped["id"] == running["id"]
     assert stopped["stop_reason"] == "seen enough"
     out = Path(str(stopped["out_dir"]))
