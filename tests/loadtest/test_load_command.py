@@ -321,3 +321,37 @@ def test_two_locust_processes_share_the_users(
     assert summary["generator"]["users_peak"] == 40  # counted across both processes
     assert summary["client_side"]["requests"] > 20
     assert summary["server_side"]["admitted"] >= summary["client_side"]["requests"] - 40
+
+
+@pytest.mark.slow
+def test_a_retry_storm_asks_more_often_than_a_polite_spike(
+    redis_server: EmbeddedRedis, redis_client: object, tmp_path: Path
+) -> None:
+    """The same users against a replica that sheds almost everything: impatient users
+    ask again at once, polite ones wait out Retry-After, so the storm sends far more."""
+    sent = {}
+    with target(
+        redis_server.url, concurrency_limit="1", queue_limit="0", db_latency_ms="50"
+    ) as url:
+        for scenario in ("spike", "retry_storm"):
+            out = tmp_path / scenario
+            done = load(
+                "--scenario",
+                scenario,
+                "--users",
+                "40",
+                "--duration",
+                "8",
+                "--host",
+                url,
+                "--out",
+                str(out),
+                "--no-marks",
+                env=clean_env(),
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            summary = summary_of(out)
+            assert summary["population"] == ("impatient" if scenario == "retry_storm" else "mixed")
+            sent[scenario] = summary["client_side"]["requests"]
+            assert summary["client_side"]["shed"] > 0
+    assert sent["retry_storm"] > 1.5 * sent["spike"], sent
