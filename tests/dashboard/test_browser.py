@@ -183,6 +183,20 @@ def test_the_dashboard_renders_and_an_operator_switches_a_mode(up: Up) -> None:
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
+def _wait_for_one_enabled(page: Page, css: str, text: str | None = None) -> None:
+    """Until exactly one element matches ``css`` (and has ``text``, if given) and it is
+    enabled: a Streamlit rerun briefly shows the old widgets next to the new ones."""
+    page.wait_for_function(
+        """([css, text]) => {
+            const found = [...document.querySelectorAll(css)]
+                .filter(e => text === null || e.textContent.trim() === text);
+            return found.length === 1 && !found[0].disabled;
+        }""",
+        arg=[css, text],
+        timeout=30_000,
+    )
+
+
 def _open_expander(page: Page, title: str, inside: Locator) -> None:
     """Open a sidebar expander until ``inside`` shows: a click that lands while the page
     reruns (after the token was typed) is lost, so try again."""
@@ -223,10 +237,12 @@ def test_an_operator_runs_a_drill_from_the_dashboard_and_the_charts_mark_it(up: 
         token = page.get_by_role("textbox", name="Admin token")
         token.fill(TOKEN)
         token.press("Enter")
+        # The token reruns the page; while it does, the old (locked) panel and the new
+        # one can both be in the DOM. Go on once only the new, unlocked one is there.
+        _wait_for_one_enabled(page, 'input[aria-label="Users (most at once)"]')
         form = page.locator('[data-testid="stForm"]').filter(has_text="Start drill")
         users = form.get_by_label("Users (most at once)")
         _open_expander(page, "Drills (load tests)", users)
-        page.wait_for_function("e => !e.disabled", arg=users.element_handle(), timeout=15_000)
         users.fill("30")
         users.press("Tab")
         duration = form.get_by_label("Duration, s")
@@ -246,9 +262,9 @@ def test_an_operator_runs_a_drill_from_the_dashboard_and_the_charts_mark_it(up: 
         )
         page.screenshot(path=str(ARTIFACTS / "dashboard-drill.png"), full_page=True)
 
+        _wait_for_one_enabled(page, "button", text="Stop drill")
         stop = page.locator('[data-testid="stForm"]').filter(has_text="Stop drill")
         stop_button = stop.get_by_role("button", name="Stop drill")
-        page.wait_for_function("b => !b.disabled", arg=stop_button.element_handle(), timeout=15_000)
         stop_reason = stop.get_by_role("textbox", name="Reason")
         stop_reason.fill("seen enough")
         stop_reason.press("Tab")
