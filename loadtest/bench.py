@@ -33,12 +33,12 @@ from typing import Any
 
 import redis
 
-from controller.quantile import bucket_deltas, histogram_quantile
 from controller.scrape import Scrape
-from controller.signals import REQUEST_HIST, compute
+from controller.signals import compute
 from loadtest.load import LoadOptions, run_load
 from loadtest.processes import HOST, child_env, free_port, running
 from loadtest.scenarios import build
+from loadtest.watch import ms_or_none
 from surgeguard.embedded_redis import EmbeddedRedis
 from surgeguard.settings import LOAD_CLIENT_KEYS, SettingsError
 
@@ -153,9 +153,7 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
     scrapes: list[Scrape] = run["scrapes"]
     start, end = _nearest(scrapes, pre), _nearest(scrapes, pre + spike_s)
     spike = compute("spike", start, end, slo_s=SLO_S)
-    buckets = bucket_deltas(end.buckets(REQUEST_HIST), start.buckets(REQUEST_HIST))
-    settled = _nearest(scrapes, pre + SETTLE_S)
-    settled_buckets = bucket_deltas(end.buckets(REQUEST_HIST), settled.buckets(REQUEST_HIST))
+    settled = compute("settled", _nearest(scrapes, pre + SETTLE_S), end, slo_s=SLO_S)
     recovery = None  # no limit at all, or not back within the run
     limit_min = min((w["limit"] for w in during), default=math.nan)
     if policy != "none" and limit_min >= 0.9 * limit_before:
@@ -170,11 +168,11 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
         "offered_rps": round(spike.offered_per_s, 1),
         "goodput_rps": round(spike.good_per_s, 1),
         "goodput_ratio": round(spike.good_per_s / capacity, 3) if capacity else 0.0,
-        "p50_ms": _ms(histogram_quantile(0.5, buckets)),
-        "p99_ms": _ms(histogram_quantile(0.99, buckets)),
+        "p50_ms": ms_or_none(spike.p50_s),
+        "p99_ms": ms_or_none(spike.p99_s),
         # The same, from SETTLE_S after the spike's start to its end: what the policy
         # holds once it has had a few seconds to react.
-        "p99_ms_settled": _ms(histogram_quantile(0.99, settled_buckets)),
+        "p99_ms_settled": ms_or_none(settled.p99_s),
         "slo_window_share": round(len(within) / len(judged), 3) if judged else 0.0,
         "time_to_slo_s": time_to_slo(during),
         "recovery_s": recovery,
@@ -189,10 +187,6 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
         },
         "windows": windows,
     }
-
-
-def _ms(seconds: float) -> float | None:
-    return None if math.isnan(seconds) else round(seconds * 1000, 1)
 
 
 def time_to_slo(during: Sequence[dict[str, Any]], run_of: int = 5) -> float | None:

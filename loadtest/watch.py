@@ -23,9 +23,8 @@ from typing import Any
 
 import httpx
 
-from controller.quantile import bucket_deltas, histogram_quantile
 from controller.scrape import Scrape
-from controller.signals import REQUEST_HIST, compute
+from controller.signals import Signals, compute
 
 SLO_S = 0.25
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)  # seconds
@@ -51,14 +50,8 @@ class Window:
     rss_mb: float | None
 
 
-def _ms(seconds: float) -> float | None:
+def ms_or_none(seconds: float) -> float | None:
     return None if math.isnan(seconds) else round(seconds * 1000, 1)
-
-
-def _per_s(now: Scrape, before: Scrape, name: str, **where: str) -> float:
-    window = max(1e-9, now.at - before.at)
-    current, previous = now.total(name, **where), before.total(name, **where)
-    return (current if current < previous else current - previous) / window
 
 
 def window_between(before: Scrape, now: Scrape, origin: float, slo_s: float = SLO_S) -> Window:
@@ -71,12 +64,10 @@ def window_between(before: Scrape, now: Scrape, origin: float, slo_s: float = SL
         admitted_per_s=round(s.admitted_per_s, 1),
         good_per_s=round(s.good_per_s, 1),
         rejected_per_s=round(s.rejected_total_per_s, 1),
-        errors_per_s=round(_per_s(now, before, "surgeguard_requests_total", outcome="error"), 2),
-        unavailable_per_s=round(
-            _per_s(now, before, "surgeguard_requests_total", outcome="unavailable"), 2
-        ),
-        p50_ms=_ms(s.p50_s),
-        p99_ms=_ms(s.p99_s),
+        errors_per_s=round(s.server_error_rate * s.admitted_per_s, 2),
+        unavailable_per_s=round(_unavailable_rate(s) * s.admitted_per_s, 2),
+        p50_ms=ms_or_none(s.p50_s),
+        p99_ms=ms_or_none(s.p99_s),
         limit=s.concurrency_limit,
         queue_limit=s.queue_limit,
         peak_in_flight=s.peak_in_flight,
@@ -84,24 +75,24 @@ def window_between(before: Scrape, now: Scrape, origin: float, slo_s: float = SL
     )
 
 
+def _unavailable_rate(s: Signals) -> float:
+    """The deliberate 503s among admitted, 0..1: every 5xx less the real errors."""
+    return max(0.0, s.error_rate - s.server_error_rate)
+
+
 def span_totals(first: Scrape, last: Scrape, slo_s: float = SLO_S) -> dict[str, Any]:
     """Counts and latency over a whole span (two scrapes), server side."""
     s = compute("span", first, last, slo_s=slo_s)
-    window = s.window_s
-    buckets = bucket_deltas(last.buckets(REQUEST_HIST), first.buckets(REQUEST_HIST))
+    admitted = s.admitted_per_s * s.window_s
     return {
-        "seconds": round(window, 1),
-        "admitted": round(s.admitted_per_s * window),
-        "good": round(s.good_per_s * window),
-        "rejected": {r: round(v * window) for r, v in s.rejected_per_s.items() if v},
-        "errors_5xx": round(
-            _per_s(last, first, "surgeguard_requests_total", outcome="error") * window
-        ),
-        "unavailable_503": round(
-            _per_s(last, first, "surgeguard_requests_total", outcome="unavailable") * window
-        ),
-        "p50_ms": _ms(histogram_quantile(0.5, buckets)),
-        "p99_ms": _ms(histogram_quantile(0.99, buckets)),
+        "seconds": round(s.window_s, 1),
+        "admitted": round(admitted),
+        "good": round(s.good_per_s * s.window_s),
+        "rejected": {r: round(v * s.window_s) for r, v in s.rejected_per_s.items() if v},
+        "errors_5xx": round(s.server_error_rate * admitted),
+        "unavailable_503": round(_unavailable_rate(s) * admitted),
+        "p50_ms": ms_or_none(s.p50_s),
+        "p99_ms": ms_or_none(s.p99_s),
         "goodput_per_s": round(s.good_per_s, 1),
     }
 
