@@ -106,14 +106,20 @@ class MixUser(SurgeUser):
         )
 
 
+class Impatient:
+    """Asks again at once after a shed answer, up to three times (a naive retry loop)."""
+
+    weight: float = 1
+    retries = 3
+    honour_retry_after = False
+
+
 class PoliteUser(MixUser):
     weight = 3
 
 
-class ImpatientUser(MixUser):
-    weight = 1
-    retries = 3
-    honour_retry_after = False
+class ImpatientUser(Impatient, MixUser):
+    pass
 
 
 class ReaderUser(SurgeUser):
@@ -131,10 +137,8 @@ class PoliteReader(ReaderUser):
     weight = 3
 
 
-class ImpatientReader(ReaderUser):
-    weight = 1
-    retries = 3
-    honour_retry_after = False
+class ImpatientReader(Impatient, ReaderUser):
+    pass
 
 
 # Exactly one shape class in this module's namespace: Locust uses the one it finds.

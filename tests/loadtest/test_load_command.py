@@ -33,6 +33,22 @@ def load(*args: str, env: dict[str, str], timeout: float = LOAD_TIMEOUT_S) -> An
     )
 
 
+def run(
+    scenario: str,
+    users: int,
+    duration_s: int,
+    url: str,
+    out: Path,
+    *extra: str,
+    env: dict[str, str],
+) -> Any:
+    """``surgeguard load`` of one sized scenario against ``url``, reports into ``out``."""
+    return load(
+        "--scenario", scenario, "--users", str(users), "--duration", str(duration_s),
+        "--host", url, "--out", str(out), *extra, env=env,
+    )  # fmt: skip
+
+
 @contextmanager
 def target(redis_url: str, **settings: str) -> Iterator[str]:
     port = free_port()
@@ -74,20 +90,7 @@ def test_a_short_spike_writes_its_reports_and_counts_shed_as_shed(
     with target(
         redis_server.url, concurrency_limit="2", queue_limit="0", db_latency_ms="30"
     ) as url:
-        done = load(
-            "--scenario",
-            "spike",
-            "--users",
-            "60",
-            "--duration",
-            "8",
-            "--host",
-            url,
-            "--out",
-            str(out),
-            "--no-marks",
-            env=clean_env(),
-        )
+        done = run("spike", 60, 8, url, out, "--no-marks", env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     progress = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert len(progress) >= 2, done.stdout
@@ -217,19 +220,14 @@ def test_slow_dependency_slows_the_db_half_way_and_puts_it_back(
 ) -> None:
     out = tmp_path / "slow"
     with target(redis_server.url) as url, controller(redis_server.url, url) as ctl:
-        done = load(
-            "--scenario",
+        done = run(
             "slow_dependency",
-            "--users",
-            "20",
-            "--duration",
-            "10",
-            "--host",
+            20,
+            10,
             url,
+            out,
             "--controller",
             ctl,
-            "--out",
-            str(out),
             env=clean_env(SURGEGUARD_ADMIN_TOKEN=TOKEN),
         )
         assert done.returncode == 0, done.stderr[-2000:]
@@ -299,22 +297,7 @@ def test_two_locust_processes_share_the_users(
 ) -> None:
     out = tmp_path / "two"
     with target(redis_server.url) as url:
-        done = load(
-            "--scenario",
-            "soak",
-            "--users",
-            "40",
-            "--duration",
-            "6",
-            "--processes",
-            "2",
-            "--host",
-            url,
-            "--out",
-            str(out),
-            "--no-marks",
-            env=clean_env(),
-        )
+        done = run("soak", 40, 6, url, out, "--processes", "2", "--no-marks", env=clean_env())
     assert done.returncode == 0, done.stderr[-2000:]
     summary = summary_of(out)
     assert summary["generator"]["processes"] == 2
@@ -335,20 +318,7 @@ def test_a_retry_storm_asks_more_often_than_a_polite_spike(
     ) as url:
         for scenario in ("spike", "retry_storm"):
             out = tmp_path / scenario
-            done = load(
-                "--scenario",
-                scenario,
-                "--users",
-                "40",
-                "--duration",
-                "8",
-                "--host",
-                url,
-                "--out",
-                str(out),
-                "--no-marks",
-                env=clean_env(),
-            )
+            done = run(scenario, 40, 8, url, out, "--no-marks", env=clean_env())
             assert done.returncode == 0, done.stderr[-2000:]
             summary = summary_of(out)
             assert summary["population"] == ("impatient" if scenario == "retry_storm" else "mixed")
