@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pytest
 
 from loadtest.processes import wait_healthy
 from loadtest.rawhttp import closed_loop
+from tests.support.polling import until
 from tests.support.processes import clean_env, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -137,12 +137,10 @@ def _dashboard_page(url: str) -> Iterator[Page]:
 
 
 def _mode_reaches(url: str, mode: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if mode in httpx.get(f"{url}/readyz", timeout=5).json()["modes"]:
-            return True
-        time.sleep(0.2)
-    return False
+    def active() -> bool | None:
+        return mode in httpx.get(f"{url}/readyz", timeout=5).json()["modes"] or None
+
+    return until(active, timeout_s, f"mode {mode} on the replica")
 
 
 def _switch_on(page: Page, mode: str) -> None:
@@ -218,14 +216,12 @@ def _drills(controller: str) -> dict[str, object]:
 
 
 def _wait_for_drill(controller: str, status: str, timeout_s: float) -> dict[str, object]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def newest_if_status() -> dict[str, object] | None:
         recent = _drills(controller)["recent"]
         assert isinstance(recent, list)
-        if recent and recent[0]["status"] == status:
-            return dict(recent[0])
-        time.sleep(0.3)
-    raise AssertionError(f"no drill became {status} within {timeout_s} s: {_drills(controller)}")
+        return dict(recent[0]) if recent and recent[0]["status"] == status else None
+
+    return until(newest_if_status, timeout_s, f"a drill {status}", every_s=0.3)
 
 
 def test_an_operator_runs_a_drill_from_the_dashboard_and_the_charts_mark_it(up: Up) -> None:

@@ -1,10 +1,14 @@
-"""Waiting, in async tests, for something that becomes true a little later."""
+"""Waiting for something that becomes true a little later (async tests, and sync ones
+that watch a real process from outside)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def eventually(
@@ -17,3 +21,14 @@ async def eventually(
             raise AssertionError(f"{what} did not hold within {timeout_s} s")
         await asyncio.sleep(0.02)
     return time.monotonic() - started
+
+
+def until(fetch: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.2) -> T:
+    """Call ``fetch`` until it returns something (not None) and return it; fail with
+    ``what`` after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while (found := fetch()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s")
+        time.sleep(every_s)
+    return found

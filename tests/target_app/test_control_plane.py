@@ -29,20 +29,27 @@ async def readyz(client: httpx.AsyncClient) -> dict[str, Any]:
     return body
 
 
-async def arrives(client: httpx.AsyncClient, version: int, knobs: dict[str, int],
-                  timeout_s: float) -> float:
+async def arrives(
+    client: httpx.AsyncClient, version: int, knobs: dict[str, int], timeout_s: float
+) -> float:
     async def applied() -> bool:
         ready = await readyz(client)
-        return bool(ready["control_plane"]["version"] == version
-                    and all(ready["knobs"][k] == v for k, v in knobs.items()))
+        return bool(
+            ready["control_plane"]["version"] == version
+            and all(ready["knobs"][k] == v for k, v in knobs.items())
+        )
+
     return await eventually(applied, timeout_s, f"version {version} with {knobs}")
 
 
 async def gauge(client: httpx.AsyncClient, name: str, **labels: str) -> float:
     text = (await client.get("/metrics")).text
-    [value] = [s.value for family in text_string_to_metric_families(text)
-               for s in family.samples if s.name == name
-               and all(s.labels.get(k) == v for k, v in labels.items())]
+    [value] = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
     return value
 
 
@@ -50,15 +57,17 @@ async def gauge(client: httpx.AsyncClient, name: str, **labels: str) -> float:
 
 
 async def test_a_knob_change_reaches_the_running_service_within_a_second(
-        start_target: StartTarget, writer: ControlPlaneWriter) -> None:
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target()
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         before = await readyz(client)
         assert before["knobs"]["concurrency_limit"] == KNOB_SPECS["concurrency_limit"].default
 
         state = await writer.set_knobs({"concurrency_limit": 7, "bulkhead.db": 5})
-        await arrives(client, state.version, {"concurrency_limit": 7, "bulkhead.db": 5},
-                      timeout_s=1.0)
+        await arrives(
+            client, state.version, {"concurrency_limit": 7, "bulkhead.db": 5}, timeout_s=1.0
+        )
         assert await gauge(client, "surgeguard_concurrency_limit") == 7
         assert await gauge(client, "surgeguard_dependency_limit", dependency="db") == 5
         assert await gauge(client, "surgeguard_control_plane_version") == state.version
@@ -66,8 +75,9 @@ async def test_a_knob_change_reaches_the_running_service_within_a_second(
     assert target.service.bulkheads["db"].limit == 5
 
 
-async def test_a_lowered_limit_is_enforced_at_the_door(start_target: StartTarget,
-                                                       writer: ControlPlaneWriter) -> None:
+async def test_a_lowered_limit_is_enforced_at_the_door(
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target(db_latency_ms=300, client_keys="demo-key,other-key")
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         state = await writer.set_knobs({"concurrency_limit": 1, "queue_limit": 0})
@@ -76,6 +86,7 @@ async def test_a_lowered_limit_is_enforced_at_the_door(start_target: StartTarget
 
         async def first_admitted() -> bool:
             return target.service.limiter.in_flight == 1
+
         await eventually(first_admitted, 2.0, "first request admitted")
         second = await client.get("/items/22", headers={"X-Api-Key": "other-key"})
         assert (await first).status_code == 200
@@ -85,23 +96,28 @@ async def test_a_lowered_limit_is_enforced_at_the_door(start_target: StartTarget
 
 
 async def test_a_per_replica_override_applies_to_that_replica_only(
-        start_target: StartTarget, writer: ControlPlaneWriter) -> None:
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     one, two = start_target(), start_target()
     assert one.service.replica != two.service.replica
-    async with httpx.AsyncClient(base_url=one.url, timeout=5.0) as c1, \
-            httpx.AsyncClient(base_url=two.url, timeout=5.0) as c2:
+    async with (
+        httpx.AsyncClient(base_url=one.url, timeout=5.0) as c1,
+        httpx.AsyncClient(base_url=two.url, timeout=5.0) as c2,
+    ):
         assert (await readyz(c1))["replica"] == one.service.replica
         state = await writer.set_knobs({"concurrency_limit": 20})
         for client in (c1, c2):
             await arrives(client, state.version, {"concurrency_limit": 20}, 1.0)
 
-        state = await writer.set_knobs({"concurrency_limit": 5, "bulkhead.payments": 3},
-                                       replica=one.service.replica)
+        state = await writer.set_knobs(
+            {"concurrency_limit": 5, "bulkhead.payments": 3}, replica=one.service.replica
+        )
         await arrives(c1, state.version, {"concurrency_limit": 5, "bulkhead.payments": 3}, 1.0)
         # The other replica read the same version and kept the global value.
         await arrives(c2, state.version, {"concurrency_limit": 20}, 1.0)
-        assert (await readyz(c2))["knobs"]["bulkhead.payments"] == \
-            KNOB_SPECS["bulkhead.payments"].default
+        assert (await readyz(c2))["knobs"]["bulkhead.payments"] == KNOB_SPECS[
+            "bulkhead.payments"
+        ].default
     assert one.service.limiter.limit == 5
     assert two.service.limiter.limit == 20
 
@@ -109,17 +125,27 @@ async def test_a_per_replica_override_applies_to_that_replica_only(
 # -- a bad document is refused whole --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("document", "named"), [
-    ('{"version": 99, "knobs": {"concurrency_limit": 0}}', "concurrency_limit"),
-    ('{"version": 99, "knobs": {"queue_limit": 5, "bulkhead.db": 0}}', "bulkhead.db"),
-    ('{"version": 99, "knobs": {"queue_limit": 5}, "modes": ["turbo"]}', "turbo"),
-    ('{"version": 99, "knobs": {"queue_limit": 5}, "replicas": {"r": {"knobs": {"x": 1}}}}',
-     "x"),
-    ('{"version": 99, "knobs": {"queue_limit": 5', "invalid control document"),
-], ids=["out-of-range", "one-bad-of-two", "unknown-mode", "bad-override", "not-json"])
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ('{"version": 99, "knobs": {"concurrency_limit": 0}}', "concurrency_limit"),
+        ('{"version": 99, "knobs": {"queue_limit": 5, "bulkhead.db": 0}}', "bulkhead.db"),
+        ('{"version": 99, "knobs": {"queue_limit": 5}, "modes": ["turbo"]}', "turbo"),
+        (
+            '{"version": 99, "knobs": {"queue_limit": 5}, "replicas": {"r": {"knobs": {"x": 1}}}}',
+            "x",
+        ),
+        ('{"version": 99, "knobs": {"queue_limit": 5', "invalid control document"),
+    ],
+    ids=["out-of-range", "one-bad-of-two", "unknown-mode", "bad-override", "not-json"],
+)
 async def test_an_invalid_document_is_refused_whole(
-        start_target: StartTarget, writer: ControlPlaneWriter, redis_client: redis.Redis,
-        document: str, named: str) -> None:
+    start_target: StartTarget,
+    writer: ControlPlaneWriter,
+    redis_client: redis.Redis,
+    document: str,
+    named: str,
+) -> None:
     target = start_target()
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         state = await writer.set_knobs({"concurrency_limit": 9})
@@ -131,6 +157,7 @@ async def test_an_invalid_document_is_refused_whole(
 
         async def refused() -> bool:
             return (await readyz(client))["control_plane"]["last_error"] is not None
+
         await eventually(refused, 2.0, "refusal reported")
         ready = await readyz(client)
     assert named in ready["control_plane"]["last_error"]
@@ -143,13 +170,15 @@ async def test_an_invalid_document_is_refused_whole(
 
 
 async def test_a_valid_document_after_a_refused_one_is_applied_and_clears_the_error(
-        start_target: StartTarget, redis_client: redis.Redis) -> None:
+    start_target: StartTarget, redis_client: redis.Redis
+) -> None:
     target = start_target()
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         redis_client.set(CONTROL_KEY, '{"version": 99, "knobs": {"concurrency_limit": 0}}')
 
         async def refused() -> bool:
             return (await readyz(client))["control_plane"]["last_error"] is not None
+
         await eventually(refused, 2.0, "refusal reported")
         redis_client.set(CONTROL_KEY, '{"version": 100, "knobs": {"concurrency_limit": 12}}')
         await arrives(client, 100, {"concurrency_limit": 12}, 1.0)
@@ -161,7 +190,8 @@ async def test_a_valid_document_after_a_refused_one_is_applied_and_clears_the_er
 
 
 async def test_fail_static_when_redis_goes_away_and_recovery_when_it_returns(
-        start_target: StartTarget, tmp_path: Path) -> None:
+    start_target: StartTarget, tmp_path: Path
+) -> None:
     data_dir = tmp_path / "control-redis"
     own = EmbeddedRedis(data_dir=data_dir)
     own.start()
@@ -192,13 +222,15 @@ async def test_fail_static_when_redis_goes_away_and_recovery_when_it_returns(
             async def stale() -> bool:
                 plane_state = (await readyz(client))["control_plane"]
                 return bool(plane_state["staleness_s"] > 2 * POLL_MS / 1000)
+
             await eventually(stale, 5.0, "staleness above two poll periods")
             ready = await readyz(client)
             assert ready["knobs"]["concurrency_limit"] == 11
             assert ready["control_plane"]["version"] == state.version
             assert "unreachable" in ready["control_plane"]["last_error"]
-            assert await gauge(client, "surgeguard_control_plane_staleness_seconds") > \
-                POLL_MS / 1000
+            assert (
+                await gauge(client, "surgeguard_control_plane_staleness_seconds") > POLL_MS / 1000
+            )
             assert target.service.limiter.limit == 11
 
             own = EmbeddedRedis(data_dir=data_dir, port=port)
@@ -219,7 +251,8 @@ async def test_fail_static_when_redis_goes_away_and_recovery_when_it_returns(
 
 
 async def test_the_writer_repairs_an_invalid_document_written_by_hand(
-        redis_client: redis.Redis, redis_server: EmbeddedRedis) -> None:
+    redis_client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
     """Regression: an invalid stored document used to block every controller write."""
     redis_client.set(CONTROL_KEY, '{"version": 41, "knobs": {"concurrency_limit": 0}}')
     plane = aioredis.Redis.from_url(redis_server.url)

@@ -31,8 +31,12 @@ async def switch(writer: ControlPlaneWriter, client: httpx.AsyncClient, *modes: 
 
 async def mode_active(client: httpx.AsyncClient) -> dict[str, float]:
     text = (await client.get("/metrics")).text
-    return {s.labels["mode"]: s.value for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name == "surgeguard_mode_active"}
+    return {
+        s.labels["mode"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "surgeguard_mode_active"
+    }
 
 
 def connect(target: RunningTarget) -> httpx.AsyncClient:
@@ -43,8 +47,10 @@ def connect(target: RunningTarget) -> httpx.AsyncClient:
 
 
 async def assert_sheddable_shed(client: httpx.AsyncClient) -> None:
-    for response in (await client.get("/items/1", headers=SHEDDABLE),
-                     await client.get("/recommendations", headers=API_KEY)):  # sheddable route
+    for response in (
+        await client.get("/items/1", headers=SHEDDABLE),
+        await client.get("/recommendations", headers=API_KEY),
+    ):  # sheddable route
         assert response.status_code == 429, response.text
         assert response.headers["Retry-After"].isdigit()
         assert response.json()["reason"] == "mode"
@@ -65,14 +71,20 @@ async def test_shed_sheddable_set_at_start(start_target: StartTarget) -> None:
         await assert_sheddable_shed(client)
         assert (await mode_active(client))["shed_sheddable"] == 1.0
         text = (await client.get("/metrics")).text
-    shed = [s.value for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == "surgeguard_rejections_total" and s.labels["reason"] == "mode"
-            and s.labels["priority"] == "sheddable"]
+    shed = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "surgeguard_rejections_total"
+        and s.labels["reason"] == "mode"
+        and s.labels["priority"] == "sheddable"
+    ]
     assert shed == [2.0]
 
 
-async def test_shed_sheddable_switched_at_runtime(start_target: StartTarget,
-                                                  writer: ControlPlaneWriter) -> None:
+async def test_shed_sheddable_switched_at_runtime(
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target()
     async with connect(target) as client:
         await assert_sheddable_served(client)
@@ -99,8 +111,9 @@ async def test_recommendations_off_set_at_start(start_target: StartTarget) -> No
     assert recommendations.calls == 0
 
 
-async def test_recommendations_off_switched_at_runtime(start_target: StartTarget,
-                                                       writer: ControlPlaneWriter) -> None:
+async def test_recommendations_off_switched_at_runtime(
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target()
     recommendations = target.service.dependencies["recommendations"]
     async with connect(target) as client:
@@ -134,15 +147,21 @@ def fake_clock_cache(target: RunningTarget) -> FakeClock:
 
     async def install() -> None:
         service.cache = ReadThroughCache(
-            service.redis, service.bulkheads["cache"], ttl_s=5.0, ttl_jitter=0.0,
-            remote_latency=service.dependencies["cache"].call, clock=clock)
+            service.redis,
+            service.bulkheads["cache"],
+            ttl_s=5.0,
+            ttl_jitter=0.0,
+            remote_latency=service.dependencies["cache"].call,
+            clock=clock,
+        )
 
     target.server.call(install())
     return clock
 
 
-async def test_serve_stale_set_at_start(start_target: StartTarget,
-                                        writer: ControlPlaneWriter) -> None:
+async def test_serve_stale_set_at_start(
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target(modes="serve_stale")
     clock = fake_clock_cache(target)
     db = target.service.dependencies["db"]
@@ -166,7 +185,8 @@ async def test_serve_stale_set_at_start(start_target: StartTarget,
 
 
 async def test_serve_stale_switched_at_runtime_keeps_items_up_while_the_db_fails(
-        start_target: StartTarget, writer: ControlPlaneWriter) -> None:
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target()
     clock = fake_clock_cache(target)
     async with connect(target) as client:
@@ -193,8 +213,10 @@ async def test_serve_stale_switched_at_runtime_keeps_items_up_while_the_db_fails
 
 
 async def assert_writes_refused(client: httpx.AsyncClient) -> None:
-    for response in (await client.post("/orders", json=ORDER, headers=API_KEY),
-                     await client.post("/signup", json=SIGNUP, headers=API_KEY)):
+    for response in (
+        await client.post("/orders", json=ORDER, headers=API_KEY),
+        await client.post("/signup", json=SIGNUP, headers=API_KEY),
+    ):
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"].isdigit()
         assert "read-only" in response.json()["detail"]
@@ -203,8 +225,7 @@ async def assert_writes_refused(client: httpx.AsyncClient) -> None:
     assert (await client.get("/ping")).status_code == 200
 
 
-async def test_read_only_set_at_start(start_target: StartTarget,
-                                      redis_client: redis.Redis) -> None:
+async def test_read_only_set_at_start(start_target: StartTarget, redis_client: redis.Redis) -> None:
     target = start_target(modes="read_only")
     async with connect(target) as client:
         await assert_writes_refused(client)
@@ -213,9 +234,9 @@ async def test_read_only_set_at_start(start_target: StartTarget,
     assert target.service.dependencies["payments"].calls == 0
 
 
-async def test_read_only_switched_at_runtime(start_target: StartTarget,
-                                             writer: ControlPlaneWriter,
-                                             redis_client: redis.Redis) -> None:
+async def test_read_only_switched_at_runtime(
+    start_target: StartTarget, writer: ControlPlaneWriter, redis_client: redis.Redis
+) -> None:
     target = start_target()
     async with connect(target) as client:
         assert (await client.post("/orders", json=ORDER, headers=API_KEY)).status_code == 201

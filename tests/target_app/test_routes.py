@@ -27,8 +27,11 @@ ORDER = {"item_id": 1, "quantity": 2}
 
 
 def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [(s.name, s.labels, s.value)
-            for family in text_string_to_metric_families(text) for s in family.samples]
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
 
 
 def detail_locs(response: httpx.Response) -> list[list[Any]]:
@@ -50,8 +53,9 @@ def http(target: RunningTarget) -> Iterator[httpx.Client]:
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-Api-Key": "not-a-key"}], ids=["missing", "unknown"])
-def test_routes_with_client_data_need_a_known_key(http: httpx.Client,
-                                                  headers: dict[str, str]) -> None:
+def test_routes_with_client_data_need_a_known_key(
+    http: httpx.Client, headers: dict[str, str]
+) -> None:
     responses = [
         http.get("/feed", headers=headers),
         http.get("/items/1", headers=headers),
@@ -80,25 +84,32 @@ def test_a_valid_key_gets_through(http: httpx.Client) -> None:
 # -- validation -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path", "body", "field"), [
-    ("POST", "/signup", {"email": "not-an-email", "name": "Ada"}, "email"),
-    ("POST", "/signup", {"email": "ada@example.com"}, "name"),
-    ("POST", "/orders", {"item_id": 1, "quantity": 0}, "quantity"),
-    ("POST", "/orders", {"item_id": 1, "quantity": 101}, "quantity"),
-    ("GET", "/items/0", None, "item_id"),
-    ("GET", "/feed?page=0", None, "page"),
-], ids=["bad-email", "missing-name", "quantity-0", "quantity-101", "item-0", "page-0"])
-def test_bad_input_gets_422_naming_the_field(http: httpx.Client, method: str, path: str,
-                                             body: dict[str, Any] | None, field: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/signup", {"email": "not-an-email", "name": "Ada"}, "email"),
+        ("POST", "/signup", {"email": "ada@example.com"}, "name"),
+        ("POST", "/orders", {"item_id": 1, "quantity": 0}, "quantity"),
+        ("POST", "/orders", {"item_id": 1, "quantity": 101}, "quantity"),
+        ("GET", "/items/0", None, "item_id"),
+        ("GET", "/feed?page=0", None, "page"),
+    ],
+    ids=["bad-email", "missing-name", "quantity-0", "quantity-101", "item-0", "page-0"],
+)
+def test_bad_input_gets_422_naming_the_field(
+    http: httpx.Client, method: str, path: str, body: dict[str, Any] | None, field: str
+) -> None:
     response = http.request(method, path, json=body, headers=API_KEY)
     assert response.status_code == 422, response.text
     assert any(field in loc for loc in detail_locs(response)), response.text
 
 
-def test_a_body_that_is_not_json_gets_422(http: httpx.Client,
-                                         redis_client: redis.Redis) -> None:
-    response = http.post("/signup", content=b"email=ada@example.com&name=Ada",
-                         headers={**API_KEY, "Content-Type": "application/json"})
+def test_a_body_that_is_not_json_gets_422(http: httpx.Client, redis_client: redis.Redis) -> None:
+    response = http.post(
+        "/signup",
+        content=b"email=ada@example.com&name=Ada",
+        headers={**API_KEY, "Content-Type": "application/json"},
+    )
     assert response.status_code == 422, response.text
     assert detail_locs(response)[0][0] == "body"
     assert redis_client.xlen(EMAIL_STREAM) == 0
@@ -109,22 +120,28 @@ def test_a_body_that_is_not_json_gets_422(http: httpx.Client,
 
 def padded_signup(size: int) -> bytes:
     """A valid signup document of about ``size`` bytes (unknown fields are ignored)."""
-    return (b'{"email": "ada@example.com", "name": "Ada", "padding": "'
-            + b"x" * size + b'"}')
+    return b'{"email": "ada@example.com", "name": "Ada", "padding": "' + b"x" * size + b'"}'
 
 
-def test_bodies_over_the_limit_get_413_and_store_nothing(start_target: StartTarget,
-                                                         redis_client: redis.Redis) -> None:
+def test_bodies_over_the_limit_get_413_and_store_nothing(
+    start_target: StartTarget, redis_client: redis.Redis
+) -> None:
     target = start_target(max_body_bytes=200)
     with httpx.Client(base_url=target.url, timeout=5.0) as http:
-        small = http.post("/signup", content=padded_signup(20),
-                          headers={**API_KEY, "Content-Type": "application/json"})
+        small = http.post(
+            "/signup",
+            content=padded_signup(20),
+            headers={**API_KEY, "Content-Type": "application/json"},
+        )
         assert small.status_code == 202, small.text  # the same document, under the limit
         stored = redis_client.xlen(EMAIL_STREAM)
         assert stored == 1
 
-        declared = http.post("/signup", content=padded_signup(400),
-                             headers={**API_KEY, "Content-Type": "application/json"})
+        declared = http.post(
+            "/signup",
+            content=padded_signup(400),
+            headers={**API_KEY, "Content-Type": "application/json"},
+        )
         assert declared.request.headers["Content-Length"] == str(len(padded_signup(400)))
         assert declared.status_code == 413
         assert "200 bytes" in declared.json()["detail"]
@@ -132,10 +149,11 @@ def test_bodies_over_the_limit_get_413_and_store_nothing(start_target: StartTarg
         def chunks() -> Iterator[bytes]:
             body = padded_signup(400)
             for start in range(0, len(body), 100):
-                yield body[start:start + 100]
+                yield body[start : start + 100]
 
-        chunked = http.post("/signup", content=chunks(),
-                            headers={**API_KEY, "Content-Type": "application/json"})
+        chunked = http.post(
+            "/signup", content=chunks(), headers={**API_KEY, "Content-Type": "application/json"}
+        )
         assert chunked.request.headers["Transfer-Encoding"] == "chunked"
         assert "Content-Length" not in chunked.request.headers
         assert chunked.status_code == 413
@@ -150,7 +168,8 @@ def test_bodies_over_the_limit_get_413_and_store_nothing(start_target: StartTarg
 
 
 def test_signup_is_queued_durably_and_its_status_is_readable(
-        http: httpx.Client, redis_client: redis.Redis) -> None:
+    http: httpx.Client, redis_client: redis.Redis
+) -> None:
     response = http.post("/signup", json=SIGNUP, headers=API_KEY)
     assert response.status_code == 202
     body = response.json()
@@ -159,16 +178,17 @@ def test_signup_is_queued_durably_and_its_status_is_readable(
 
     status = http.get(body["status_url"], headers=API_KEY)
     assert status.status_code == 200
-    assert status.json() == {"id": signup_id, "status": "queued", "attempts": 0,
-                             "last_error": None}
+    assert status.json() == {"id": signup_id, "status": "queued", "attempts": 0, "last_error": None}
 
-    [(_, email_job)] = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                            redis_client.xrange(EMAIL_STREAM))
+    [(_, email_job)] = cast(
+        list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(EMAIL_STREAM)
+    )
     assert email_job[b"signup_id"] == signup_id.encode()
     assert email_job[b"email"] == b"ada@example.com"
     assert email_job[b"task"] == b"welcome_email"
-    [(_, event)] = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                        redis_client.xrange(ANALYTICS_STREAM))
+    [(_, event)] = cast(
+        list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(ANALYTICS_STREAM)
+    )
     assert event[b"signup_id"] == signup_id.encode()
     assert event[b"event"] == b"signup"
 
@@ -180,7 +200,8 @@ def test_unknown_signup_is_404(http: httpx.Client) -> None:
 
 
 def test_signup_while_redis_is_down_is_503_and_works_again_after(
-        start_target: StartTarget, tmp_path: Path) -> None:
+    start_target: StartTarget, tmp_path: Path
+) -> None:
     own = EmbeddedRedis(data_dir=tmp_path / "redis")
     own.start()
     port = own.port
@@ -207,8 +228,10 @@ def test_signup_while_redis_is_down_is_503_and_works_again_after(
                 # ... and signups work again without restarting the service.
                 after = http.post("/signup", json=SIGNUP, headers=API_KEY)
                 assert after.status_code == 202, after.text
-                assert http.get(after.json()["status_url"],
-                                headers=API_KEY).json()["status"] == "queued"
+                assert (
+                    http.get(after.json()["status_url"], headers=API_KEY).json()["status"]
+                    == "queued"
+                )
                 assert check.xlen(EMAIL_STREAM) == 2
         finally:
             check.close()
@@ -231,8 +254,9 @@ def test_items_are_json_and_404_past_the_catalogue(http: httpx.Client) -> None:
     assert "100001" in missing.json()["detail"]
 
 
-def test_repeated_item_reads_are_served_from_the_cache(target: RunningTarget,
-                                                       http: httpx.Client) -> None:
+def test_repeated_item_reads_are_served_from_the_cache(
+    target: RunningTarget, http: httpx.Client
+) -> None:
     db = target.service.dependencies["db"]
     first = http.get("/items/5", headers=API_KEY)
     assert first.status_code == 200
@@ -245,12 +269,12 @@ def test_repeated_item_reads_are_served_from_the_cache(target: RunningTarget,
     assert db.calls == calls
 
 
-async def test_concurrent_misses_for_one_item_make_one_db_call(
-        start_target: StartTarget) -> None:
+async def test_concurrent_misses_for_one_item_make_one_db_call(start_target: StartTarget) -> None:
     target = start_target(db_latency_ms=100)
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         responses = await asyncio.gather(
-            *(client.get("/items/777", headers=API_KEY) for _ in range(30)))
+            *(client.get("/items/777", headers=API_KEY) for _ in range(30))
+        )
     assert [r.status_code for r in responses] == [200] * 30
     assert len({r.content for r in responses}) == 1
     assert target.service.dependencies["db"].calls == 1
@@ -260,7 +284,8 @@ async def test_concurrent_misses_for_one_item_make_one_db_call(
 
 
 async def test_a_full_db_bulkhead_fails_fast_with_503_naming_db(
-        start_target: StartTarget, writer: ControlPlaneWriter) -> None:
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target(bulkhead_max_wait_ms=0, db_latency_ms=300)
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         state = await writer.set_knobs({"bulkhead.db": 1})
@@ -285,7 +310,8 @@ async def test_a_full_db_bulkhead_fails_fast_with_503_naming_db(
 
 
 async def test_feed_without_recommendations_when_they_fail(
-        start_target: StartTarget, writer: ControlPlaneWriter) -> None:
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target()
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         healthy = await client.get("/feed", headers=API_KEY)
@@ -303,16 +329,17 @@ async def test_feed_without_recommendations_when_they_fail(
 
 
 async def test_feed_without_recommendations_when_their_bulkhead_is_full(
-        start_target: StartTarget, writer: ControlPlaneWriter) -> None:
+    start_target: StartTarget, writer: ControlPlaneWriter
+) -> None:
     target = start_target(bulkhead_max_wait_ms=0, recommendations_latency_ms=300)
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         state = await writer.set_knobs({"bulkhead.recommendations": 1})
         await eventually(lambda: applied(client, state.version), what="bulkhead = 1")
-        responses = await asyncio.gather(*(client.get("/feed", headers=API_KEY)
-                                           for _ in range(3)))
+        responses = await asyncio.gather(*(client.get("/feed", headers=API_KEY) for _ in range(3)))
     assert [r.status_code for r in responses] == [200] * 3
-    degraded = [r for r in responses
-                if "recommendations_unavailable" in r.headers.get("X-Degraded", "")]
+    degraded = [
+        r for r in responses if "recommendations_unavailable" in r.headers.get("X-Degraded", "")
+    ]
     complete = [r for r in responses if "X-Degraded" not in r.headers]
     assert len(complete) == 1 and complete[0].json()["recommendations"]
     assert len(degraded) == 2
@@ -322,12 +349,21 @@ async def test_feed_without_recommendations_when_their_bulkhead_is_full(
 # -- metrics --------------------------------------------------------------------------------
 
 CONTRACT_METRICS = (
-    "surgeguard_request_duration_seconds", "surgeguard_queue_wait_seconds",
-    "surgeguard_requests_total", "surgeguard_rejections_total", "surgeguard_inflight",
-    "surgeguard_queue_depth", "surgeguard_concurrency_limit", "surgeguard_queue_limit",
-    "surgeguard_dependency_inflight", "surgeguard_dependency_limit",
-    "surgeguard_dependency_duration_seconds", "surgeguard_dependency_rejections_total",
-    "surgeguard_mode_active", "surgeguard_jobs_pending", "surgeguard_event_loop_lag_seconds",
+    "surgeguard_request_duration_seconds",
+    "surgeguard_queue_wait_seconds",
+    "surgeguard_requests_total",
+    "surgeguard_rejections_total",
+    "surgeguard_inflight",
+    "surgeguard_queue_depth",
+    "surgeguard_concurrency_limit",
+    "surgeguard_queue_limit",
+    "surgeguard_dependency_inflight",
+    "surgeguard_dependency_limit",
+    "surgeguard_dependency_duration_seconds",
+    "surgeguard_dependency_rejections_total",
+    "surgeguard_mode_active",
+    "surgeguard_jobs_pending",
+    "surgeguard_event_loop_lag_seconds",
     "process_cpu_seconds_total",
 )
 
@@ -345,34 +381,42 @@ def test_metrics_expose_every_contract_name(http: httpx.Client) -> None:
     assert not missing, missing
 
     found = samples(text)
-    assert any(name == "surgeguard_request_duration_seconds_bucket" and labels["le"] == "0.25"
-               for name, labels, _ in found)
-    items_ok = [v for name, labels, v in found
-                if name == "surgeguard_requests_total" and labels["route"] == "items"
-                and labels["outcome"] == "ok"]
+    assert any(
+        name == "surgeguard_request_duration_seconds_bucket" and labels["le"] == "0.25"
+        for name, labels, _ in found
+    )
+    items_ok = [
+        v
+        for name, labels, v in found
+        if name == "surgeguard_requests_total"
+        and labels["route"] == "items"
+        and labels["outcome"] == "ok"
+    ]
     assert sum(items_ok) == 1
     modes = {labels["mode"] for name, labels, _ in found if name == "surgeguard_mode_active"}
     assert modes == {"shed_sheddable", "recommendations_off", "serve_stale", "read_only"}
-    streams = {labels["stream"] for name, labels, _ in found
-               if name == "surgeguard_jobs_pending"}
+    streams = {labels["stream"] for name, labels, _ in found if name == "surgeguard_jobs_pending"}
     assert streams == {EMAIL_STREAM, ANALYTICS_STREAM}
-    dependencies = {labels["dependency"] for name, labels, _ in found
-                    if name == "surgeguard_dependency_limit"}
+    dependencies = {
+        labels["dependency"] for name, labels, _ in found if name == "surgeguard_dependency_limit"
+    }
     assert dependencies == {"db", "cache", "recommendations", "payments"}
 
 
-def test_event_loop_lag_is_measured_on_the_replica_loop(target: RunningTarget,
-                                                        http: httpx.Client) -> None:
+def test_event_loop_lag_is_measured_on_the_replica_loop(
+    target: RunningTarget, http: httpx.Client
+) -> None:
     """The lag monitor runs on the service's own loop (started by its lifespan): a
     loop blocked for 300 ms makes the next wakeup at least 250 ms late."""
 
     def lag() -> tuple[float, float]:
         found = samples(http.get("/metrics").text)
-        count = next(v for name, _, v in found
-                     if name == "surgeguard_event_loop_lag_seconds_count")
-        within = next(v for name, labels, v in found
-                      if name == "surgeguard_event_loop_lag_seconds_bucket"
-                      and labels["le"] == "0.2")
+        count = next(v for name, _, v in found if name == "surgeguard_event_loop_lag_seconds_count")
+        within = next(
+            v
+            for name, labels, v in found
+            if name == "surgeguard_event_loop_lag_seconds_bucket" and labels["le"] == "0.2"
+        )
         return count, count - within
 
     async def block_the_loop() -> None:
@@ -394,8 +438,10 @@ def test_histograms_have_a_bucket_edge_at_a_custom_slo(start_target: StartTarget
     with httpx.Client(base_url=target.url, timeout=5.0) as http:
         assert http.get("/items/3", headers=API_KEY).status_code == 200
         found = samples(http.get("/metrics").text)
-    for histogram in ("surgeguard_request_duration_seconds",
-                      "surgeguard_dependency_duration_seconds"):
+    for histogram in (
+        "surgeguard_request_duration_seconds",
+        "surgeguard_dependency_duration_seconds",
+    ):
         edges = {labels["le"] for name, labels, _ in found if name == f"{histogram}_bucket"}
         assert "0.18" in edges, (histogram, sorted(edges))
 
@@ -404,9 +450,11 @@ def test_health_and_metrics_calls_are_not_counted_as_requests(http: httpx.Client
     assert http.get("/ping").status_code == 200
 
     def counted() -> dict[tuple[str, str, str], float]:
-        return {(labels["route"], labels["priority"], labels["outcome"]): value
-                for name, labels, value in samples(http.get("/metrics").text)
-                if name == "surgeguard_requests_total" and value}
+        return {
+            (labels["route"], labels["priority"], labels["outcome"]): value
+            for name, labels, value in samples(http.get("/metrics").text)
+            if name == "surgeguard_requests_total" and value
+        }
 
     before = counted()
     assert before == {("ping", "normal", "ok"): 1.0}
