@@ -368,4 +368,6 @@ def _per_replica(total: Signals, replicas: int) -> Signals:
         queue_depth=total.queue_depth / n,
         queue_timeout_s=total.queue_timeout_s / n,
         admitted_per_s=total.admitted_per_s / n,
+        penalty_held=total.penalty_held / n,
+        penalty_holds_per_s=total.penalty_holds_per_s / n,
     )

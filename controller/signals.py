@@ -19,6 +19,8 @@ QUEUE_HIST = "surgeguard_queue_wait_seconds"
 DEP_HIST = "surgeguard_dependency_duration_seconds"
 LOOP_LAG_HIST = "surgeguard_event_loop_lag_seconds"
 CPU_SECONDS = "process_cpu_seconds_total"  # prometheus_client's ProcessCollector
+PENALTY_HELD = "surgeguard_penalty_box_held"  # gauge: requests held right now
+PENALTY_HOLDS = "surgeguard_penalty_box_holds_total"  # counter: requests that were held
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,11 @@ class Signals:
     # 5xx among admitted other than the deliberate 503s (a dependency's bulkhead full
     # or timed out, the service unavailable): what the concurrency limit reacts to, 0..1.
     server_error_rate: float = 0.0
+    # Requests held in the penalty box now (their client came back before its
+    # Retry-After), and how many per second were held over the window; 0 when the
+    # replica does not export them.
+    penalty_held: float = 0.0
+    penalty_holds_per_s: float = 0.0
     stale: bool = False
 
     @property
@@ -145,6 +152,8 @@ def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signa
         / admitted
         if admitted
         else 0.0,
+        penalty_held=now.total(PENALTY_HELD),
+        penalty_holds_per_s=_rate(now, before, PENALTY_HOLDS, window),
     )
 
 

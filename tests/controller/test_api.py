@@ -249,6 +249,8 @@ def test_state_history_and_decisions_after_some_ticks(
     replica = target.service.replica
     assert state["replicas"][replica]["knobs"]["concurrency_limit"] == 64
     assert state["replicas"][replica]["signals"]["admitted_per_s"] > 0
+    assert state["replicas"][replica]["signals"]["penalty_held"] == 0  # issue 11
+    assert "penalty_holds_per_s" in state["replicas"][replica]["signals"]
     assert state["bottleneck"]["name"] in {
         "none",
         "admission",
@@ -276,6 +278,7 @@ def test_history_since_returns_only_newer_ticks(
         ).json()
     assert [r["at"] for r in newer] == [r["at"] for r in everything[1:]]
     point = everything[-1]["replicas"][target.service.replica]["signals"]
+    assert point["penalty_held"] == 0 and point["penalty_holds_per_s"] == 0  # issue 11
     # History points are compact: dependencies keep what the charts draw.
     assert set(point["dependencies"]["db"]) == {
         "p99_s",

@@ -191,3 +191,23 @@ def test_aggregate_merges_loop_lag_and_keeps_the_busiest_cpu() -> None:
         [(a_before, a.scrape(at=1.0)), (plain.scrape(at=0.0), plain.scrape(at=1.0))], slo_s=SLO
     )
     assert only_one.cpu_utilisation == pytest.approx(0.3)
+
+
+def test_penalty_box_signals_come_from_the_window() -> None:
+    """Issue 11: requests held because their client ignored Retry-After (a gauge) and
+    how many were held per second (a counter's rate); 0 when not exported."""
+    r = Replica()
+    plain = compute("a", r.scrape(at=0.0), r.scrape(at=1.0), slo_s=SLO)
+    assert (plain.penalty_held, plain.penalty_holds_per_s) == (0.0, 0.0)
+
+    def with_box(held: float, holds: float, at: float) -> Scrape:
+        text = f"surgeguard_penalty_box_held {held}\nsurgeguard_penalty_box_holds_total {holds}\n"
+        return Scrape.from_text(generate_latest(r.registry).decode() + text, at)
+
+    before, now = with_box(10, 1000, at=10.0), with_box(250, 1600, at=12.0)
+    s = compute("a", before, now, slo_s=SLO)
+    assert s.penalty_held == 250
+    assert s.penalty_holds_per_s == pytest.approx(300)
+    total = aggregate([(before, now), (before, now)], slo_s=SLO)
+    assert total.penalty_held == 500  # held requests add up across replicas
+    assert total.penalty_holds_per_s == pytest.approx(600)
