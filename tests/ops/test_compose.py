@@ -274,6 +274,25 @@ def test_two_replicas_with_distinct_stable_ids() -> None:
     assert len(set(ids)) == len(ids), f"replica ids must differ: {ids}"
 
 
+def test_replicas_name_clients_by_the_address_nginx_saw() -> None:
+    """Issue 11: behind nginx's keep-alive pool one connection carries many clients, so
+    the penalty box must tell them apart by the X-Real-IP nginx sets (test_nginx.py)."""
+    for name in replicas():
+        env = environment(services()[name])
+        assert env.get("SURGEGUARD_CLIENT_ADDRESS_HEADER") == "x-real-ip", name
+    settings = load_settings(client_address_header="x-real-ip")
+    assert settings.client_address_header.lower() == "x-real-ip"
+
+
+def test_replicas_default_to_the_settings_client_keys_and_their_ceilings() -> None:
+    """Issue 11: a key's ceiling is the highest priority it may use; the compose default
+    must be the settings' own (the demo's keys critical), not a list of bare keys."""
+    default = Settings.model_fields["client_keys"].default
+    for name in replicas():
+        keys = resolve(environment(services()[name])["SURGEGUARD_CLIENT_KEYS"])
+        assert keys == default, name
+
+
 def test_controller_tunes_every_replica() -> None:
     controllers = [s for s in surgeguard_services().values() if command(s)[:1] == ["controller"]]
     assert len(controllers) == 1, "expected exactly one controller service"
