@@ -1,6 +1,7 @@
 """Plotly figures from the controller's data: pure functions, data in, figure out.
 
-Every time figure marks the load-test drills it spans (``dashboard.drills``).
+Every time figure marks the load-test drills it spans and shares its axes and layout
+(``dashboard.timeplot``); the door's figure is in ``dashboard.door``.
 Every figure has a fixed ``uirevision`` and traces with a fixed ``uid`` (so Plotly
 keeps zoom and legend clicks wherever the chart is updated in place), fixed heights
 and legend places; the x axis is left to autorange so a refresh extends it. (Streamlit
@@ -23,93 +24,17 @@ import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped]
 
-from dashboard.drills import Drill, band_layout, drill_spans
+from dashboard.door import reason_colour, reason_order, rejected
+from dashboard.drills import Drill
 from dashboard.model import Decision, Signals, Tick
-from dashboard.summary import mode_spans
+from dashboard.timeplot import LIMIT_COLOUR, layout, mark_drills, series, shade_modes, x_ms
 
-MODE_COLOURS = {
-    "shed_sheddable": "#f58518",
-    "recommendations_off": "#b279a2",
-    "serve_stale": "#72b7b2",
-    "read_only": "#e45756",
-}
-REASON_COLOURS = ("#f58518", "#e45756", "#ff9da6", "#9d755d", "#bab0ac", "#eeca3b")
 LATENCY_COLOURS = {"p50": "#9ecae9", "p95": "#4c78a8", "p99": "#1f3b73"}
 SLO_COLOUR = "#d62728"
-LIMIT_COLOUR = "#7f7f7f"
 WORST_COLOUR = "#d62728"
 BUSIEST_COLOUR = "#f58518"
 CALM_COLOUR = "#4c78a8"
 BUSY_SHARE = 0.8  # the controller calls a dependency busy at this utilisation
-
-
-def _x(ticks: Sequence[Tick], offset_s: float) -> np.ndarray:
-    """Tick times as milliseconds since the epoch, shifted to the viewer's zone."""
-    return np.fromiter(((t.at + offset_s) * 1000.0 for t in ticks), float, len(ticks))
-
-
-def _y(ticks: Sequence[Tick], replica: str | None, get: Callable[[Signals], float]) -> np.ndarray:
-    def value(t: Tick) -> float:
-        s = t.signals(replica)
-        return get(s) if s is not None and not s.stale else math.nan
-
-    return np.fromiter((value(t) for t in ticks), float, len(ticks))
-
-
-def _layout(fig: go.Figure, key: str, title: str, height: int = 320) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "x": 0, "font": {"size": 14}},
-        uirevision=key,
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
-        hovermode="x unified",
-    )
-    fig.update_xaxes(type="date")
-    fig.update_yaxes(rangemode="tozero")
-    return fig
-
-
-def _shade_modes(fig: go.Figure, ticks: Sequence[Tick], offset_s: float) -> None:
-    """A shaded span wherever a degradation mode was on (one legend entry per mode).
-    Set in one layout update: adding shapes one by one is quadratic in plotly."""
-    shapes: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for span in mode_spans(ticks):
-        shapes.append(
-            {
-                "type": "rect",
-                "xref": "x",
-                "yref": "paper",
-                "x0": (span.start + offset_s) * 1000.0,
-                "x1": (span.end + offset_s) * 1000.0,
-                "y0": 0,
-                "y1": 1,
-                "fillcolor": MODE_COLOURS.get(span.mode, "#bab0ac"),
-                "opacity": 0.18,
-                "line": {"width": 0},
-                "layer": "below",
-                "name": f"mode {span.mode}",
-                "legendgroup": f"mode {span.mode}",
-                "showlegend": span.mode not in seen,
-            }
-        )
-        seen.add(span.mode)
-    fig.update_layout(shapes=shapes)
-
-
-def _mark_drills(
-    fig: go.Figure, ticks: Sequence[Tick], drills: Sequence[Drill], offset_s: float
-) -> None:
-    """A labelled band for each load-test drill inside the ticks' span, added to the
-    shapes and annotations already there (mode spans, subplot titles)."""
-    if not ticks or not drills:
-        return
-    shapes, labels = band_layout(drill_spans(drills, ticks[0].at, ticks[-1].at), offset_s)
-    if shapes:
-        fig.update_layout(
-            shapes=[*fig.layout.shapes, *shapes], annotations=[*fig.layout.annotations, *labels]
-        )
 
 
 def latency_figure(
@@ -122,14 +47,14 @@ def latency_figure(
 ) -> go.Figure:
     """p50/p95/p99 of admitted requests (ms), the SLO, and the concurrency limit as a
     step line on a second axis; shaded spans where a mode was on."""
-    x = _x(ticks, offset_s)
+    x = x_ms(ticks, offset_s)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for q, get in (
         ("p50", lambda s: s.p50_s),
         ("p95", lambda s: s.p95_s),
         ("p99", lambda s: s.p99_s),
     ):
-        y = _y(ticks, replica, get) * 1000.0
+        y = series(ticks, replica, get) * 1000.0
         fig.add_trace(
             go.Scatter(x=x, y=y, name=q, uid=q, mode="lines", line={"color": LATENCY_COLOURS[q]}),
             secondary_y=False,
@@ -150,7 +75,7 @@ def latency_figure(
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=_y(ticks, replica, lambda s: s.concurrency_limit),
+            y=series(ticks, replica, lambda s: s.concurrency_limit),
             name="concurrency limit",
             uid="limit",
             mode="lines",
@@ -158,11 +83,11 @@ def latency_figure(
         ),
         secondary_y=True,
     )
-    _shade_modes(fig, ticks, offset_s)
-    _mark_drills(fig, ticks, drills, offset_s)
+    shade_modes(fig, ticks, offset_s)
+    mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="latency, ms", secondary_y=False)
     fig.update_yaxes(title_text="limit, requests", secondary_y=True, showgrid=False)
-    return _layout(fig, "latency", "Admitted latency against the SLO")
+    return layout(fig, "latency", "Admitted latency against the SLO")
 
 
 def throughput_figure(
@@ -174,13 +99,15 @@ def throughput_figure(
 ) -> go.Figure:
     """Requests per second: admitted and rejected (stacked, by reason), goodput and
     5xx errors as lines."""
-    x = _x(ticks, offset_s)
-    reasons = sorted({r for t in ticks if (s := t.signals(replica)) for r in s.rejected_per_s})
+    x = x_ms(ticks, offset_s)
+    reasons = reason_order(
+        {r for t in ticks if (s := t.signals(replica)) for r in s.rejected_per_s}
+    )
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=_y(ticks, replica, lambda s: s.admitted_per_s),
+            y=series(ticks, replica, lambda s: s.admitted_per_s),
             name="admitted",
             uid="admitted",
             mode="lines",
@@ -188,22 +115,22 @@ def throughput_figure(
             line={"color": "#54a24b", "width": 0.5},
         )
     )
-    for i, reason in enumerate(reasons):
+    for reason in reasons:
         fig.add_trace(
             go.Scatter(
                 x=x,
-                y=_y(ticks, replica, _rejected(reason)),
+                y=series(ticks, replica, rejected(reason)),
                 name=f"rejected: {reason}",
                 uid=f"rejected:{reason}",
                 mode="lines",
                 stackgroup="offered",
-                line={"color": REASON_COLOURS[i % len(REASON_COLOURS)], "width": 0.5},
+                line={"color": reason_colour(reason), "width": 0.5},
             )
         )
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=_y(ticks, replica, lambda s: s.good_per_s),
+            y=series(ticks, replica, lambda s: s.good_per_s),
             name="goodput (inside the SLO)",
             uid="goodput",
             mode="lines",
@@ -213,20 +140,16 @@ def throughput_figure(
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=_y(ticks, replica, lambda s: s.admitted_per_s * s.error_rate),
+            y=series(ticks, replica, lambda s: s.admitted_per_s * s.error_rate),
             name="errors (5xx)",
             uid="errors",
             mode="lines",
             line={"color": "#000000", "width": 1.5},
         )
     )
-    _mark_drills(fig, ticks, drills, offset_s)
+    mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="requests/s")
-    return _layout(fig, "throughput", "Throughput: admitted vs rejected, and errors")
-
-
-def _rejected(reason: str) -> Callable[[Signals], float]:
-    return lambda s: s.rejected_per_s.get(reason, 0.0)
+    return layout(fig, "throughput", "Throughput: admitted vs rejected, and errors")
 
 
 def saturation_figure(
@@ -238,7 +161,7 @@ def saturation_figure(
 ) -> go.Figure:
     """In flight against the limit; queue depth against the shed threshold; queue wait
     (p99) against the queue timeout."""
-    x = _x(ticks, offset_s)
+    x = x_ms(ticks, offset_s)
     fig = make_subplots(
         rows=3,
         cols=1,
@@ -261,12 +184,14 @@ def saturation_figure(
             else {"color": CALM_COLOUR}
         )
         fig.add_trace(
-            go.Scatter(x=x, y=_y(ticks, replica, get), name=name, uid=uid, mode="lines", line=line),
+            go.Scatter(
+                x=x, y=series(ticks, replica, get), name=name, uid=uid, mode="lines", line=line
+            ),
             row=row,
             col=1,
         )
-    _mark_drills(fig, ticks, drills, offset_s)
-    return _layout(fig, "saturation", "Saturation", height=480)
+    mark_drills(fig, ticks, drills, offset_s)
+    return layout(fig, "saturation", "Saturation", height=480)
 
 
 def bottleneck_figure(
@@ -275,10 +200,13 @@ def bottleneck_figure(
     worst: str | None,
     *,
     named: bool = True,
+    elsewhere: str = "",
 ) -> go.Figure:
     """One bar per dependency for utilisation (in flight / limit) and one for latency
     inflation (p99 over its healthy baseline); the worst one highlighted: red when it
-    is the bottleneck the controller named, amber when it is only the busiest."""
+    is the bottleneck the controller named, amber when it is only the busiest.
+    ``elsewhere``: the controller's bottleneck when it is not a dependency, as an
+    operator reads it ("rejection work", "CPU", "admission"); the title names it."""
     deps = sorted(signals.dependencies) if signals is not None else []
     highlight = WORST_COLOUR if named else BUSIEST_COLOUR
     colours = [highlight if d == worst else CALM_COLOUR for d in deps]
@@ -301,13 +229,16 @@ def bottleneck_figure(
     )
     fig.add_hline(y=BUSY_SHARE * 100, line_dash="dot", line_color=LIMIT_COLOUR, row=1, col=1)
     fig.add_hline(y=1.0, line_dash="dot", line_color=LIMIT_COLOUR, row=1, col=2)
-    if worst is None:
+    if elsewhere:
+        busiest = f"; busiest dependency: {worst}" if worst is not None else ""
+        title = f"Bottleneck: {elsewhere} (not a dependency{busiest})"
+    elif worst is None:
         title = "Bottleneck: none (every dependency is idle)"
     elif named:
         title = f"Bottleneck: {worst}"
     else:
         title = f"Busiest dependency: {worst} (not named a bottleneck)"
-    _layout(fig, "bottleneck", title)
+    layout(fig, "bottleneck", title)
     fig.update_xaxes(type="category")
     fig.update_layout(showlegend=False, hovermode="closest")
     return fig
@@ -326,7 +257,7 @@ def controller_figure(
 ) -> go.Figure:
     """Knob values over time (step lines) with a marker for each decision; hovering a
     marker shows the controller's reason. ``replica=None``: sums over replicas."""
-    x = _x(ticks, offset_s)
+    x = x_ms(ticks, offset_s)
     values = [t.knob_values(replica) for t in ticks]
     knobs = sorted({k for v in values for k in v})
     fig = go.Figure()
@@ -361,10 +292,10 @@ def controller_figure(
                 hovertemplate="%{text}<extra></extra>",
             )
         )
-    _shade_modes(fig, ticks, offset_s)
-    _mark_drills(fig, ticks, drills, offset_s)
+    shade_modes(fig, ticks, offset_s)
+    mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="value" + (" (sum over replicas)" if replica is None else ""))
-    _layout(fig, "controller", "Controller: knob values and its decisions", height=380)
+    layout(fig, "controller", "Controller: knob values and its decisions", height=380)
     fig.update_layout(hovermode="closest")
     return fig
 
@@ -384,7 +315,7 @@ def jobs_figure(
     """Per stream: backlog (jobs not yet acknowledged) and lag (age of the oldest, on a
     second axis); and the dead letters. Every replica reports the same shared streams,
     so "all replicas" takes the largest report, not the sum."""
-    x = _x(ticks, offset_s)
+    x = x_ms(ticks, offset_s)
 
     def views(t: Tick) -> list[Signals]:
         seen = [t.replicas.get(replica)] if replica is not None else list(t.replicas.values())
@@ -427,10 +358,10 @@ def jobs_figure(
         line={"color": "#d62728"},
     )
     fig.add_trace(dead, secondary_y=False)
-    _mark_drills(fig, ticks, drills, offset_s)
+    mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="jobs", secondary_y=False)
     fig.update_yaxes(title_text="lag, s", secondary_y=True, showgrid=False)
-    return _layout(fig, "jobs", "Jobs: backlog, lag and dead letters", height=280)
+    return layout(fig, "jobs", "Jobs: backlog, lag and dead letters", height=280)
 
 
 def _per_stream(field: str, stream: str) -> Callable[[Signals], float]:

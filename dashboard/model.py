@@ -87,6 +87,10 @@ class Signals:
     jobs_pending: Mapping[str, float] = field(default_factory=dict)
     jobs_lag_s: Mapping[str, float] = field(default_factory=dict)  # oldest job's age
     jobs_dead: float = NAN  # jobs in the dead-letter stream
+    # Requests held now because their client came back before its Retry-After, and
+    # holds per second (a controller older than the penalty box sends neither: NaN).
+    penalty_held: float = NAN
+    penalty_holds_per_s: float = NAN
     stale: bool = False
 
     @classmethod
@@ -112,6 +116,8 @@ class Signals:
             jobs_pending=_floats(s.get("jobs_pending")),
             jobs_lag_s=_floats(s.get("jobs_lag_s")),
             jobs_dead=num(s.get("jobs_dead")),
+            penalty_held=num(s.get("penalty_held")),
+            penalty_holds_per_s=num(s.get("penalty_holds_per_s")),
             stale=bool(s.get("stale", False)),
         )
 
@@ -127,7 +133,7 @@ class Signals:
 
 @dataclass(frozen=True)
 class Bottleneck:
-    name: str = "none"  # a dependency, "admission" or "none"
+    name: str = "none"  # a dependency, "admission", "cpu", "rejection_work" or "none"
     sentence: str = "no data yet"
     scores: Mapping[str, float] = field(default_factory=dict)  # utilisation x inflation
 

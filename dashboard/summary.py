@@ -19,6 +19,20 @@ STALE_TICKS = 3.0  # a replica unread for this many ticks is called stale
 
 SLO_STATES = ("met", "at risk", "violated", "no data")
 
+# Bottlenecks the controller names that are not a dependency, as an operator reads them
+# (a dependency is named by its own name). "rejection_work": the replica's CPU is spent
+# saying no to clients that do not wait, so a smaller limit cannot help.
+BOTTLENECK_LABELS = {
+    "rejection_work": "rejection work",
+    "cpu": "CPU",
+    "admission": "admission",
+    "none": "none",
+}
+
+
+def bottleneck_label(name: str) -> str:
+    return BOTTLENECK_LABELS.get(name, name)
+
 
 def slo_state(p99_s: float, slo_s: float, recent_p99_s: Sequence[float] = ()) -> str:
     """One of ``SLO_STATES``; ``recent_p99_s``: the p99 of the last ``RECENT_S`` seconds."""
@@ -55,9 +69,16 @@ class Status:
     offered_per_s: float
     autopilot: bool
     modes: tuple[str, ...]
-    bottleneck: str
+    bottleneck: str  # the controller's name ("db", "rejection_work", ...)
     sentence: str
     stale_replicas: tuple[str, ...]
+    penalty_held: float = math.nan  # requests held now (came back before Retry-After)
+    penalty_holds_per_s: float = math.nan
+    rejected_by_reason: tuple[tuple[str, float], ...] = ()  # largest first, per second
+
+    @property
+    def bottleneck_label(self) -> str:
+        return bottleneck_label(self.bottleneck)
 
 
 def status(state: State, ticks: Sequence[Tick], replica: str | None) -> Status:
@@ -91,7 +112,18 @@ def status(state: State, ticks: Sequence[Tick], replica: str | None) -> Status:
         bottleneck=state.bottleneck.name,
         sentence=state.bottleneck.sentence,
         stale_replicas=stale,
+        penalty_held=signals.penalty_held,
+        penalty_holds_per_s=signals.penalty_holds_per_s,
+        rejected_by_reason=tuple(rejections_by_reason(signals)),
     )
+
+
+def rejections_by_reason(signals: Signals | None) -> list[tuple[str, float]]:
+    """(reason, rejections/s) of one window, largest first; reasons with none left out."""
+    if signals is None:
+        return []
+    found = [(r, v) for r, v in signals.rejected_per_s.items() if v > 0 and not math.isnan(v)]
+    return sorted(found, key=lambda rv: (-rv[1], rv[0]))
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,18 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import figures, zoom
+from dashboard import door, figures, zoom
 from dashboard.drills import describe
 from dashboard.feed import Feed
 from dashboard.model import AuditEntry, Decision, State
-from dashboard.summary import Status, inflation, status, worst_dependency
+from dashboard.summary import (
+    Status,
+    bottleneck_label,
+    inflation,
+    rejections_by_reason,
+    status,
+    worst_dependency,
+)
 
 ALL_REPLICAS = "all replicas"
 WINDOWS_MIN = (5, 15, 60)
@@ -88,7 +95,7 @@ def banner(feed: Feed, url: str, view: View) -> None:
 
 
 def status_strip(s: Status) -> None:
-    cols = st.columns([1.2, 1, 1, 1, 1, 1.4])
+    cols = st.columns([1.2, 1, 1, 1, 1, 1, 1.4])
     colour = SLO_COLOURS[s.slo]
     cols[0].markdown(f"SLO state  \n### :{colour}[{s.slo.upper()}]", help=s.slo_why)
     over = (s.p99_s - s.slo_s) * 1000.0
@@ -110,14 +117,23 @@ def status_strip(s: Status) -> None:
         "n/a" if math.isnan(s.rejection_share) else f"{s.rejection_share:.0%}",
         f"of {s.offered_per_s:.0f} req/s offered",
         delta_color="off",
+        help="By reason: " + door.breakdown_text(s.rejected_by_reason),
     )
-    cols[4].metric("Autopilot", "on" if s.autopilot else "paused")
-    with cols[5]:
+    cols[4].metric(
+        "Penalty box",
+        "n/a" if math.isnan(s.penalty_held) else f"{s.penalty_held:,.0f} held",
+        None if math.isnan(s.penalty_holds_per_s) else f"{s.penalty_holds_per_s:,.0f} holds/s",
+        delta_color="off",
+        help="Requests held right now because their client came back before the "
+        "Retry-After it was given; a held request costs no CPU while it waits.",
+    )
+    cols[5].metric("Autopilot", "on" if s.autopilot else "paused")
+    with cols[6]:
         st.markdown("Degradation modes")
         badges = " ".join(f":orange-badge[{m}]" for m in s.modes)
         st.markdown(badges or ":gray-badge[none]")
     say = st.info if s.bottleneck == "none" else st.warning
-    say(f"**Bottleneck: {s.bottleneck}** — {s.sentence}")
+    say(f"**Bottleneck: {s.bottleneck_label}** — {s.sentence}")
     if s.stale_replicas:
         st.warning(
             "No fresh data from: " + ", ".join(s.stale_replicas) + " (they keep their last knobs)."
@@ -150,6 +166,9 @@ def charts(state: State, feed: Feed, view: View) -> None:
         zoom.time_chart(latency, "latency")
         saturation = figures.saturation_figure(ticks, replica, offset_s=offset, drills=drills)
         zoom.time_chart(saturation, "saturation")
+        zoom.time_chart(door.door_figure(ticks, replica, offset_s=offset, drills=drills), "door")
+        by_reason = rejections_by_reason(state.signals(replica))
+        st.caption("Rejected in the last window, by reason: " + door.breakdown_text(by_reason))
     with right:
         throughput = figures.throughput_figure(ticks, replica, offset_s=offset, drills=drills)
         zoom.time_chart(throughput, "throughput")
@@ -160,7 +179,11 @@ def charts(state: State, feed: Feed, view: View) -> None:
         by_dep = inflation(signals, feed.ticks, replica, scores) if signals else {}
         named = state.bottleneck.name if scored else ""
         worst = worst_dependency(signals, by_dep, named) if signals else None
-        figure = figures.bottleneck_figure(signals, by_dep, worst, named=worst == named)
+        deps = signals.dependencies if signals else {}
+        elsewhere = bottleneck_label(named) if named not in ("", "none", *deps) else ""
+        figure = figures.bottleneck_figure(
+            signals, by_dep, worst, named=worst == named, elsewhere=elsewhere
+        )
         st.plotly_chart(figure, key="bottleneck", config=zoom.PLOT_CONFIG)
         zoom.time_chart(figures.jobs_figure(ticks, replica, offset_s=offset, drills=drills), "jobs")
     knobs = figures.controller_figure(ticks, replica, offset_s=offset, drills=drills)

@@ -50,6 +50,7 @@ def test_the_charts_carry_the_expected_traces(stack: Stack) -> None:
         "bottleneck",
         "jobs",
         "controller",
+        "door",
     }
 
     latency = charts["latency"]
