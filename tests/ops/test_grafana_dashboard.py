@@ -1,4 +1,5 @@
-"""Issue 7: the Grafana provisioning and the overview dashboard, read as files.
+"""Issues 7 and 11: the Grafana provisioning and the overview dashboard (with the
+penalty box and rejections by reason), read as files.
 
 Whether every query of the dashboard returns data is proven against a real Prometheus
 in test_prometheus_rules.py; here: the JSON is one Grafana loads and lays out as meant,
@@ -16,6 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from dashboard.door import REASON_COLOURS
+from surgeguard.reasons import REJECTION_REASONS
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -42,6 +46,10 @@ REQUIRED_METRICS = {
     "job backlog": "surgeguard_jobs_pending",
     "job lag": "surgeguard_jobs_oldest_pending_age_seconds",
     "controller decisions": "surgeguard_controller_decisions_total",
+    # issue 11: the penalty box
+    "requests held in the penalty box": "surgeguard_penalty_box_held",
+    "penalty box bound": "surgeguard_penalty_box_max_held",
+    "penalty box holds": "surgeguard_penalty_box_holds_total",
 }
 
 
@@ -193,3 +201,54 @@ def test_the_dashboard_has_a_stable_identity(dashboard: dict[str, Any]) -> None:
     assert re.fullmatch(r"[a-z0-9-]{1,40}", dashboard["uid"])
     assert dashboard["title"]
     assert "id" not in dashboard or dashboard["id"] is None  # Grafana assigns it
+
+
+def _fixed_colours(panel: dict[str, Any]) -> dict[str, str]:
+    """Series name -> fixed colour, from the panel's byName overrides."""
+    return {
+        o["matcher"]["options"]: p["value"]["fixedColor"]
+        for o in panel["fieldConfig"]["overrides"]
+        if o["matcher"]["id"] == "byName"
+        for p in o["properties"]
+        if p["id"] == "color" and p["value"].get("mode") == "fixed"
+    }
+
+
+def test_rejections_by_reason_name_every_reason_in_the_operator_dashboards_colours() -> None:
+    """Issue 11: the door's reasons (unauthorized, duplicate_key, penalty_full) beside
+    the limiter's, each in its own colour, the same as on the operator dashboard."""
+    overview = load(OVERVIEW)
+    (panel,) = [p for p in panels_of(overview) if p["title"].startswith("Rejections by reason")]
+    (query,) = panel["targets"]
+    assert query["legendFormat"] == "{{reason}}"
+    assert re.search(r"sum by \(reason\) \(rate\(surgeguard_rejections_total\[", query["expr"])
+    assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    colours = _fixed_colours(panel)
+    assert colours == {reason: REASON_COLOURS[reason] for reason in REJECTION_REASONS}
+    assert len(set(colours.values())) == len(colours)
+    # The admitted-vs-rejected panel colours its rejections the same way.
+    (mixed,) = [p for p in panels_of(overview) if p["title"] == "Admitted vs rejected by reason"]
+    assert {
+        name.removeprefix("rejected: "): colour
+        for name, colour in _fixed_colours(mixed).items()
+        if name.startswith("rejected: ")
+    } == colours
+
+
+def test_the_penalty_box_panel_shows_held_against_its_bound_and_holds_per_second() -> None:
+    overview = load(OVERVIEW)
+    (panel,) = [p for p in panels_of(overview) if p["title"].startswith("Penalty box")]
+    exprs = {t["legendFormat"]: t["expr"] for t in panel["targets"]}
+    assert exprs["{{replica}} held"].startswith("surgeguard_penalty_box_held ")
+    assert exprs["{{replica}} bound"].startswith("surgeguard_penalty_box_max_held ")
+    assert exprs["{{replica}} holds/s"].startswith(
+        "rate(surgeguard_penalty_box_holds_total[$__rate_interval])"
+    )
+    assert all(re.search(r"\$\{?replica\b", e) for e in exprs.values())
+    # holds/s on its own (right) axis: a rate, not a count of requests.
+    right = [
+        o
+        for o in panel["fieldConfig"]["overrides"]
+        if {"id": "custom.axisPlacement", "value": "right"} in o["properties"]
+    ]
+    assert [o["matcher"]["options"] for o in right] == [".* holds/s$"]
