@@ -1,9 +1,18 @@
 """``AdmissionMiddleware``: the door of the service, first in the ASGI chain.
 
-Per request: find the route and priority, apply the door-level degradation modes,
-ask the limiter for a slot, and either run the app or answer at once with a
-prebuilt 429/503. No await happens before that decision, and a rejection never
-reaches routing. Health, readiness and metrics routes bypass it entirely.
+Per request, in this order, before any routing:
+1. has this client been told to wait? A client (TCP connection, or the address a
+   trusted proxy names) that comes back before its ``Retry-After`` is held until
+   then (``PenaltyBox``), then decided like any other;
+2. who is it? A route that needs a key gets a prebuilt 401 for a missing or unknown
+   ``X-Api-Key`` (400 for two of them): it never takes a slot or reaches the app;
+3. how important may it be? ``X-Priority`` or the route's default, never above the
+   key's ceiling (on a public route: never above the route's default);
+4. the door-level degradation modes, then the limiter: run the app, or answer at
+   once with a prebuilt 429/503 whose ``Retry-After`` grows for repeat offenders.
+No await happens before the decision except a penalty hold. ``/healthz`` and
+``/metrics`` are answered by the door itself; the other bypass routes go straight
+to the app.
 """
 
 from __future__ import annotations
@@ -14,10 +23,23 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from dataclasses import dataclass
 from typing import Any
 
-from surgeguard.limiter import DISCONNECTED, MODE, REJECTION_REASONS, Limiter, Waiter
+from prometheus_client import CollectorRegistry
+
+from surgeguard import door_answers
+from surgeguard.client_keys import ClientKeys
+from surgeguard.limiter import Limiter, Waiter
 from surgeguard.metrics import REJECTED, AdmissionMetrics, outcome_of
 from surgeguard.modes import Mode
+from surgeguard.penalty_box import FULL, PenaltyBox
 from surgeguard.priority import Priority
+from surgeguard.reasons import (
+    DISCONNECTED,
+    DUPLICATE_KEY,
+    LIMITER_REASONS,
+    MODE,
+    PENALTY_FULL,
+    UNAUTHORIZED,
+)
 from surgeguard.rejection import RejectionResponses
 
 Scope = MutableMapping[str, Any]
@@ -35,10 +57,12 @@ READ_ONLY_DETAIL = (
 
 @dataclass(frozen=True)
 class Route:
-    """A metrics name for a family of paths and the priority it gets by default."""
+    """A metrics name for a family of paths, the priority it gets by default, and
+    whether it needs a client key (checked at the door when the door has keys)."""
 
     name: str
     priority: Priority
+    needs_key: bool = True
 
 
 class RouteTable:
@@ -78,6 +102,12 @@ class RouteTable:
 
 
 class AdmissionMiddleware:
+    """The door. ``client_keys``: authorize at the door (None: no door check, keys are
+    the app's business). ``penalty_box``: hold clients that ignore ``Retry-After``
+    (None: off). ``address_header``: identify a client by this header's value (a
+    trusted proxy's ``X-Real-IP``) instead of its TCP connection. ``registry``: answer
+    ``/metrics`` at the door from it."""
+
     def __init__(
         self,
         app: ASGIApp,
@@ -86,8 +116,14 @@ class AdmissionMiddleware:
         metrics: AdmissionMetrics,
         *,
         client_header: bytes = b"x-api-key",
+        client_keys: ClientKeys | None = None,
+        penalty_box: PenaltyBox | None = None,
+        address_header: bytes | None = None,
         retry_after_s: tuple[int, int] = (1, 3),
         rejections: RejectionResponses | None = None,
+        registry: CollectorRegistry | None = None,
+        health_path: str | None = "/healthz",
+        metrics_path: str = "/metrics",
         clock: Callable[[], float] = time.perf_counter,
         enabled: bool = True,
     ) -> None:
@@ -96,14 +132,25 @@ class AdmissionMiddleware:
         self.routes = routes
         self.metrics = metrics
         self.client_header = client_header
+        self.client_keys = client_keys
+        self.penalty_box = penalty_box
+        self.address_header = address_header.lower() if address_header else None
         self.clock = clock
         self.enabled = enabled
         self.shed_sheddable = False
         self.read_only = False
         self.rejections = rejections or RejectionResponses(retry_after_s)
-        for reason in REJECTION_REASONS:
+        for reason in (*LIMITER_REASONS, UNAUTHORIZED, PENALTY_FULL):
             self.rejections.prebuild(429, reason)
+        self.rejections.prebuild(401, UNAUTHORIZED)
+        self.rejections.prebuild(400, DUPLICATE_KEY)
+        self.rejections.prebuild(429, MODE)
         self.rejections.prebuild(503, MODE, READ_ONLY_DETAIL)
+        self._answers: dict[str, door_answers.Answer] = {}
+        if health_path is not None:
+            self._answers[health_path] = door_answers.health
+        if registry is not None:
+            self._answers[metrics_path] = door_answers.metrics(registry)
 
     def set_modes(self, modes: frozenset[Mode]) -> None:
         """Door-level modes; the others are the routes' business."""
@@ -114,39 +161,85 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or not self.enabled:
             await self.app(scope, receive, send)
             return
-        route = self.routes.match(scope["path"])
+        path = scope["path"]
+        route = self.routes.match(path)
         if route is None:
-            await self.app(scope, receive, send)
+            answer = self._answers.get(path)
+            if answer is not None and scope["method"] in ("GET", "HEAD"):
+                await answer(send)
+            else:
+                await self.app(scope, receive, send)
             return
 
-        priority = route.priority
-        client: bytes | None = None
+        claimed: bytes | None = None
+        key: bytes | None = None
+        keys = 0
+        address: bytes | None = None
+        address_header = self.address_header
         for name, value in scope["headers"]:
             if name == b"x-priority":
-                priority = Priority.from_header(value, route.priority)
+                claimed = value
             elif name == self.client_header:
-                client = value
+                key = value
+                keys += 1
+            elif name == address_header:
+                address = value
 
+        # 1. told to wait? (held here: no CPU until its Retry-After has passed)
+        box = self.penalty_box
+        who: Any = None
+        if box is not None:
+            who = address if address is not None else scope.get("client")
+            if who is not None:
+                delay = box.arrive(who)
+                if delay:
+                    if delay == FULL:
+                        await self._reject(send, route.name, route.priority, PENALTY_FULL, 429, who)
+                        return
+                    try:
+                        await asyncio.sleep(delay)
+                    finally:
+                        box.released()
+
+        # 2. who is it?
+        if keys > 1:
+            await self._reject(send, route.name, route.priority, DUPLICATE_KEY, 400, who)
+            return
+        ceiling = route.priority
+        client_keys = self.client_keys
+        if client_keys is not None and route.needs_key:
+            known = client_keys.ceilings.get(key) if key is not None else None
+            if known is None:
+                await self._reject(send, route.name, route.priority, UNAUTHORIZED, 401, who)
+                return
+            ceiling = known
+
+        # 3. how important may it be?
+        priority = route.priority if claimed is None else Priority.from_header(claimed, ceiling)
+        if client_keys is not None and priority < ceiling:
+            priority = ceiling  # claimed more than the key (or the public route) allows
+
+        # 4. modes, then the limiter
         if self.read_only and scope["method"] in _WRITE_METHODS:
-            await self._reject(send, route.name, priority, MODE, 503)
+            await self._reject(send, route.name, priority, MODE, 503, who)
             return
         if self.shed_sheddable and priority is Priority.SHEDDABLE:
-            await self._reject(send, route.name, priority, MODE, 429)
+            await self._reject(send, route.name, priority, MODE, 429, who)
             return
 
         clock = self.clock
-        ticket = self.limiter.try_acquire(priority, client)
+        ticket = self.limiter.try_acquire(priority, key)
         if ticket is None:
             self.metrics.queue_wait.extra_at_zero += 1  # admitted at once: a wait of 0
         elif isinstance(ticket, str):
-            await self._reject(send, route.name, priority, ticket, 429)
+            await self._reject(send, route.name, priority, ticket, 429, who)
             return
         else:
             arrived = clock()
             reason, receive = await self._wait(ticket, receive)
             if reason is not None:
                 if reason != DISCONNECTED:
-                    await self._reject(send, route.name, priority, reason, 429)
+                    await self._reject(send, route.name, priority, reason, 429, who)
                 return
             self.metrics.queue_wait.observe(clock() - arrived)
         admitted = clock()
@@ -162,17 +255,28 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.limiter.release(client)
+            self.limiter.release(key)
             outcome = outcome_of(status)
             self.metrics.duration[(route.name, outcome)].observe(clock() - admitted)
             self.metrics.requests[(route.name, priority, outcome)].inc()
 
     async def _reject(
-        self, send: Send, route: str, priority: Priority, reason: str, status: int
+        self, send: Send, route: str, priority: Priority, reason: str, status: int, who: Any
     ) -> None:
+        """Count and send a prebuilt rejection; tell the penalty box when the client was
+        told to wait (its ``Retry-After`` grows with each early return)."""
         self.metrics.rejections[(reason, priority)].inc()
         self.metrics.requests[(route, priority, REJECTED)].inc()
-        await self.rejections.send(send, status, reason)
+        rejections = self.rejections
+        seconds = rejections.retry_after()
+        box = self.penalty_box
+        if reason == PENALTY_FULL and box is not None:
+            seconds = box.max_retry_after_s
+            await rejections.send(send, status, reason, seconds, close=True)
+            return
+        if who is not None and box is not None:
+            seconds = box.told_to_wait(who, seconds)
+        await rejections.send(send, status, reason, seconds)
 
     async def _wait(self, waiter: Waiter, receive: Receive) -> tuple[str | None, Receive]:
         """Wait for a slot while watching for the client to go away.

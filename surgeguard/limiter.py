@@ -30,15 +30,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from surgeguard.priority import Priority
-
-# Rejection reasons (also the ``reason`` label of surgeguard_rejections_total).
-QUEUE_FULL = "queue_full"
-QUEUE_TIMEOUT = "queue_timeout"
-PRIORITY = "priority"
-CLIENT_SHARE = "client_share"
-MODE = "mode"
-DISCONNECTED = "client_disconnected"
-REJECTION_REASONS: tuple[str, ...] = (QUEUE_FULL, QUEUE_TIMEOUT, PRIORITY, CLIENT_SHARE, MODE)
+from surgeguard.reasons import (
+    CLIENT_SHARE,
+    DISCONNECTED,
+    LIMITER_REASONS,
+    PRIORITY,
+    QUEUE_FULL,
+    QUEUE_TIMEOUT,
+)
 
 _PRIORITIES = tuple(Priority)
 
@@ -124,7 +123,7 @@ class Limiter:
         self.admitted = 0
         self.admitted_after_wait = 0
         self.disconnected = 0
-        self.rejected: dict[str, int] = dict.fromkeys(REJECTION_REASONS, 0)
+        self.rejected: dict[str, int] = dict.fromkeys(LIMITER_REASONS, 0)
         self.set_limits(limit=limit, queue_limit=queue_limit, queue_timeout_s=queue_timeout_s)
 
     # -- limits -------------------------------------------------------------------------

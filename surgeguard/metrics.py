@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from surgeguard.fastmetrics import LocalCounter, LocalFamilies, LocalHistogram
-from surgeguard.limiter import REJECTION_REASONS, Limiter
+from surgeguard.limiter import Limiter
+from surgeguard.penalty_box import PenaltyBox
 from surgeguard.priority import Priority
+from surgeguard.reasons import REJECTION_REASONS
 
 # Admitted outcomes (label ``outcome``), from the response status.
 OUTCOMES: tuple[str, ...] = ("ok", "client_error", "unavailable", "error")
@@ -129,6 +133,28 @@ class AdmissionMetrics:
             )
         }
 
+    def bind_penalty_box(self, box: PenaltyBox, registry: CollectorRegistry) -> None:
+        """The penalty box's gauges and its counter, read at scrape time."""
+        for name, doc, read in (
+            (
+                "surgeguard_penalty_box_held",
+                "Requests held now because their client came back before its Retry-After.",
+                lambda: box.held,
+            ),
+            (
+                "surgeguard_penalty_box_clients",
+                "Clients remembered with a Retry-After deadline (connections or addresses).",
+                lambda: box.clients,
+            ),
+            (
+                "surgeguard_penalty_box_max_held",
+                "Most requests the penalty box holds at once; past it: 429 + Connection: close.",
+                lambda: box.max_held,
+            ),
+        ):
+            Gauge(name, doc, registry=registry).set_function(read)
+        registry.register(_BoxHolds(box))
+
     def bind_limiter(self, limiter: Limiter) -> None:
         """Gauges read the limiter at scrape time: zero cost on the request path."""
         readers: dict[str, Callable[[], float]] = {
@@ -141,3 +167,26 @@ class AdmissionMetrics:
         }
         for name, read in readers.items():
             self._gauges[name].set_function(read)
+
+
+class _BoxHolds(Collector):
+    """``surgeguard_penalty_box_holds_total``, read from the box's own count at scrape
+    time (the request path only increments an int)."""
+
+    def __init__(self, box: PenaltyBox) -> None:
+        self._box = box
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> list[Metric]:
+        family = self._family()
+        family.add_metric([], self._box.holds)
+        return [family]
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "surgeguard_penalty_box_holds",
+            "Requests held because their client came back before its Retry-After.",
+        )

@@ -1,9 +1,10 @@
 """Prebuilt rejection responses: the hot path during a spike.
 
 Most requests in a spike are turned away, so saying no must cost almost nothing:
-the header lists and JSON bodies are built once here, and a rejection only picks
-one of a few ``Retry-After`` variants (the jitter, so clients do not come back
-together) and sends two prebuilt messages.
+the header lists and JSON bodies are built once, and a rejection only picks a
+``Retry-After`` (jittered, so clients do not come back together; longer for a
+client in the penalty box) and sends two prebuilt messages. A response for a new
+``Retry-After`` value is built the first time it is needed and kept.
 """
 
 from __future__ import annotations
@@ -13,20 +14,18 @@ import random
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from surgeguard.reasons import REASON_DETAIL
+
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
-REASON_DETAIL: dict[str, str] = {
-    "queue_full": "The service is at capacity and its wait queue is full.",
-    "queue_timeout": "The request waited too long for a free slot.",
-    "priority": "Shed in favour of more important traffic while the service is saturated.",
-    "client_share": "This client key already holds its share of the service's capacity.",
-    "mode": "Rejected by an active degradation mode.",
+_EXTRA_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {
+    401: [(b"www-authenticate", b"ApiKey")],
 }
 
 
 class RejectionResponses:
-    """One prebuilt (start, body) pair per status, reason and Retry-After value."""
+    """Prebuilt (start, body) pairs per status, reason, ``Retry-After`` and close."""
 
     def __init__(
         self, retry_after_s: tuple[int, int] = (1, 3), *, rng: random.Random | None = None
@@ -38,31 +37,52 @@ class RejectionResponses:
             )
         self._values = list(range(low, high + 1))
         self._random = (rng or random.Random()).random
-        self._prebuilt: dict[tuple[int, str], list[tuple[Message, Message]]] = {}
+        self._bodies: dict[tuple[int, str], Message] = {}
+        self._starts: dict[tuple[int, str, int, bool], Message] = {}
 
     def prebuild(self, status: int, reason: str, detail: str | None = None) -> None:
         body = json.dumps(
             {"error": "rejected", "reason": reason, "detail": detail or REASON_DETAIL[reason]},
             separators=(",", ":"),
         ).encode()
-        variants = []
+        self._bodies[(status, reason)] = {"type": "http.response.body", "body": body}
         for seconds in self._values:
-            start: Message = {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(seconds).encode()),
-                    (b"x-surgeguard-reason", reason.encode()),
-                ],
-            }
-            end: Message = {"type": "http.response.body", "body": body}
-            variants.append((start, end))
-        self._prebuilt[(status, reason)] = variants
+            self._start(status, reason, seconds, False)
 
-    async def send(self, send: Send, status: int, reason: str) -> None:
-        variants = self._prebuilt[(status, reason)]
-        start, body = variants[int(self._random() * len(variants))]
-        await send(start)
-        await send(body)
+    def retry_after(self) -> int:
+        """A jittered ``Retry-After`` from the configured range (seconds)."""
+        values = self._values
+        return values[int(self._random() * len(values))]
+
+    def _start(self, status: int, reason: str, seconds: int, close: bool) -> Message:
+        key = (status, reason, seconds, close)
+        start = self._starts.get(key)
+        if start is None:
+            body = self._bodies[(status, reason)]["body"]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(seconds).encode()),
+                (b"x-surgeguard-reason", reason.encode()),
+                *_EXTRA_HEADERS.get(status, ()),
+            ]
+            if close:
+                headers.append((b"connection", b"close"))
+            start = {"type": "http.response.start", "status": status, "headers": headers}
+            self._starts[key] = start
+        return start
+
+    async def send(
+        self,
+        send: Send,
+        status: int,
+        reason: str,
+        retry_after_s: int | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
+        """Send the rejection with ``retry_after_s`` (default: a jittered one); with
+        ``close`` the server closes the connection after it."""
+        seconds = self.retry_after() if retry_after_s is None else retry_after_s
+        await send(self._start(status, reason, seconds, close))
+        await send(self._bodies[(status, reason)])

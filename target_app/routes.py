@@ -56,7 +56,9 @@ class AnalyticsIn(BaseModel):
 
 def client_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
     """The caller's client key; 401 when it is missing or unknown."""
-    if x_api_key is None or x_api_key not in request.app.state.service.settings.client_key_set:
+    # The door already turned these away (401 before any slot); this is for a replica
+    # run with admission off (cost measurement), which must still not serve strangers.
+    if x_api_key is None or x_api_key not in request.app.state.service.client_keys:
         raise HTTPException(
             401,
             "missing or unknown client key in X-Api-Key",

@@ -1,7 +1,8 @@
 """The demo service assembled: limiter, bulkheads, simulated dependencies, cache,
 the control-plane watcher, metrics, and the ASGI chain in front of the routes.
 
-ASGI chain, outermost first: AdmissionMiddleware -> BodySizeLimitMiddleware -> FastAPI.
+ASGI chain, outermost first: AdmissionMiddleware (which also answers /healthz and
+/metrics itself) -> BodySizeLimitMiddleware -> FastAPI.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from surgeguard.limiter import Limiter
 from surgeguard.loop_lag import LoopLagMonitor
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.modes import Mode
+from surgeguard.penalty_box import PenaltyBox
 from surgeguard.priority import Priority
 from surgeguard.settings import Settings
 from target_app.cache import ReadThroughCache
@@ -41,7 +43,7 @@ log = logging.getLogger("target_app")
 
 ROUTES = RouteTable(
     exact={
-        "/ping": Route("ping", Priority.NORMAL),
+        "/ping": Route("ping", Priority.NORMAL, needs_key=False),
         "/feed": Route("feed", Priority.NORMAL),
         "/orders": Route("orders", Priority.CRITICAL),
         "/signup": Route("signup", Priority.CRITICAL),
@@ -94,6 +96,18 @@ class Service:
             self.registry, slo_seconds=settings.slo_seconds, routes=ROUTES.names
         )
         self.admission_metrics.bind_limiter(self.limiter)
+        self.client_keys = settings.client_key_ceilings
+        # Clients that ignore Retry-After wait for it before they are answered again.
+        self.penalty_box = (
+            PenaltyBox(
+                max_retry_after_s=settings.penalty_max_retry_after_s,
+                max_held=settings.penalty_max_held,
+            )
+            if settings.penalty_box
+            else None
+        )
+        if self.penalty_box is not None:
+            self.admission_metrics.bind_penalty_box(self.penalty_box, self.registry)
         # Lag of this replica's event loop: the controller compares it with the
         # admitted p99 and process_cpu_seconds_total to tell "the CPU is taken by
         # another process" from "this replica's own work is too much".
@@ -136,7 +150,11 @@ class Service:
             self.limiter,
             ROUTES,
             self.admission_metrics,
+            client_keys=self.client_keys,
+            penalty_box=self.penalty_box,
+            address_header=settings.client_address_header.encode() or None,
             retry_after_s=(settings.retry_after_min_s, settings.retry_after_max_s),
+            registry=self.registry,
             enabled=not settings.no_admission,
         )
         self.admission.set_modes(self.modes)

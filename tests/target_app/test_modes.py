@@ -40,7 +40,12 @@ async def mode_active(client: httpx.AsyncClient) -> dict[str, float]:
 
 
 def connect(target: RunningTarget) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=target.url, timeout=5.0)
+    # A new connection per request: these tests send request after request right after
+    # a rejection, which the penalty box would (rightly) hold as an impatient client;
+    # they are about the modes (the box has its own tests in tests/surgeguard).
+    return httpx.AsyncClient(
+        base_url=target.url, timeout=5.0, limits=httpx.Limits(max_keepalive_connections=0)
+    )
 
 
 # -- shed_sheddable ---------------------------------------------------------------------------
