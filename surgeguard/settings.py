@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from surgeguard.client_keys import ClientKeys
 from surgeguard.knobs import DEPENDENCIES, KNOB_SPECS, KnobError, Knobs
 from surgeguard.modes import Mode, parse_modes
 
@@ -54,7 +55,25 @@ class Settings(BaseSettings):
     # -- who may do what --
     admin_token: str | None = Field(None, description="bearer token for operator writes")
     client_keys: str = Field(
-        ",".join((DEMO_CLIENT_KEY, *LOAD_CLIENT_KEYS)), description="comma-separated client keys"
+        ",".join(f"{key}:critical" for key in (DEMO_CLIENT_KEY, *LOAD_CLIENT_KEYS)),
+        description="comma-separated client keys, each key[:ceiling] (critical|normal|"
+        "sheddable: the highest priority it may use; a bare key: normal)",
+    )
+    client_address_header: str = Field(
+        "",
+        description="identify a client by this header (a trusted proxy's X-Real-IP) "
+        "instead of its TCP connection; empty: the connection",
+    )
+
+    # -- clients that ignore Retry-After --
+    penalty_box: bool = Field(
+        True, description="hold requests that come back before their Retry-After"
+    )
+    penalty_max_held: int = Field(
+        16_384, ge=0, le=1_000_000, description="most requests held at once (then 429 + close)"
+    )
+    penalty_max_retry_after_s: int = Field(
+        30, ge=1, le=3600, description="longest Retry-After given to a repeat offender, s"
     )
 
     # -- the objective --
@@ -151,6 +170,11 @@ class Settings(BaseSettings):
         "replica", description="tune each replica from its own signals, or all as one"
     )
     auto_degrade: bool = Field(False, description="controller may switch degradation modes")
+    controller_hold_rule: bool = Field(
+        True,
+        description="cut a knob only with evidence that it causes the latency "
+        "(false: cut as before the hold rule, for side-by-side benchmarks)",
+    )
     prometheus_url: str | None = Field(
         None, description="read signals from this Prometheus instead of scraping replicas"
     )
@@ -173,9 +197,8 @@ class Settings(BaseSettings):
 
     @field_validator("client_keys")
     @classmethod
-    def _keys_not_empty(cls, value: str) -> str:
-        if not [k for k in value.split(",") if k.strip()]:
-            raise ValueError("needs at least one client key")
+    def _keys_parse(cls, value: str) -> str:
+        ClientKeys.parse(value)  # ClientKeyError (a ValueError) names the bad entry
         return value
 
     @field_validator("modes")
@@ -197,7 +220,11 @@ class Settings(BaseSettings):
 
     @property
     def client_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.client_keys.split(",") if k.strip())
+        return self.client_key_ceilings.names
+
+    @property
+    def client_key_ceilings(self) -> ClientKeys:
+        return ClientKeys.parse(self.client_keys)
 
     @property
     def mode_set(self) -> frozenset[Mode]:
