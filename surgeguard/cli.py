@@ -161,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Runs Locust headless in its own process with the scenario's shape, "
         "shows progress, watches the service's /metrics and /healthz, and writes "
         "summary.json, Locust's CSV files and its HTML report into --out. Scenarios: "
-        "spike, step, soak, slow_dependency, retry_storm (loadtest/scenarios.py). "
+        "spike, step, soak, slow_dependency, retry_storm, and storm: polite users plus a "
+        "wrk storm of impatient connections that ignore Retry-After (needs wrk; "
+        "loadtest/scenarios.py). "
         "SIGTERM or Ctrl-C ends the run early; the reports are still written.",
     )
     load.add_argument("--scenario", metavar="NAME", help="which scenario (--tune: step)")
@@ -192,16 +194,36 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--no-marks", action="store_true", help="do not announce the run to the controller"
     )
+    load.add_argument(
+        "--storm-connections",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="storm scenario: wrk's impatient connections, default 2000",
+    )
+    load.add_argument(
+        "--storm-threads", type=int, default=2, help="storm scenario: wrk threads, default 2"
+    )
+    load.add_argument(
+        "--storm-key",
+        help="storm scenario: the one client key of the storm (default: the first of "
+        "SURGEGUARD_CLIENT_KEYS; the polite users get the others)",
+    )
 
     bench = sub.add_parser(
         "bench",
-        help="compare admission policies under the same spike",
-        description="For each policy a freshly started stack (embedded Redis, one target, "
-        "the controller for aimd and gradient) gets the same Locust spike, sized from the "
-        "capacity measured first. The service's own metrics are the truth. Writes "
-        "summary.json, report.md and plots (HTML and PNG) into --out.",
+        help="compare admission policies under the same spike, or a storm guarded and not",
+        description="spike: for each policy a freshly started stack (embedded Redis, one "
+        "target, the controller for aimd and gradient) gets the same Locust spike, sized "
+        "from the capacity measured first. storm: one replica with its controller, guarded "
+        "(defaults) and unguarded (no penalty box, no hold rule), each through a polite "
+        "closed loop, two wrk storms of impatient connections and a keyless attacker "
+        "claiming critical (needs wrk). The service's own metrics are the truth. Writes "
+        "summary.json, report.md (and the spike's plots) into --out.",
     )
-    bench.add_argument("--scenario", default="spike", help="only spike is benchmarked")
+    bench.add_argument(
+        "--scenario", default="spike", choices=("spike", "storm"), help="default spike"
+    )
     bench.add_argument(
         "--policies",
         default="none,static,aimd",
@@ -209,7 +231,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
     bench.add_argument(
-        "--quick", action="store_true", help="a 40 s run per policy (within 3 minutes in all)"
+        "--quick",
+        action="store_true",
+        help="spike: a 40 s run per policy (within 3 minutes in all); storm: shorter "
+        "phases and smaller storms (about 2 minutes in all)",
+    )
+    bench.add_argument(
+        "--storms",
+        metavar="SMALL,LARGE",
+        help="storm: the two storms' connections, default 2000,10000 (--quick: 500,2000)",
+    )
+    bench.add_argument(
+        "--seconds",
+        type=float,
+        metavar="S",
+        help="storm: every measured phase's length, seconds (default: polite 15, "
+        "storms 30, attacker and alone 10 each; --quick: 5, 10, 5)",
     )
     return parser
 
@@ -295,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from loadtest.load_command import run_load_command
 
             return run_load_command(args)
+        if args.command == "bench" and args.scenario == "storm":
+            from loadtest.bench_storm import run_storm_command
+
+            return run_storm_command(args)
         if args.command == "bench":
             from loadtest.bench import run_bench_command
 
