@@ -9,6 +9,10 @@ dashboard can mark it. Locust's process only generates load.
 Files in ``--out``: ``summary.json``, ``report.html`` (Locust's), ``locust_stats.csv``,
 ``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``,
 ``locust.log``.
+
+A scenario with a storm (``storm``) also runs wrk's impatient connections
+(``loadtest/storm.py``) during its storm phase; the summary then reports both
+populations side by side (``populations``: Locust's polite users, wrk's storm).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from loadtest import load_report
 from loadtest.load_controller import ChaosSchedule, ControllerCalls
 from loadtest.locust_process import LOCUSTFILE, STOP_FILE, LocustOutput, stop_locust
 from loadtest.scenarios import Scenario
+from loadtest.storm import OPEN_FILES_SPARE, StormError, StormOptions, StormRun
 from loadtest.watch import HealthWatch, KnobWatch, MetricsWatch, Window, span_totals
+from loadtest.wrk import raise_open_files
 from surgeguard.process import die_with_parent
 
 PROGRESS_EVERY_S = 2.0
@@ -57,6 +63,7 @@ class LoadOptions:
     quiet: bool = False
     user_classes: tuple[str, ...] = ()  # Locust user classes; () = by the population
     keep_scrapes: bool = False  # keep every /metrics scrape (returned as "scrapes")
+    storm: StormOptions = field(default_factory=StormOptions)  # for a scenario with a storm
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -89,6 +96,8 @@ def locust_command(opts: LoadOptions) -> list[str]:
         command += opts.user_classes
     elif opts.scenario.population == "impatient":
         command.append("ImpatientUser")
+    elif opts.scenario.population == "polite":
+        command.append("PoliteUser")
     else:
         command += ["PoliteUser", "ImpatientUser"]
     return command
@@ -115,6 +124,17 @@ def check(opts: LoadOptions) -> None:
             f"scenario {opts.scenario.name} changes the db through the controller's chaos "
             "API: give --controller URL and set SURGEGUARD_ADMIN_TOKEN"
         )
+    if opts.scenario.storm_s is not None:
+        try:
+            opts.storm.check()
+        except StormError as exc:
+            raise LoadError(str(exc)) from None
+        wanted = opts.storm.connections + OPEN_FILES_SPARE
+        if raise_open_files(wanted) < wanted:
+            raise LoadError(
+                f"{opts.storm.connections} storm connections need {wanted} open files; "
+                "the hard limit is lower (raise it: ulimit -Hn)"
+            )
     try:
         httpx.get(f"{opts.host.rstrip('/')}/healthz", timeout=5, trust_env=False)
     except httpx.HTTPError as exc:
@@ -176,6 +196,10 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     output.start()
     chaos = ChaosSchedule(opts, controller, output)
     chaos.start()
+    storm = None
+    if opts.scenario.storm_s is not None:
+        storm = StormRun(opts.host, opts.scenario, opts.storm, output, warn)
+        storm.start()
     stopped_early = False
     try:
         with _terminate_on_signals(stop):
@@ -188,6 +212,8 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
                     next_line += PROGRESS_EVERY_S
                     say(_progress(opts, output, metrics, health))
     finally:
+        if storm is not None:
+            storm.stop()
         stop_locust(process, opts.out / STOP_FILE)
         chaos.undo()
         output.join(timeout=5)
@@ -200,6 +226,8 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     summary = _summary(
         opts, started_at, stopped_early, process.returncode, metrics, health, knobs, chaos, offset
     )
+    if storm is not None:
+        summary.update(load_report.storm_sides(opts.scenario, summary, storm.summary()))
     summary["locust_output_tail"] = output.other[-20:]
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if opts.keep_scrapes:  # for the caller only, on Locust's clock like the windows

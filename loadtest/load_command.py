@@ -14,7 +14,8 @@ import httpx
 
 from loadtest import tune
 from loadtest.load import LoadError, LoadOptions, run_load
-from loadtest.scenarios import ScenarioError, build
+from loadtest.scenarios import ALL_SCENARIOS, ScenarioError, build
+from loadtest.storm import StormOptions
 from loadtest.watch import Window
 from surgeguard.settings import SettingsError, load_settings
 
@@ -27,15 +28,28 @@ def _reachable(url: str) -> bool:
     return True
 
 
+def bare_keys(raw: str) -> list[str]:
+    """The client keys of ``key[:ceiling],...`` without their priority ceilings."""
+    return [k.split(":", 1)[0].strip() for k in raw.split(",") if k.split(":", 1)[0].strip()]
+
+
+def _storm(args: argparse.Namespace, keys: list[str]) -> tuple[StormOptions, list[str]]:
+    """The storm's options and the keys left for Locust's users: the storm takes one
+    key (``--storm-key`` or the first), the users the others when there are others (so
+    that the storm's client does not shed the polite users sharing its key)."""
+    key = args.storm_key or (keys[0] if keys else "demo-key")
+    others = [k for k in keys if k != key]
+    storm = StormOptions(connections=args.storm_connections, threads=args.storm_threads, key=key)
+    return storm, others or keys
+
+
 def options(args: argparse.Namespace) -> LoadOptions:
     settings = load_settings(
         flags={"controller_url": "--controller"}, controller_url=args.controller
     )
     name = "step" if args.tune else args.scenario
     if name is None:
-        raise SettingsError(
-            "give --scenario NAME (spike, step, soak, slow_dependency, retry_storm)"
-        )
+        raise SettingsError(f"give --scenario NAME ({', '.join(ALL_SCENARIOS)})")
     if args.tune and args.scenario not in ("step", None):
         raise SettingsError(f"--tune runs the step scenario, not {args.scenario}")
     if not args.host.startswith(("http://", "https://")):
@@ -54,15 +68,20 @@ def options(args: argparse.Namespace) -> LoadOptions:
         args.no_marks or not _reachable(settings.controller_url)
     ):
         controller = None
+    keys = bare_keys(settings.client_keys)
+    storm = StormOptions()
+    if scenario.storm_s is not None:
+        storm, keys = _storm(args, keys)
     return LoadOptions(
         scenario=scenario,
         host=args.host.rstrip("/"),
         out=args.out,
         controller_url=controller,
         admin_token=settings.admin_token,
-        client_keys=settings.client_keys,
+        client_keys=",".join(keys),
         processes=args.processes,
         marks=not args.no_marks,
+        storm=storm,
     )
 
 
@@ -79,6 +98,8 @@ def run_load_command(args: argparse.Namespace) -> int:
     except LoadError as exc:
         raise SettingsError(str(exc)) from None
     print(_verdict(summary), flush=True)
+    if "populations" in summary:
+        print(_sides(summary["populations"]), flush=True)
     if args.tune:
         tuned = tune.result(
             s,
@@ -109,4 +130,15 @@ def _verdict(summary: dict[str, Any]) -> str:
         f"generator: peak {gen['users_peak']:,} users, {gen['rps_peak'] or 0:,.0f} req/s"
         + (" (its CPU was the limit)" if gen["cpu_saturated"] else "")
         + (" — stopped early" if summary["stopped_early"] else "")
+    )
+
+
+def _sides(populations: dict[str, Any]) -> str:
+    """The polite users and the storm, one line each (client side)."""
+    polite, storm = populations["polite"], populations["storm"]
+    return (
+        f"polite (Locust, {polite['users']:,} users): {polite['requests']:,} requests, "
+        f"{polite['ok']:,} ok, {polite['shed']:,} shed, p99 {polite['p99_ms']} ms\n"
+        f"storm (wrk, {storm['connections']:,} connections): {storm['requests']:,} requests, "
+        f"{storm['ok']:,} ok, {storm['non_2xx_3xx']:,} non-2xx, p99 {storm['p99_ms']} ms"
     )

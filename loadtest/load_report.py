@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from loadtest.scenarios import Scenario
 from loadtest.watch import Window
 
 SHED_SUFFIX = " [shed]"
@@ -139,3 +140,67 @@ def progress_line(
 
 def _int(client: dict[str, Any] | None, key: str) -> str:
     return "?" if not client else f"{int(client.get(key, 0)):,}"
+
+
+def by_phase(scenario: Scenario, windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The server's windows grouped by the scenario's phase (``at``: the window's end on
+    Locust's clock; a window belongs to the phase of its middle): mean rates per
+    second, the worst p99 and the lowest limit."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for w in windows:
+        groups.setdefault(scenario.phase(max(0.0, float(w["at"]) - 0.5)), []).append(w)
+
+    def mean(rows: list[dict[str, Any]], key: str) -> float:
+        return round(sum(float(r[key]) for r in rows) / len(rows), 1)
+
+    return {
+        name: {
+            "windows": len(rows),
+            "good_per_s": mean(rows, "good_per_s"),
+            "admitted_per_s": mean(rows, "admitted_per_s"),
+            "rejected_per_s": mean(rows, "rejected_per_s"),
+            "p99_ms_worst": max(
+                (r["p99_ms"] for r in rows if r["p99_ms"] is not None), default=None
+            ),
+            "limit_min": min(float(r["limit"]) for r in rows),
+        }
+        for name, rows in groups.items()
+    }
+
+
+def storm_sides(
+    scenario: Scenario, summary: dict[str, Any], storm: dict[str, Any]
+) -> dict[str, Any]:
+    """What a run with a storm adds to its summary: the storm (wrk's report), both
+    populations side by side, and the server's view before, during and after it."""
+    client = summary["client_side"]
+    polite_ok = client["requests"] - client["shed"] - client["failures"]
+    return {
+        "storm": storm,
+        "populations": {
+            "polite": {
+                "generator": "locust",
+                "note": "client-side, Locust users who honour Retry-After",
+                "users": client["users_peak"],
+                "requests": client["requests"],
+                "ok": max(0, polite_ok),
+                "shed": client["shed"],
+                "failures": client["failures"],
+                "requests_per_s": client["rps_mean"],
+                "p50_ms": client["p50_ms"],
+                "p99_ms": client["p99_ms"],
+            },
+            "storm": {
+                "generator": "wrk",
+                "note": storm["note"],
+                "connections": storm["connections"],
+                "requests": storm["requests"],
+                "ok": storm["ok"],
+                "non_2xx_3xx": storm["non_2xx_3xx"],
+                "requests_per_s": storm["requests_per_s"],
+                "p50_ms": storm["latency_ms"].get("p50"),
+                "p99_ms": storm["latency_ms"].get("p99"),
+            },
+        },
+        "server_by_phase": by_phase(scenario, summary["windows"]),
+    }

@@ -17,6 +17,13 @@ a laptop or up to 10,000 users without learning each shape's parameters:
   (through the controller's chaos API) until the run ends.
 - ``retry_storm``: like ``spike`` but every user is impatient (asks again at once
   after a 429/503), the traffic pattern of clients with naive retries.
+- ``storm``: ``users`` polite Locust users for the whole run and, from 20% to 70% of
+  it, a ``wrk`` storm of impatient connections that ignore ``Retry-After`` and ask again
+  at once (Locust alone cannot make thousands of such connections on two cores). Sized
+  by the storm's own options (``surgeguard load --storm-connections``); needs ``wrk``.
+
+``SCENARIOS`` are the ones Locust runs alone (what a drill from the dashboard may
+start); ``ALL_SCENARIOS`` adds the ones that also need ``wrk`` on the load machine.
 """
 
 from __future__ import annotations
@@ -62,8 +69,10 @@ class Scenario:
     users: int
     duration_s: float
     stages: tuple[Stage, ...]
-    population: str = "mixed"  # "mixed" (polite and impatient) or "impatient"
+    population: str = "mixed"  # "mixed" (polite and impatient), "impatient" or "polite"
     chaos: tuple[ChaosEvent, ...] = ()
+    # (start, end) seconds into the run of the wrk storm; None: no storm
+    storm_s: tuple[float, float] | None = None
 
     def tick(self, run_time_s: float) -> tuple[int, float] | None:
         """(users, spawn rate per second) at ``run_time_s``; None once the run is over
@@ -89,6 +98,9 @@ class Scenario:
             return "done"
         if self.name == "slow_dependency" and self.chaos:
             return "db slow" if run_time_s >= self.chaos[0].at_s else "steady"
+        if self.storm_s is not None:
+            start, end = self.storm_s
+            return "before" if run_time_s < start else "storm" if run_time_s < end else "after"
         return "steady"
 
 
@@ -148,8 +160,14 @@ DEFAULTS: dict[str, Defaults] = {
         300, 120.0, "steady users; half-way the db becomes 5x slower (chaos API)"
     ),
     "retry_storm": Defaults(3_000, 90.0, "a spike of impatient users who retry at once"),
+    "storm": Defaults(
+        100, 60.0, "polite users throughout; a wrk storm of impatient connections mid-run"
+    ),
 }
-SCENARIOS: tuple[str, ...] = tuple(DEFAULTS)
+WRK_SCENARIOS: tuple[str, ...] = ("storm",)
+ALL_SCENARIOS: tuple[str, ...] = tuple(DEFAULTS)
+SCENARIOS: tuple[str, ...] = tuple(n for n in ALL_SCENARIOS if n not in WRK_SCENARIOS)
+STORM_FROM, STORM_TO = 0.2, 0.7  # the storm's part of a storm run (the spike's fractions)
 
 
 def defaults(name: str) -> tuple[int, float]:
@@ -161,7 +179,7 @@ def defaults(name: str) -> tuple[int, float]:
 
 def _check_name(name: str) -> None:
     if name not in DEFAULTS:
-        raise ScenarioError(f"unknown scenario {name!r}: choose from {', '.join(SCENARIOS)}")
+        raise ScenarioError(f"unknown scenario {name!r}: choose from {', '.join(ALL_SCENARIOS)}")
 
 
 def build(
@@ -202,6 +220,14 @@ def build(
             duration_s,
             spike_stages(users, duration_s, baseline_users),
             population="impatient",
+        ),
+        "storm": lambda: Scenario(
+            name,
+            users,
+            duration_s,
+            steady_stages(users, duration_s),
+            population="polite",
+            storm_s=(round(STORM_FROM * duration_s, 2), round(STORM_TO * duration_s, 2)),
         ),
     }
     return builders[name]()

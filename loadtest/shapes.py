@@ -79,7 +79,20 @@ class RetryStormShape(ScenarioShape):
     scenario_name = "retry_storm"
 
 
+class StormShape(ScenarioShape):
+    """The polite users of a storm run; the wrk storm itself is the runner's job."""
+
+    scenario_name = "storm"
+
+
 SHAPES: dict[str, type[ScenarioShape]] = {
     cls.scenario_name: cls
-    for cls in (SpikeShape, StepShape, SoakShape, SlowDependencyShape, RetryStormShape)
+    for cls in (
+        SpikeShape,
+        StepShape,
+        SoakShape,
+        SlowDependencyShape,
+        RetryStormShape,
+        StormShape,
+    )
 }

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from loadtest.scenarios import (
+    ALL_SCENARIOS,
     MAX_USERS,
     SCENARIOS,
     ScenarioError,
@@ -83,7 +84,8 @@ def test_every_scenario_has_defaults_and_a_shape() -> None:
         "slow_dependency",
         "retry_storm",
     }
-    for name in SCENARIOS:
+    assert set(ALL_SCENARIOS) == {*SCENARIOS, "storm"}  # the storm needs wrk as well
+    for name in ALL_SCENARIOS:
         users, duration = defaults(name)
         assert 1 <= users <= MAX_USERS
         assert len(ticks(build(name))) == int(duration)
@@ -149,7 +151,7 @@ def shape_ticks() -> dict[str, list[object]]:
     return result
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
+@pytest.mark.parametrize("name", ALL_SCENARIOS)
 def test_each_locust_shape_ticks_through_its_scenario(
     name: str, shape_ticks: dict[str, list[object]]
 ) -> None:
@@ -159,7 +161,7 @@ def test_each_locust_shape_ticks_through_its_scenario(
 
 
 def test_there_is_a_shape_for_every_scenario(shape_ticks: dict[str, list[object]]) -> None:
-    assert set(shape_ticks) - {"from_env"} == set(SCENARIOS)
+    assert set(shape_ticks) - {"from_env"} == set(ALL_SCENARIOS)
 
 
 def test_shapes_take_their_size_from_the_environment(
