@@ -16,9 +16,10 @@ an emptied embedded Redis) and the same phases, all driven by wrk:
 The configurations: ``guarded`` (defaults) and ``unguarded`` (the target without its
 penalty box, ``SURGEGUARD_PENALTY_BOX=false``; the controller without its hold rule,
 ``SURGEGUARD_CONTROLLER_HOLD_RULE=false``). Throughout, the replica's ``/metrics`` is
-scraped every second and ``/healthz`` probed every quarter second, each answer timed
-(``storm_watch.py``); the numbers are read per phase (``storm_measure.py``) and judged
-against the issue's targets (``storm_report.py``).
+scraped every second and ``/healthz`` probed every quarter second (from a process of
+its own, a new connection each time), each answer timed (``storm_watch.py``); the
+numbers are read per phase (``storm_measure.py``) and judged against the issue's
+targets (``storm_report.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import redis
 from loadtest.processes import HOST, child_env, free_port, running
 from loadtest.storm_measure import SLO_S, Phase, idle_rss, phase_summary
 from loadtest.storm_report import comparison, headline, markdown, table, targets
-from loadtest.storm_watch import TimedHealthWatch, TimedMetricsWatch
+from loadtest.storm_watch import HealthProbe, TimedMetricsWatch
 from loadtest.wrk import (
     STATUS_SCRIPT,
     WrkError,
@@ -228,7 +229,7 @@ def run_configuration(
     config = CONFIGURATIONS[name]
     say(f"{name} ({config.about}):")
     with stack(name, config, redis_url, logs) as url:
-        metrics, health = TimedMetricsWatch(url, time.monotonic()), TimedHealthWatch(url)
+        metrics, health = TimedMetricsWatch(url, time.monotonic()), HealthProbe(url)
         metrics.start()
         health.start()
         try:

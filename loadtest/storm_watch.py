@@ -1,21 +1,31 @@
-"""The storm benchmark's watchers: ``watch.py``'s, with every probe's time kept.
+"""The storm benchmark's watchers, with every probe's time kept.
 
 During a storm the question is not only what the replica served but whether it stayed
 answerable: how long each ``/metrics`` scrape took (the controller's eyes) and each
 ``/healthz`` probe (a liveness check's). Both keep a timed record per probe, so the
 benchmark can slice them by phase afterwards, and both wait far longer than the
 ordinary watchers before giving up, so a slow answer is measured, not just failed.
+
+``TimedMetricsWatch`` is ``watch.py``'s scraper, timing the request only (not the
+parsing). ``HealthProbe`` runs ``loadtest/probe.py`` in its own process: in this one,
+the scraper's parsing holds the GIL for tens of ms and would show up as /healthz
+latency.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
 import httpx
 
 from controller.scrape import Scrape
-from loadtest.watch import HealthWatch, MetricsWatch
+from loadtest.processes import stop
+from loadtest.watch import MetricsWatch
+from surgeguard.process import die_with_parent
 
 PROBE_TIMEOUT_S = 15.0  # a probe slower than this counts as failed, seconds
 HEALTH_EVERY_S = 0.25
@@ -48,26 +58,36 @@ class TimedMetricsWatch(MetricsWatch):
         started = time.monotonic()
         ok = False
         try:
-            scrape = super().scrape()
+            text = self.http.get(f"{self.url}/metrics").raise_for_status().text
             ok = True
-            return scrape
         finally:
-            self.timings.append(Probe(started, time.monotonic() - started, ok))
+            answered = time.monotonic()
+            self.timings.append(Probe(started, answered - started, ok))
+        return Scrape.from_text(text, answered)
 
 
-class TimedHealthWatch(HealthWatch):
-    """Asks ``/healthz`` every quarter second and keeps each answer's time."""
+class HealthProbe(threading.Thread):
+    """``/healthz`` every ``period_s`` seconds from its own process (a new connection
+    each time, as a Kubernetes probe does); ``probes`` fills as answers come. Start it
+    from a long-lived thread (the prober dies with the thread that started it)."""
 
     def __init__(self, url: str, period_s: float = HEALTH_EVERY_S) -> None:
-        super().__init__(url, period_s)
-        self.http.close()
-        self.http = _patient_client()
+        super().__init__(name="health-probe", daemon=True)
         self.probes: list[Probe] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "loadtest.probe", url.rstrip("/") + "/healthz", str(period_s)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent(),
+        )
 
-    def step(self) -> None:
-        started = time.monotonic()
-        ok = False
-        try:
-            ok = self.http.get(self.url).status_code == 200
-        finally:
-            self.probes.append(Probe(started, time.monotonic() - started, ok))
+    def run(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            at, seconds, status = line.split()
+            self.probes.append(Probe(float(at), float(seconds), status == "200"))
+
+    def stop(self) -> None:
+        stop(self.process, timeout_s=2.0)
+        self.join(timeout=5)
