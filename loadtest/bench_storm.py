@@ -16,8 +16,9 @@ an emptied embedded Redis) and the same phases, all driven by wrk:
 The configurations: ``guarded`` (defaults) and ``unguarded`` (the target without its
 penalty box, ``SURGEGUARD_PENALTY_BOX=false``; the controller without its hold rule,
 ``SURGEGUARD_CONTROLLER_HOLD_RULE=false``). Throughout, the replica's ``/metrics`` is
-scraped every second and ``/healthz`` probed every quarter second (from a process of
-its own, a new connection each time), each answer timed (``storm_watch.py``); the
+scraped every second and ``/healthz`` probed every quarter second (from processes of
+their own: on a new connection each time, as a liveness probe does, and on a kept-alive
+one), each answer timed (``storm_watch.py``); the
 numbers are read per phase (``storm_measure.py``) and judged against the issue's
 targets (``storm_report.py``).
 """
@@ -229,17 +230,18 @@ def run_configuration(
     config = CONFIGURATIONS[name]
     say(f"{name} ({config.about}):")
     with stack(name, config, redis_url, logs) as url:
-        metrics, health = TimedMetricsWatch(url, time.monotonic()), HealthProbe(url)
-        metrics.start()
-        health.start()
+        metrics = TimedMetricsWatch(url, time.monotonic())
+        health, kept = HealthProbe(url), HealthProbe(url, keep_alive=True)
+        for watcher in (metrics, health, kept):
+            watcher.start()
         try:
             phases = Phases(url, plan, work / "status.lua", say).all()
         finally:
-            metrics.stop()
-            health.stop()
+            for watcher in (metrics, health, kept):
+                watcher.stop()
     idle = idle_rss(metrics.scrapes, phases[0])
     summaries = {
-        p.name: phase_summary(p, metrics.scrapes, metrics.timings, health.probes, idle)
+        p.name: phase_summary(p, metrics.scrapes, metrics.timings, health.probes, kept.probes, idle)
         for p in phases
     }
     storms = [p.name for p in phases if p.kind == "storm"]

@@ -68,14 +68,19 @@ class TimedMetricsWatch(MetricsWatch):
 
 class HealthProbe(threading.Thread):
     """``/healthz`` every ``period_s`` seconds from its own process (a new connection
-    each time, as a Kubernetes probe does); ``probes`` fills as answers come. Start it
+    each time, as a Kubernetes probe does; ``keep_alive``: one kept-alive connection);
+    ``probes`` fills as answers come. Start it
     from a long-lived thread (the prober dies with the thread that started it)."""
 
-    def __init__(self, url: str, period_s: float = HEALTH_EVERY_S) -> None:
+    def __init__(
+        self, url: str, period_s: float = HEALTH_EVERY_S, *, keep_alive: bool = False
+    ) -> None:
         super().__init__(name="health-probe", daemon=True)
         self.probes: list[Probe] = []
+        command = [sys.executable, "-m", "loadtest.probe", url.rstrip("/") + "/healthz"]
+        command += [str(period_s), *(["--keep-alive"] if keep_alive else [])]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.probe", url.rstrip("/") + "/healthz", str(period_s)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             text=True,
