@@ -68,6 +68,9 @@ class LoopLagMonitor:
         self._clock = clock
         self._sleep = sleep
         self.histogram = LocalHistogram(LAG_EDGES_S)
+        # Clock time of the last wakeup: the loop's heartbeat (a health check reads it
+        # from another thread: one float, written atomically).
+        self.last_wakeup = clock()
         families = LocalFamilies()
         families.histogram(
             LOOP_LAG_HIST,
@@ -85,8 +88,9 @@ class LoopLagMonitor:
         while wakeups is None or done < wakeups:
             asked_at = self._clock()
             await self._sleep(self.interval_s)
+            woke = self.last_wakeup = self._clock()
             # A timer may fire up to the clock's resolution early: that is no lag.
-            self.histogram.observe(max(0.0, self._clock() - asked_at - self.interval_s))
+            self.histogram.observe(max(0.0, woke - asked_at - self.interval_s))
             done += 1
 
     def start(self) -> None:

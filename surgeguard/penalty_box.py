@@ -5,9 +5,11 @@ retries at once turns every rejection into another request, and at a few thousan
 such clients the event loop spends itself saying no. So the door remembers, per
 client, when it told it to come back, and a request that arrives before then is not
 decided at once: it is held (a timer, no CPU while it waits) until that time, then
-decided like any other. Each early return doubles the ``Retry-After`` the client gets
-next, up to a bound, so N impatient clients settle at about N / bound decisions per
-second instead of as many as their connections can carry.
+decided like any other. Each early return multiplies the ``Retry-After`` the client
+gets next by ``growth`` (default 4), up to a bound, so N impatient clients settle at
+about N / bound decisions per second instead of as many as their connections can
+carry. (A factor of 4 reaches a 30 s bound in three early returns; doubling took five,
+and the decisions spent on the way were most of a storm's first 15 s.)
 
 A polite client sees no difference: its first 429 is immediate, and a request that
 comes after its ``Retry-After`` is decided at once and forgives any earlier strikes.
@@ -21,6 +23,7 @@ for the seconds ``arrive`` returns, then calls ``released``).
 
 from __future__ import annotations
 
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -43,6 +46,8 @@ class PenaltyBox:
     """Per-client ``Retry-After`` deadlines and strikes, with a bound on held requests.
 
     ``max_retry_after_s``: the longest ``Retry-After`` handed out (seconds).
+    ``growth``: the factor per early return. ``spread``: 0..1, how much of a grown
+    ``Retry-After`` is randomised away (0: exactly grown).
     ``max_held``: how many requests may be held at once (requests).
     ``max_clients``: how many clients are remembered (the oldest go first).
     ``forget_after_s``: a client is forgotten this long after its deadline passed
@@ -53,13 +58,20 @@ class PenaltyBox:
         self,
         *,
         max_retry_after_s: int = 30,
+        growth: int = 4,
+        spread: float = 0.5,
         max_held: int = 16_384,
         max_clients: int = 200_000,
         forget_after_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         if max_retry_after_s < 1:
             raise ValueError(f"max_retry_after_s must be >= 1 s, got {max_retry_after_s}")
+        if growth < 1:
+            raise ValueError(f"growth must be >= 1 (a factor per early return), got {growth}")
+        if not 0.0 <= spread < 1.0:
+            raise ValueError(f"spread must be in [0, 1), got {spread}")
         if max_held < 0:
             raise ValueError(f"max_held must be >= 0 requests, got {max_held}")
         if max_clients < 1:
@@ -68,6 +80,9 @@ class PenaltyBox:
         if forget < 0:
             raise ValueError(f"forget_after_s must be >= 0 s, got {forget}")
         self.max_retry_after_s = max_retry_after_s
+        self.growth = growth
+        self.spread = spread
+        self._random = (rng or random.Random()).random
         self.max_held = max_held
         self.max_clients = max_clients
         self.forget_after_s = forget
@@ -113,14 +128,20 @@ class PenaltyBox:
 
     def told_to_wait(self, client: Hashable, retry_after_s: int) -> int:
         """``client`` is being turned away with a ``Retry-After`` of ``retry_after_s``
-        (seconds, the caller's usual, jittered value): returns the value to send,
-        doubled for each early return, capped at ``max_retry_after_s``, and remembers
-        the deadline."""
+        (seconds, the caller's usual, jittered value): returns the value to send, and
+        remembers the deadline. For a client with strikes it is ``growth`` times more
+        per early return, capped at ``max_retry_after_s``, then spread down by up to
+        ``spread`` of itself (never below the usual value)."""
         now = self._clock()
         entries = self._entries
         entry = entries.pop(client, None)
         strikes = entry.strikes if entry is not None else 0
-        seconds = min(self.max_retry_after_s, max(1, retry_after_s) << min(strikes, 16))
+        seconds = max(1, retry_after_s)
+        if strikes:
+            grown = min(self.max_retry_after_s, seconds * self.growth ** min(strikes, 32))
+            # Somewhere in [1 - spread, 1] x grown: clients rejected together (a storm
+            # starts at once) would otherwise all come back in the same second.
+            seconds = max(seconds, grown - int(self._random() * self.spread * (grown + 1)))
         if entry is None:
             entry = _Entry(now + seconds)
             self._forget_old(now)

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".surgeguard"), description="embedded Redis data directory")
     host: str = Field("127.0.0.1", description="interface to listen on")
     replica_id: str = Field("", description="name of this replica (default host:port)")
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="also answer /healthz and /metrics on this port, from a thread of "
+        "their own (probes and scrapes then never wait behind a storm; 0: any free port)",
+    )
 
     # -- who may do what --
     admin_token: str | None = Field(None, description="bearer token for operator writes")

@@ -94,10 +94,12 @@ def up(
         redis_url = settings.redis_url or (embedded.url if embedded else "")
         env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url, "SURGEGUARD_ADMIN_TOKEN": token}
         host = settings.host
+        # Liveness probes and scrapes that never wait behind a storm (health_listener).
+        health_port = settings.health_port or _free_port(host)
         children.append(
             _spawn(
                 "target",
-                ["target", "--port", str(target_port)],
+                ["target", "--port", str(target_port), "--health-port", str(health_port)],
                 env,
                 f"http://{host}:{target_port}",
             )
@@ -148,6 +150,8 @@ def up(
             f"  redis       {redis_url}  ({where})\n"
             f"  target      http://{host}:{target_port}   "
             f"(metrics /metrics, health /healthz)\n"
+            f"  probes      http://{host}:{health_port}/healthz   "
+            f"(and /metrics: a thread of their own, answers during a storm)\n"
             f"  worker      http://{host}:{worker_port}/metrics   "
             f"(concurrency {settings.worker_concurrency})\n"
             f"  controller  http://{host}:{controller_port}/api/v1/state   "

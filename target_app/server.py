@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from surgeguard.embedded_redis import redis_url_for
+from surgeguard.gc_policy import quiet_full_collections
 from surgeguard.settings import Settings
 from target_app.service import Service, connect_redis
 
@@ -20,6 +21,9 @@ def serve(settings: Settings, port: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with redis_url_for(settings.redis_url, settings.data_dir) as url:
         service = build_service(settings, url, port)
+        # Under a storm of held requests CPython's full collections stop the loop for
+        # most of a second each and free nothing: make them rare (see gc_policy).
+        quiet_full_collections()
         config = uvicorn.Config(
             service.asgi,
             host=settings.host,
@@ -34,5 +38,11 @@ def serve(settings: Settings, port: int) -> int:
         )
         server = uvicorn.Server(config)
         print(f"target {service.replica} listening on http://{settings.host}:{port}", flush=True)
+        if service.health is not None:
+            print(
+                f"target {service.replica} health and metrics also on "
+                f"http://{settings.host}:{service.health.port}",
+                flush=True,
+            )
         server.run()
     return 0

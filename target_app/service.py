@@ -25,6 +25,7 @@ from surgeguard.aio import cancel_and_wait
 from surgeguard.body_limit import BodySizeLimitMiddleware
 from surgeguard.bulkhead import Bulkhead, DependencyMetrics
 from surgeguard.controlplane import ControlState
+from surgeguard.health_listener import HealthListener
 from surgeguard.knob_watcher import KnobWatcher
 from surgeguard.knobs import DEPENDENCIES, Knobs
 from surgeguard.limiter import Limiter
@@ -112,6 +113,15 @@ class Service:
         # admitted p99 and process_cpu_seconds_total to tell "the CPU is taken by
         # another process" from "this replica's own work is too much".
         self.loop_lag = LoopLagMonitor(self.registry)
+        # Probes and scrapes on a port of their own, when asked for (see its module).
+        self.health: HealthListener | None = None
+        if settings.health_port is not None:
+            self.health = HealthListener(
+                self.registry,
+                lambda: self.loop_lag.last_wakeup,
+                host=settings.host,
+                port=settings.health_port,
+            )
 
         rng = rng or random.Random()
         self.dependencies = SimulatedDependencies.build(
@@ -253,11 +263,15 @@ class Service:
         self.watcher.start()
         sampler = asyncio.create_task(self._sample_jobs(), name="jobs-sampler")
         self.loop_lag.start()
+        if self.health is not None:
+            self.health.start()
         self.ready = True
         try:
             yield
         finally:
             self.ready = False
+            if self.health is not None:
+                self.health.stop()
             await self.loop_lag.stop()
             await cancel_and_wait(sampler)
             await self.watcher.stop()

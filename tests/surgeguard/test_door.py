@@ -284,7 +284,7 @@ def test_a_client_that_ignores_retry_after_gets_its_next_answer_no_sooner(
             waited = time.monotonic() - told
         assert second.status_code == 429
         assert waited >= 1.0 - 0.01  # held until the Retry-After it was given had passed
-        assert second.headers["retry-after"] == "2"  # and told to wait longer next time
+        assert int(second.headers["retry-after"]) > 1  # and told to wait longer next time
         assert d.sample("surgeguard_penalty_box_holds_total") == 1
 
 
@@ -365,7 +365,7 @@ def test_without_the_address_header_a_forged_address_is_ignored(
                 client.get("/work", headers={**VIP, "X-Real-IP": "198.51.100.1"}).status_code == 429
             )
             again = client.get("/work", headers={**VIP, "X-Real-IP": "198.51.100.2"})
-        assert again.headers["retry-after"] == "2"  # still the same connection: held, grown
+        assert int(again.headers["retry-after"]) > 1  # the same connection: held, grown
         assert time.monotonic() - told >= 1.0 - 0.01
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from surgeguard.penalty_box import FULL, PenaltyBox
@@ -12,6 +14,9 @@ OTHER = ("127.0.0.1", 50_002)
 
 
 def box(clock: FakeClock, **kwargs: int | float) -> PenaltyBox:
+    """Exact numbers: no spread unless a test asks for it; growth 2 is easy to read."""
+    kwargs.setdefault("spread", 0.0)
+    kwargs.setdefault("growth", 2)
     return PenaltyBox(clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
@@ -54,6 +59,33 @@ def test_each_early_return_doubles_the_next_retry_after_up_to_the_bound() -> Non
         b.released()
         given.append(b.told_to_wait(CLIENT, 1))  # ...then decided: rejected again
     assert given == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_the_default_growth_reaches_the_bound_in_three_early_returns() -> None:
+    clock = FakeClock()
+    b = box(clock, growth=4, max_retry_after_s=30)
+    given = [b.told_to_wait(CLIENT, 2)]
+    for _ in range(4):
+        clock.advance(b.arrive(CLIENT))
+        b.released()
+        given.append(b.told_to_wait(CLIENT, 2))
+    assert given == [2, 8, 30, 30, 30]
+
+
+def test_a_grown_retry_after_is_spread_down_but_never_below_the_usual_value() -> None:
+    clock = FakeClock()
+    seen = set()
+    for seed in range(200):
+        b = PenaltyBox(clock=clock, growth=4, spread=0.5, rng=random.Random(seed))
+        b.told_to_wait(seed, 2)
+        clock.advance(b.arrive(seed))
+        b.released()
+        b.told_to_wait(seed, 2)  # grown to 8, then spread over [4, 8]
+        clock.advance(b.arrive(seed))
+        b.released()
+        seen.add(b.told_to_wait(seed, 2))  # grown to 30, spread over [15, 30]
+    assert min(seen) >= 15 and max(seen) == 30
+    assert len(seen) >= 10  # really spread: not three values that bunch clients up
 
 
 def test_served_after_a_hold_does_not_forgive_strikes() -> None:
@@ -134,6 +166,8 @@ def test_remembered_clients_are_bounded_oldest_first() -> None:
     [
         ({"max_retry_after_s": 0}, "max_retry_after_s must be >= 1 s, got 0"),
         ({"max_held": -1}, "max_held must be >= 0 requests, got -1"),
+        ({"growth": 0}, "growth must be >= 1"),
+        ({"spread": 1.0}, r"spread must be in \[0, 1\), got 1.0"),
         ({"max_clients": 0}, "max_clients must be >= 1, got 0"),
         ({"forget_after_s": -1.0}, "forget_after_s must be >= 0 s, got -1.0"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -468,3 +469,31 @@ def test_health_and_metrics_calls_are_not_counted_as_requests(http: httpx.Client
         assert http.get("/healthz").status_code == 200
         assert http.get("/readyz").status_code == 200
     assert counted() == before
+
+
+def test_the_health_port_answers_while_the_replicas_event_loop_is_blocked(
+    start_target: StartTarget,
+) -> None:
+    """Issue 11: a probe must not wait behind a flooded loop. The loop is blocked for
+    3 s; the health port answers (with the replica's own metrics) before it is free."""
+    target = start_target(health_port=0)
+    assert target.service.health is not None
+    port = target.service.health.port
+    blocked = threading.Event()
+
+    async def block() -> None:
+        blocked.set()
+        time.sleep(3.0)  # noqa: ASYNC251 (blocking the whole loop is the point)
+        blocked.clear()
+
+    blocker = threading.Thread(target=target.server.call, args=(block(),))
+    blocker.start()
+    assert blocked.wait(10)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
+        health = probe.get("/healthz")
+        metrics = probe.get("/metrics")
+        answered_while_blocked = blocked.is_set()
+    blocker.join(10)
+    assert health.status_code == 200
+    assert "surgeguard_concurrency_limit" in metrics.text
+    assert answered_while_blocked
