@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--host", help="default 127.0.0.1 (SURGEGUARD_HOST)")
     target.add_argument("--port", type=_port, default=8000, help="default 8000")
     target.add_argument("--replica-id", help="default host:port (SURGEGUARD_REPLICA_ID)")
+    target.add_argument(
+        "--health-port",
+        type=int,
+        help="also answer /healthz and /metrics on this port from a thread of their own "
+        "(0: any free port; default off; SURGEGUARD_HEALTH_PORT)",
+    )
     target.add_argument("--concurrency-limit", type=int, help="requests in flight at once")
     target.add_argument("--queue-limit", type=int, help="requests that may wait")
     target.add_argument("--queue-timeout-ms", type=int, help="longest wait for a slot, ms")
@@ -127,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="let the controller switch degradation modes when limits alone fail",
+    )
+    ctl.add_argument(
+        "--no-hold-rule",
+        dest="hold_rule",
+        action="store_false",
+        default=None,
+        help="cut knobs on latency alone, without asking whether the knob causes it "
+        "(the controller before the hold rule; SURGEGUARD_CONTROLLER_HOLD_RULE=false)",
     )
     ctl.add_argument(
         "--prometheus-url",
@@ -276,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(
                 host=args.host,
                 replica_id=args.replica_id,
+                health_port=args.health_port,
                 data_dir=args.data_dir,
                 concurrency_limit=args.concurrency_limit,
                 queue_limit=args.queue_limit,
@@ -295,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "controller_algorithm": "--algorithm",
                     "controller_scope": "--scope",
                     "controller_targets": "--target",
+                    "controller_hold_rule": "--no-hold-rule",
                 },
                 host=args.host,
                 controller_port=args.port,
@@ -302,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 controller_algorithm=args.algorithm,
                 controller_scope=args.scope,
                 auto_degrade=args.auto_degrade,
+                controller_hold_rule=args.hold_rule,
                 prometheus_url=args.prometheus_url,
                 controller_targets=",".join(args.target) if args.target else None,
                 data_dir=args.data_dir,
