@@ -4,13 +4,19 @@ No clock reads, no I/O: time arrives as ``Sample.now`` (seconds). The controller
 feeds each knob's algorithm the signals that mean congestion for that knob, and
 turns the returned ``Update`` into a recorded decision. One interface, so the
 benchmark can compare policies on one workload.
+
+What an algorithm remembers between ticks is an explicit, frozen state:
+``step(state, sample) -> (state, update)`` is a pure function of both, so the
+controller can ask "would this cut?" and throw the answer's state away (a held
+tick is then as if it had not been seen). ``update(sample)`` steps the algorithm's
+own ``state`` and keeps the result, for callers that always commit.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from controller.text import ms
 
@@ -60,6 +66,9 @@ class Update:
 
 class LimitAlgorithm(Protocol):
     name: str
+    state: Any  # the algorithm's own frozen state type
+
+    def step(self, state: Any, sample: Sample) -> tuple[Any, Update]: ...
 
     def update(self, sample: Sample) -> Update: ...
 
@@ -73,9 +82,24 @@ class Static:
     """Never moves: the baseline a static deployment would have."""
 
     name = "static"
+    state: None = None
+
+    def step(self, state: None, sample: Sample) -> tuple[None, Update]:
+        return None, Update(sample.limit, HOLD, "static policy")
 
     def update(self, sample: Sample) -> Update:
-        return Update(sample.limit, HOLD, "static policy")
+        return self.step(None, sample)[1]
+
+
+@dataclass(frozen=True)
+class AIMDState:
+    """last_cut_at: seconds (monotonic) of the last cut. recover_to: the limit before
+    the first cut of an overload episode: once the overload is over (latency far under
+    target) the limit returns there even if the traffic left is too light to "use" it,
+    so the next spike meets it whole."""
+
+    last_cut_at: float = -math.inf
+    recover_to: int | None = None
 
 
 class AIMD:
@@ -127,73 +151,84 @@ class AIMD:
         if not 0.0 <= fast_below < 1.0 - hysteresis:
             raise ValueError(f"fast_below must be in [0, {1.0 - hysteresis:g}), got {fast_below}")
         self.minimum, self.maximum = minimum, maximum
-        self.backoff, self.step, self.hysteresis = backoff, step, hysteresis
+        self.backoff, self.grow_step, self.hysteresis = backoff, step, hysteresis
         self.cooldown_s, self.in_use, self.slow_start = cooldown_s, in_use, slow_start
         self.proportional = proportional
-        self.last_cut_at = -math.inf
         self.fast_below = fast_below
-        # The limit before the first cut of an overload episode: once the overload is
-        # over (latency far under target) the limit returns there even if the
-        # traffic left is too light to "use" it, so the next spike meets it whole.
-        self.recover_to: int | None = None
+        self.state = AIMDState()
 
     def _clamp(self, value: float) -> int:
         return max(self.minimum, min(self.maximum, int(value)))
 
-    def update(self, s: Sample) -> Update:
+    def update(self, sample: Sample) -> Update:
+        self.state, update = self.step(self.state, sample)
+        return update
+
+    def step(self, state: AIMDState, s: Sample) -> tuple[AIMDState, Update]:
         limit = self._clamp(s.limit)
         latency_known = not math.isnan(s.latency_s)
         over = latency_known and s.latency_s > s.target_s
         if over or s.overloaded:
             why = s.over() if over else s.overload_reason or "overloaded"
-            if s.now - self.last_cut_at < self.cooldown_s:
-                return Update(limit, HOLD, f"{why}, cooling down after the last cut")
+            if s.now - state.last_cut_at < self.cooldown_s:
+                return state, Update(limit, HOLD, f"{why}, cooling down after the last cut")
             if limit <= self.minimum:
-                return Update(limit, HOLD, f"{why}, already at the minimum {self.minimum}")
-            self.last_cut_at = s.now
-            if self.recover_to is None:
-                self.recover_to = limit
+                return state, Update(limit, HOLD, f"{why}, already at the minimum {self.minimum}")
+            state = AIMDState(
+                last_cut_at=s.now,
+                recover_to=limit if state.recover_to is None else state.recover_to,
+            )
             factor = self.backoff
             if self.proportional and over:
                 # Far over target: cut to where the latency would fit, in one step
                 # (never below half), instead of many 10% steps a cool-down apart.
                 factor = max(0.5, min(self.backoff, s.target_s / s.latency_s))
             new = min(limit - 1, self._clamp(math.floor(limit * factor)))
-            return Update(max(new, self.minimum), CUT, why)
+            return state, Update(max(new, self.minimum), CUT, why)
         if not latency_known:
-            return Update(limit, HOLD, "no admitted traffic to judge by")
+            return state, Update(limit, HOLD, "no admitted traffic to judge by")
         if s.latency_s >= (1.0 - self.hysteresis) * s.target_s:
-            return Update(
+            return state, Update(
                 limit,
                 HOLD,
                 f"{s.signal_label} {ms(s.latency_s)} within {self.hysteresis:.0%} of "
                 f"{s.target_label} {ms(s.target_s)}",
             )
         fast = s.latency_s < self.fast_below * s.target_s
-        if fast and self.recover_to is not None:
-            if limit < self.recover_to:
+        if fast and state.recover_to is not None:
+            if limit < state.recover_to:
                 new = min(
-                    self.recover_to, max(limit + self.step, math.ceil(limit * self.slow_start))
+                    state.recover_to,
+                    max(limit + self.grow_step, math.ceil(limit * self.slow_start)),
                 )
-                return Update(
+                return state, Update(
                     self._clamp(new),
                     GROW,
-                    f"{s.under()}, recovering toward {self.recover_to} (before the overload)",
+                    f"{s.under()}, recovering toward {state.recover_to} (before the overload)",
                 )
-            self.recover_to = None  # recovered: the episode is over
+            state = replace(state, recover_to=None)  # recovered: the episode is over
         if s.peak_in_flight < self.in_use * limit:
-            return Update(
+            return state, Update(
                 limit,
                 HOLD,
                 f"limit not in use (peak {s.peak_in_flight:.0f} < {self.in_use:.0%} of {limit})",
             )
         if limit >= self.maximum:
-            return Update(limit, HOLD, f"at the maximum {self.maximum}")
+            return state, Update(limit, HOLD, f"at the maximum {self.maximum}")
         why = s.under()
         if fast:
-            new = max(limit + self.step, math.ceil(limit * self.slow_start))
-            return Update(self._clamp(new), GROW, f"{why}, growing fast")
-        return Update(self._clamp(limit + self.step), GROW, why)
+            new = max(limit + self.grow_step, math.ceil(limit * self.slow_start))
+            return state, Update(self._clamp(new), GROW, f"{why}, growing fast")
+        return state, Update(self._clamp(limit + self.grow_step), GROW, why)
+
+
+@dataclass(frozen=True)
+class GradientState:
+    """long_latency_s: the latency's long-term average, seconds (None before the first
+    sample). estimate: the unrounded limit, requests (None: start from the knob)."""
+
+    long_latency_s: float | None = None
+    estimate: float | None = None
 
 
 class Gradient:
@@ -227,24 +262,27 @@ class Gradient:
         self.minimum, self.maximum = minimum, maximum
         self.tolerance, self.smoothing, self.in_use = tolerance, smoothing, in_use
         self._alpha = 2.0 / (long_window + 1)
-        self.long_latency_s: float | None = None
-        self._estimate: float | None = None
+        self.state = GradientState()
 
-    def update(self, s: Sample) -> Update:
+    def update(self, sample: Sample) -> Update:
+        self.state, update = self.step(self.state, sample)
+        return update
+
+    def step(self, state: GradientState, s: Sample) -> tuple[GradientState, Update]:
         limit = max(self.minimum, min(self.maximum, s.limit))
         if math.isnan(s.latency_s) or s.latency_s <= 0:
-            return Update(limit, HOLD, "no admitted traffic to judge by")
+            return state, Update(limit, HOLD, "no admitted traffic to judge by")
         short = s.latency_s
-        long = short if self.long_latency_s is None else self.long_latency_s
+        long = short if state.long_latency_s is None else state.long_latency_s
         # Let the long average follow, but never let a bad spell become the new normal.
-        self.long_latency_s = long + self._alpha * (min(short, s.target_s) - long)
+        state = replace(state, long_latency_s=long + self._alpha * (min(short, s.target_s) - long))
         gradient = max(0.5, min(1.0, self.tolerance * long / short))
         gradient = min(gradient, s.target_s / short)
         if s.overloaded:
             gradient = min(gradient, 0.9)
-        estimate = self._estimate if self._estimate is not None else float(limit)
+        estimate = state.estimate if state.estimate is not None else float(limit)
         if gradient >= 1.0 and s.peak_in_flight < self.in_use * limit:
-            return Update(
+            return state, Update(
                 limit,
                 HOLD,
                 f"limit not in use (peak {s.peak_in_flight:.0f} < {self.in_use:.0%} of {limit})",
@@ -253,14 +291,15 @@ class Gradient:
         estimate = estimate * (1 - self.smoothing) + wanted * self.smoothing
         if gradient < 1.0:
             estimate = min(estimate, wanted)  # cut now, smooth only the growth
-        self._estimate = max(float(self.minimum), min(float(self.maximum), estimate))
-        new = int(self._estimate)
+        estimate = max(float(self.minimum), min(float(self.maximum), estimate))
+        state = replace(state, estimate=estimate)
+        new = int(estimate)
         why = (
             f"{s.signal_label} {ms(short)} vs long-term {ms(long)} and "
             f"{s.target_label} {ms(s.target_s)}: gradient {gradient:.2f}"
         )
         action = CUT if new < limit else GROW if new > limit else HOLD
-        return Update(new, action, why)
+        return state, Update(new, action, why)
 
 
 ALGORITHMS = ("aimd", "static", "gradient")

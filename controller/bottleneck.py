@@ -13,7 +13,7 @@ from controller.text import ms, share_of_core
 
 @dataclass(frozen=True)
 class Bottleneck:
-    name: str  # a dependency, "admission", "cpu", or "none"
+    name: str  # a dependency, "admission", "cpu", "rejection_work", or "none"
     sentence: str
     scores: Mapping[str, float] = field(default_factory=dict)
 
@@ -44,19 +44,55 @@ def cpu_sentence(s: Signals) -> str:
     )
 
 
+def rejection_work(
+    s: Signals, *, target_s: float, lag_share: float, ratio: float, min_per_s: float
+) -> bool:
+    """Admitted p99 is over ``target_s`` (seconds), at least ``min_per_s`` requests per
+    second are turned away and at least ``ratio`` times as many as are admitted, and
+    event-loop lag is at least ``lag_share`` (0..1) of the p99: the replica's CPU goes
+    to saying no, so admitting less would only add rejections and lower no latency.
+    False when the p99 or the lag is unknown. (Issue 11: a retry storm of 14,000
+    rejections/s left 40/s admitted and the limit was cut to 1.)"""
+    if math.isnan(s.p99_s) or math.isnan(s.loop_lag_p99_s):
+        return False
+    rejected = s.rejected_total_per_s
+    return (
+        s.p99_s > target_s
+        and rejected >= min_per_s
+        and rejected >= ratio * s.admitted_per_s
+        and s.loop_lag_p99_s >= lag_share * s.p99_s
+    )
+
+
+def rejection_numbers(s: Signals) -> str:
+    """``"14,000 rejections/s vs 40 admitted/s"``."""
+    return f"{s.rejected_total_per_s:,.0f} rejections/s vs {s.admitted_per_s:,.0f} admitted/s"
+
+
+def rejection_sentence(s: Signals) -> str:
+    """Why rejection work is the bottleneck (see ``rejection_work``)."""
+    return (
+        f"rejection work: {rejection_numbers(s)}, loop lag {ms(s.loop_lag_p99_s)} of "
+        f"p99 {ms(s.p99_s)}: the CPU is spent saying no"
+    )
+
+
 def name_bottleneck(
     s: Signals,
     baseline_of: Callable[[str], float],
     inflation: float,
     *,
     cpu_elsewhere: bool = False,
+    rejecting: bool = False,
 ) -> Bottleneck:
     """The CPU ("cpu") when ``cpu_elsewhere`` (see ``cpu_taken_elsewhere``): the
     admitted latency is mostly the loop waiting for the CPU, and a dependency looking
-    busy then is a symptom. Else the dependency with the highest utilisation x latency
-    inflation over its healthy baseline (seconds, from ``baseline_of``) when it is busy
-    (>= 80%) or inflated (>= ``inflation``); else "admission" when requests wait or
-    are turned away; else "none"."""
+    busy then is a symptom. Else "rejection_work" when ``rejecting`` (see
+    ``rejection_work``): the loop is busy turning requests away. Else the dependency
+    with the highest utilisation x latency inflation over its healthy baseline
+    (seconds, from ``baseline_of``) when it is busy (>= 80%) or inflated
+    (>= ``inflation``); else "admission" when requests wait or are turned away;
+    else "none"."""
     scores: dict[str, float] = {}
     sentences: dict[str, str] = {}
     for name, d in s.dependencies.items():
@@ -70,6 +106,8 @@ def name_bottleneck(
         )
     if cpu_elsewhere:
         return Bottleneck("cpu", cpu_sentence(s), scores)
+    if rejecting:
+        return Bottleneck("rejection_work", rejection_sentence(s), scores)
     worst = max(scores, key=lambda n: scores[n], default=None)
     saturated = s.queue_depth > 0 or s.rejected_total_per_s > 0
     limit_use = s.peak_in_flight / s.concurrency_limit if s.concurrency_limit else 0.0

@@ -36,6 +36,24 @@ class ControllerConfig:
     # work and the cut proceeds. ``cpu_saturated = 0`` turns the hold off.
     lag_share: float = 0.5
     cpu_saturated: float = 0.8
+    # The hold rule (issue 11): a cut of any knob needs evidence that the knob causes
+    # the latency. False = the controller as it was before it (for side-by-side runs).
+    # - Rejection work: at least ``rejection_min_per_s`` rejections per second and at
+    #   least ``rejection_ratio`` times the admitted rate, with event-loop lag at least
+    #   ``lag_share`` of admitted p99: the CPU is spent saying no, and a smaller limit
+    #   (or queue) would only add rejections. concurrency_limit and queue_limit hold.
+    # - Loop lag in a dependency's latency: a bulkhead whose p99 less the loop's lag p99
+    #   is within its target holds (the loop, not the dependency, is slow).
+    # - Futile cuts: after ``futile_cuts`` consecutive cuts of one knob for latency none
+    #   of which lowered the latency by at least ``futile_margin`` (0..1), the knob goes
+    #   back to its value before them and is not cut for latency again for
+    #   ``futile_hold_s`` seconds.
+    hold_rule: bool = True
+    rejection_ratio: float = 10.0
+    rejection_min_per_s: float = 1000.0
+    futile_cuts: int = 2
+    futile_margin: float = 0.05
+    futile_hold_s: float = 30.0
 
     @property
     def target_s(self) -> float:
@@ -64,6 +82,20 @@ class ControllerConfig:
             raise ValueError(f"lag_share must be in (0, 1], got {self.lag_share}")
         if self.cpu_saturated < 0:
             raise ValueError(f"cpu_saturated must be >= 0 cores, got {self.cpu_saturated}")
+        if self.rejection_ratio < 1:
+            raise ValueError(
+                f"rejection_ratio must be >= 1 (rejected per admitted), got {self.rejection_ratio}"
+            )
+        if self.rejection_min_per_s < 0:
+            raise ValueError(
+                f"rejection_min_per_s must be >= 0 per second, got {self.rejection_min_per_s}"
+            )
+        if self.futile_cuts < 1:
+            raise ValueError(f"futile_cuts must be >= 1 cuts, got {self.futile_cuts}")
+        if not 0 <= self.futile_margin < 1:
+            raise ValueError(f"futile_margin must be in [0, 1), got {self.futile_margin}")
+        if self.futile_hold_s < 0:
+            raise ValueError(f"futile_hold_s must be >= 0 seconds, got {self.futile_hold_s}")
         for name in ("error_threshold", "failure_threshold", "queue_timeout_share"):
             value = getattr(self, name)
             if not 0 < value <= 1:

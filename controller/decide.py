@@ -11,15 +11,22 @@ the algorithms' own state; fetching metrics and publishing knobs wrap around it
   served within the queue-time budget (Little's law: rate x budget);
 - ``bulkhead.<dependency>``: its p99 against its healthy baseline x inflation;
   its timeouts and errors.
+
+The hold rule (``ControllerConfig.hold_rule``, issue 11) asks every cut for evidence
+that the knob causes the latency: no cut of the limit or the queue while the CPU is
+spent on rejections; no cut of a bulkhead whose latency the loop's lag explains; and
+a knob whose cuts for latency did not lower it goes back and holds (``holds``). The
+algorithms are asked "would this cut?" with their state passed in and out, so a held
+tick leaves them as if they had not seen it.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from controller import holds
 from controller.algorithms import (
     CUT,
     GROW,
@@ -29,7 +36,13 @@ from controller.algorithms import (
     Update,
     build_algorithm,
 )
-from controller.bottleneck import Bottleneck, cpu_taken_elsewhere, name_bottleneck
+from controller.bottleneck import (
+    Bottleneck,
+    cpu_taken_elsewhere,
+    name_bottleneck,
+    rejection_numbers,
+    rejection_work,
+)
 from controller.config import ControllerConfig
 from controller.ladder import DegradeLadder, ModeDecision
 from controller.signals import DependencySignals, Signals
@@ -96,6 +109,7 @@ class Decider:
         )
         self._algorithms: dict[tuple[str, str], LimitAlgorithm] = {}
         self._baselines: dict[tuple[str, str], tuple[float, float]] = {}  # (seconds, at)
+        self._cuts: dict[tuple[str, str], holds.CutHistory] = {}  # (replica, knob)
         self.ladder = DegradeLadder(self.config)
 
     def _algorithm(self, replica: str, knob: str) -> LimitAlgorithm:
@@ -139,18 +153,13 @@ class Decider:
 
         decisions = []
         for knob, (sample, inputs) in samples.items():
-            if knob == "concurrency_limit":
-                update = self._concurrency_update(signals, sample)
-            else:
-                update = self._algorithm(signals.replica, knob).update(sample)
-            new = update.limit
-            if knob == "queue_limit":
-                new = min(new, max(self.config.bounds_of(knob)[0], int(inputs["little_cap"])))
-            action = CUT if new < sample.limit else GROW if new > sample.limit else HOLD
+            will_apply = autopilot and knob not in pins
+            update = self._update(signals, knob, sample, inputs, now=now, will_apply=will_apply)
+            new, action = update.limit, update.action
             reason = (
                 update.why if action == HOLD else (f"{update.why}: {knob} {sample.limit} -> {new}")
             )
-            applied = autopilot and knob not in pins and action != HOLD
+            applied = will_apply and action != HOLD
             if action != HOLD and knob in pins:
                 reason += " (pinned: not applied)"
             elif action != HOLD and not autopilot:
@@ -172,27 +181,149 @@ class Decider:
             cpu_saturated=self.config.cpu_saturated,
         )
 
-    def _concurrency_update(self, s: Signals, sample: Sample) -> Update:
-        """The algorithm's update, except that a cut for latency the event loop's lag
-        explains is held while the replica's own CPU is not saturated. The algorithm
-        decides on a copy first: a held tick leaves its state as it was (no cool-down
-        started, no recovery point set), as if the tick had not been seen."""
-        key = (s.replica, "concurrency_limit")
+    def _rejection_work(self, s: Signals) -> bool:
+        return self.config.hold_rule and rejection_work(
+            s,
+            target_s=self.config.target_s,
+            lag_share=self.config.lag_share,
+            ratio=self.config.rejection_ratio,
+            min_per_s=self.config.rejection_min_per_s,
+        )
+
+    def _update(
+        self,
+        s: Signals,
+        knob: str,
+        sample: Sample,
+        inputs: Mapping[str, float],
+        *,
+        now: float,
+        will_apply: bool,
+    ) -> Update:
+        """The knob's next value, with ``action`` set from it. The algorithm is asked
+        with its state passed in; the state it returns is kept unless the tick is held
+        or the knob goes back (then the algorithm did not see the tick: no cool-down
+        started, no recovery point set)."""
+        key = (s.replica, knob)
         algorithm = self._algorithm(*key)
-        if sample.overloaded or not self._cpu_taken_elsewhere(s):
-            return algorithm.update(sample)
-        trial = copy.deepcopy(algorithm)
-        update = trial.update(sample)
-        if update.action != CUT:
-            self._algorithms[key] = trial  # not a cut: keep what it learned
-            return update
+        state, proposed = algorithm.step(algorithm.state, sample)
+        new = proposed.limit
+        if knob == "queue_limit":
+            new = min(new, max(self.config.bounds_of(knob)[0], int(inputs["little_cap"])))
+        action = CUT if new < sample.limit else GROW if new > sample.limit else HOLD
+        update = Update(new, action, proposed.why)
+        history = self._cuts.get(key)
+        if history is not None and not history.applies(
+            sample.limit, now=now, wait_s=self.config.cooldown_s
+        ):
+            history = None
+        instead = self._instead(s, knob, sample, update, history, now=now)
+        if instead is not None:
+            if instead.action == GROW and will_apply:  # back after futile cuts
+                self._cuts[key] = holds.gone_back(
+                    instead.limit, now=now, hold_s=self.config.futile_hold_s
+                )
+            return instead
+        algorithm.state = state
+        if self.config.hold_rule and action != HOLD:
+            if action == CUT and will_apply and holds.for_latency(sample):
+                self._cuts[key] = holds.after_cut(
+                    history, sample, new, now=now, keep=self.config.futile_cuts
+                )
+            else:  # a grow, or a cut for another reason: the next cuts are a new story
+                self._cuts.pop(key, None)
+        return update
+
+    def _futile(self, history: holds.CutHistory, sample: Sample, now: float) -> holds.Cut | None:
+        return holds.futile(
+            history,
+            sample,
+            now=now,
+            cuts=self.config.futile_cuts,
+            margin=self.config.futile_margin,
+            wait_s=self.config.cooldown_s,
+        )
+
+    def _instead(
+        self,
+        s: Signals,
+        knob: str,
+        sample: Sample,
+        update: Update,
+        history: holds.CutHistory | None,
+        *,
+        now: float,
+    ) -> Update | None:
+        """What to do instead of the algorithm's ``update``, or None to do it: hold a
+        cut the evidence does not support, or go back after cuts that did not help."""
+        limit = sample.limit
+        if (
+            knob == "concurrency_limit"
+            and update.action == CUT
+            and not sample.overloaded
+            and self._cpu_taken_elsewhere(s)
+        ):
+            return Update(
+                limit,
+                HOLD,
+                f"{sample.over()}, but {ms(s.loop_lag_p99_s)} of it is event-loop lag while "
+                f"{'this replica uses' if s.replica != 'all' else 'the busiest replica uses'} "
+                f"{share_of_core(s.cpu_utilisation)}: the CPU is taken by something else, "
+                f"a smaller limit cannot help; holding {limit}",
+            )
+        if not self.config.hold_rule:
+            return None
+        smaller = {"concurrency_limit": "a smaller limit", "queue_limit": "a shorter queue"}
+        if (
+            knob in smaller
+            and update.action == CUT
+            # An error-driven cut of the limit stands: errors are the limit's evidence.
+            and (knob == "queue_limit" or not sample.overloaded)
+            and self._rejection_work(s)
+        ):
+            why = sample.overload_reason if sample.overloaded else sample.over()
+            return Update(
+                limit,
+                HOLD,
+                f"{why}, but the CPU is spent saying no: {rejection_numbers(s)}, event-loop "
+                f"lag {ms(s.loop_lag_p99_s)} of p99 {ms(s.p99_s)}; {smaller[knob]} cannot "
+                f"lower p99; holding {limit}",
+            )
+        lag = s.loop_lag_p99_s
+        if (
+            knob.startswith("bulkhead.")
+            and update.action == CUT
+            and holds.for_latency(sample)
+            and not math.isnan(lag)
+            and sample.latency_s - lag <= sample.target_s
+        ):
+            return Update(
+                limit,
+                HOLD,
+                f"{sample.over()}, but {ms(lag)} of it is event-loop lag and without it "
+                f"{ms(max(0.0, sample.latency_s - lag))} is within {sample.target_label}: "
+                f"not {knob.removeprefix('bulkhead.')}'s doing; fewer slots cannot lower "
+                f"it; holding {limit}",
+            )
+        if history is None or not holds.for_latency(sample) or update.action == GROW:
+            return None
+        if history.held(now):
+            if update.action != CUT:
+                return None
+            return Update(limit, HOLD, holds.held_reason(history, sample, knob, now=now))
+        first = self._futile(history, sample, now)
+        if first is None:
+            return None
         return Update(
-            sample.limit,
-            HOLD,
-            f"{sample.over()}, but {ms(s.loop_lag_p99_s)} of it is event-loop lag while "
-            f"{'this replica uses' if s.replica != 'all' else 'the busiest replica uses'} "
-            f"{share_of_core(s.cpu_utilisation)}: the CPU is taken by something else, "
-            f"a smaller limit cannot help; holding {sample.limit}",
+            min(first.before, self.config.bounds_of(knob)[1]),
+            GROW,
+            holds.back_reason(
+                history,
+                first,
+                sample,
+                cuts=self.config.futile_cuts,
+                hold_s=self.config.futile_hold_s,
+            ),
         )
 
     # -- per-knob samples ---------------------------------------------------------------
@@ -227,6 +358,7 @@ class Decider:
             "admitted_per_s": s.admitted_per_s,
             "loop_lag_p99_s": s.loop_lag_p99_s,
             "cpu_utilisation": s.cpu_utilisation,
+            "rejected_per_s": s.rejected_total_per_s,
         }
         return sample, inputs
 
@@ -313,4 +445,5 @@ class Decider:
             lambda dependency: self.baseline(s.replica, dependency),
             self.config.inflation,
             cpu_elsewhere=self._cpu_taken_elsewhere(s),
+            rejecting=self._rejection_work(s),
         )

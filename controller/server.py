@@ -24,6 +24,7 @@ def build_controller(
         slo_s=settings.slo_seconds,
         algorithm=settings.controller_algorithm,
         auto_degrade=settings.auto_degrade,
+        hold_rule=settings.controller_hold_rule,
         # A cut shows fully once a whole signal window has passed after it.
         cooldown_s=max(tick_s, 1.0) + tick_s,
     )

@@ -177,3 +177,20 @@ def test_aimd_returns_to_its_pre_overload_limit_under_light_traffic(
     assert limit == 64 and ticks <= 10
     idle = aimd.update(sample(fake_clock, limit, 40, peak=light))
     assert (idle.limit, idle.action) == (64, HOLD)  # no drift past it
+
+
+@pytest.mark.parametrize("algorithm", ["aimd", "gradient", "static"])
+def test_step_is_state_in_state_out(fake_clock: FakeClock, algorithm: str) -> None:
+    """Asking "would this cut?" (``step``) changes nothing; ``update`` keeps the state
+    ``step`` returns, so stepping by hand and updating agree. (Issue 11: the hold rule
+    tries an algorithm without committing.)"""
+    tried, kept = build_algorithm(algorithm, 1, 1000), build_algorithm(algorithm, 1, 1000)
+    before = tried.state
+    state, would = tried.step(tried.state, sample(fake_clock, 100, 400))
+    assert tried.state == before  # nothing committed
+    assert kept.update(sample(fake_clock, 100, 400)) == would
+    assert kept.state == state
+    if algorithm == "aimd":
+        assert would.action == CUT and state.last_cut_at == fake_clock()
+        again = tried.update(sample(fake_clock, 100, 400))
+        assert again == would  # the trial started no cool-down
