@@ -17,8 +17,9 @@ The configurations: ``guarded`` (defaults) and ``unguarded`` (the target without
 penalty box, ``SURGEGUARD_PENALTY_BOX=false``; the controller without its hold rule,
 ``SURGEGUARD_CONTROLLER_HOLD_RULE=false``). Throughout, the replica's ``/metrics`` is
 scraped every second and ``/healthz`` probed every quarter second (from processes of
-their own: on a new connection each time, as a liveness probe does, and on a kept-alive
-one), each answer timed (``storm_watch.py``); the
+their own, on a new connection each time as a liveness probe does: on the replica's
+health port, which the targets are judged on, and on its service port), each answer
+timed (``storm_watch.py``); the
 numbers are read per phase (``storm_measure.py``) and judged against the issue's
 targets (``storm_report.py``).
 """
@@ -120,15 +121,17 @@ def plan_from(quick: bool, storms: str | None, seconds: float | None) -> Plan:
 
 
 @contextmanager
-def stack(name: str, config: Configuration, redis_url: str, logs: Path) -> Iterator[str]:
+def stack(
+    name: str, config: Configuration, redis_url: str, logs: Path
+) -> Iterator[tuple[str, str]]:
     """A fresh target and its controller for the life of the block; yields the
-    target's URL."""
-    port, cport = free_port(), free_port()
+    target's URL and its health port's."""
+    port, cport, hport = free_port(), free_port(), free_port()
     url = f"http://{HOST}:{port}"
     with ExitStack() as children:
         children.enter_context(
             running(
-                ["target", "--port", str(port)],
+                ["target", "--port", str(port), "--health-port", str(hport)],
                 child_env(redis_url, **config.target),
                 f"{url}/healthz",
                 logs / f"target-{name}.log",
@@ -142,7 +145,7 @@ def stack(name: str, config: Configuration, redis_url: str, logs: Path) -> Itera
                 logs / f"controller-{name}.log",
             )
         )
-        yield url
+        yield url, f"http://{HOST}:{hport}"
 
 
 class Phases:
@@ -229,19 +232,21 @@ def run_configuration(
     """One configuration's run and its summary."""
     config = CONFIGURATIONS[name]
     say(f"{name} ({config.about}):")
-    with stack(name, config, redis_url, logs) as url:
+    with stack(name, config, redis_url, logs) as (url, health_url):
         metrics = TimedMetricsWatch(url, time.monotonic())
-        health, kept = HealthProbe(url), HealthProbe(url, keep_alive=True)
-        for watcher in (metrics, health, kept):
+        health, service = HealthProbe(health_url), HealthProbe(url)
+        for watcher in (metrics, health, service):
             watcher.start()
         try:
             phases = Phases(url, plan, work / "status.lua", say).all()
         finally:
-            for watcher in (metrics, health, kept):
+            for watcher in (metrics, health, service):
                 watcher.stop()
     idle = idle_rss(metrics.scrapes, phases[0])
     summaries = {
-        p.name: phase_summary(p, metrics.scrapes, metrics.timings, health.probes, kept.probes, idle)
+        p.name: phase_summary(
+            p, metrics.scrapes, metrics.timings, health.probes, service.probes, idle
+        )
         for p in phases
     }
     storms = [p.name for p in phases if p.kind == "storm"]

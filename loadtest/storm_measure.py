@@ -155,12 +155,13 @@ def phase_summary(
     scrapes: Sequence[Scrape],
     scrape_times: Sequence[Probe],
     health: Sequence[Probe],
-    health_kept_alive: Sequence[Probe],
+    health_service_port: Sequence[Probe],
     idle: float | None,
 ) -> dict[str, Any]:
-    """Everything the report says about one phase. ``health``: /healthz probes on a new
-    connection each (a liveness probe's view: the target is judged on these);
-    ``health_kept_alive``: on one kept-alive connection (the answer alone)."""
+    """Everything the report says about one phase. ``health``: /healthz probes on the
+    replica's health port, a new connection each (a liveness probe's view: the target
+    is judged on these); ``health_service_port``: the same on the service port (behind
+    the storm's connections in the accept queue)."""
     span = _span(scrapes, phase.start, phase.end)
     out: dict[str, Any] = {"kind": phase.kind, "seconds": round(phase.end - phase.start, 2)}
     if phase.connections:
@@ -170,7 +171,7 @@ def phase_summary(
         "server": server_side(span, phase.start),
         **gauges(span, idle),
         "healthz": probes(health, phase.start, phase.end),
-        "healthz_kept_alive": probes(health_kept_alive, phase.start, phase.end),
+        "healthz_service_port": probes(health_service_port, phase.start, phase.end),
         "metrics_scrape": {
             **probes(scrape_times, phase.start, phase.end),
             "max_s": _round(

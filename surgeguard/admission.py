@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from surgeguard import door_answers
 from surgeguard.client_keys import ClientKeys
+from surgeguard.client_watch import ClientWatch
 from surgeguard.limiter import Limiter, Waiter
 from surgeguard.metrics import REJECTED, AdmissionMetrics, outcome_of
 from surgeguard.modes import Mode
@@ -196,10 +197,10 @@ class AdmissionMiddleware:
                     if delay == FULL:
                         await self._reject(send, route.name, route.priority, PENALTY_FULL, 429, who)
                         return
-                    try:
-                        await asyncio.sleep(delay)
-                    finally:
-                        box.released()
+                    held = await self._hold(box, delay, receive)
+                    if held is None:
+                        return  # it gave up while held: nothing to decide, nobody to tell
+                    receive = held
 
         # 2. who is it?
         if keys > 1:
@@ -279,33 +280,21 @@ class AdmissionMiddleware:
         await rejections.send(send, status, reason, seconds)
 
     async def _wait(self, waiter: Waiter, receive: Receive) -> tuple[str | None, Receive]:
-        """Wait for a slot while watching for the client to go away.
-
-        Messages read while watching (a request body) are replayed to the app."""
-        buffered: list[Message] = []
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    self.limiter.abandon(waiter)
-                    return
-                buffered.append(message)
-
-        watcher = asyncio.create_task(watch())
+        """Wait for a slot while watching for the client to go away."""
+        watch = ClientWatch(receive, on_gone=lambda: self.limiter.abandon(waiter))
         try:
             reason = await self.limiter.wait(waiter)
         finally:
-            watcher.cancel()
-        if gone or reason is not None:
-            return (DISCONNECTED if gone else reason), receive
+            receive = watch.stop()
+        return (DISCONNECTED if watch.gone else reason), receive
 
-        async def replay() -> Message:
-            if buffered:
-                return buffered.pop(0)
-            return await receive()
-
-        return None, replay
+    async def _hold(self, box: PenaltyBox, delay: float, receive: Receive) -> Receive | None:
+        """Hold an early request ``delay`` seconds (its hold already counted by the box);
+        None when its client went away meanwhile (then nothing is decided or sent)."""
+        watch = ClientWatch(receive)
+        try:
+            await asyncio.wait((watch.task,), timeout=delay)
+        finally:
+            box.released()
+            receive = watch.stop()
+        return None if watch.gone else receive

@@ -67,7 +67,7 @@ def test_the_storm_bench_writes_a_well_formed_summary(storm_bench: tuple[Path, s
         for phase_name, phase in config["phases"].items():
             where = (name, phase_name)
             assert phase["healthz"]["probes"] >= 6, where  # every quarter second
-            assert phase["healthz_kept_alive"]["probes"] >= 6, where
+            assert phase["healthz_service_port"]["probes"] >= 6, where
             assert phase["metrics_scrape"]["probes"] >= 2, where  # every second
             assert phase["metrics_scrape"]["max_s"] is not None, where
             assert phase["limit_min"] >= 1, where

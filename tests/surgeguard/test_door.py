@@ -44,6 +44,7 @@ class CountingApp:
 
     def __init__(self) -> None:
         self.started = 0
+        self.bodies: list[bytes] = []
         self.gate: asyncio.Event | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -55,6 +56,8 @@ class CountingApp:
         if scope["path"] == "/healthz":
             await asyncio.Event().wait()  # wedged
         self.started += 1
+        if scope["method"] == "POST":
+            self.bodies.append((await receive()).get("body", b""))
         if self.gate is not None:
             await self.gate.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -428,3 +431,42 @@ def _read_response(sock: socket.socket) -> bytes:
     while len(body) < length:
         body += sock.recv(65536)
     return head.split(b"\r\n", 1)[0]
+
+
+def test_a_client_that_gives_up_while_held_is_never_decided(door: Callable[..., Door]) -> None:
+    """Held requests whose clients leave free their place at once, and the limiter is
+    not asked on behalf of nobody (a slot could otherwise go to a closed connection)."""
+    d = door(limit=1, retry_after_s=(3, 3))
+    assert d.box is not None
+    with saturated(d):
+        request = b"GET /work HTTP/1.1\r\nHost: x\r\nX-Api-Key: vip\r\n\r\n"
+        with socket.create_connection((d.server.host, d.server.port), timeout=30) as sock:
+            sock.sendall(request)
+            assert _read_response(sock) == b"HTTP/1.1 429 Too Many Requests"
+            decided = sum(d.limiter.rejected.values())
+            sock.sendall(request)  # at once: held for 3 s
+            deadline = time.monotonic() + 10
+            while d.box.held < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        # The client closed its connection while held.
+        deadline = time.monotonic() + 10
+        while d.box.held > 0:
+            assert time.monotonic() < deadline, "the hold outlived its client"
+            time.sleep(0.01)
+        time.sleep(3.5)  # past the hold it would have had: still nothing decided
+        assert sum(d.limiter.rejected.values()) == decided
+        assert d.app.started == 1  # only the request holding the slot
+
+
+def test_a_held_request_keeps_its_body(door: Callable[..., Door]) -> None:
+    """The body read while watching a held client is replayed to the app."""
+    d = door(limit=1, retry_after_s=(1, 1))
+    with fresh(d) as client:
+        with saturated(d):
+            assert client.post("/work", headers=VIP, content=b"first").status_code == 429
+        # The slot is free now, but this client comes back early: held, then admitted.
+        response = client.post("/work", headers=VIP, content=b"payload")
+    assert response.status_code == 200
+    assert d.sample("surgeguard_penalty_box_holds_total") == 1  # it was held...
+    assert d.app.bodies[-1] == b"payload"  # ...and its body reached the app whole

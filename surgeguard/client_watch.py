@@ -1,0 +1,52 @@
+"""Watching a waiting request's client: did it go away?
+
+While a request waits (held in the penalty box, or queued for a slot) nothing reads
+its connection, so a client that gives up would still be decided, and perhaps
+admitted, for nobody. ``ClientWatch`` reads the client's messages meanwhile: a
+disconnect ends the wait at once (``gone``), and anything else it read (a request
+body) is replayed to the app afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+
+class ClientWatch:
+    """Start watching ``receive`` now; ``on_gone()`` runs the moment the client leaves."""
+
+    def __init__(self, receive: Receive, on_gone: Callable[[], None] | None = None) -> None:
+        self._receive = receive
+        self._on_gone = on_gone
+        self._buffered: list[Message] = []
+        self.gone = False
+        self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.gone = True
+                if self._on_gone is not None:
+                    self._on_gone()
+                return
+            self._buffered.append(message)
+
+    def stop(self) -> Receive:
+        """Stop watching; the ``receive`` to hand the app (replays what was read)."""
+        self.task.cancel()
+        if not self._buffered:
+            return self._receive
+        buffered, receive = self._buffered, self._receive
+
+        async def replay() -> Message:
+            if buffered:
+                return buffered.pop(0)
+            return await receive()
+
+        return replay
