@@ -31,6 +31,7 @@ import pytest
 
 from loadtest.processes import free_port
 from surgeguard.settings import Settings
+from tests.support.asgi import serve_lifespan
 from tests.support.polling import until
 from tests.support.servers import ServerThread
 
@@ -107,9 +108,7 @@ def test_nginx_waits_longer_than_a_replica_holds_an_early_client() -> None:
 async def echo_headers(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A raw ASGI app answering every request with the headers it received."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await serve_lifespan(receive, send)
         return
     headers: dict[str, list[str]] = {}
     for name, value in scope["headers"]:

@@ -21,6 +21,7 @@ from surgeguard.limiter import Limiter
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.modes import Mode
 from surgeguard.priority import Priority
+from tests.support.asgi import serve_lifespan
 from tests.support.servers import ServerThread
 
 ROUTES = RouteTable(
@@ -41,9 +42,7 @@ class GatedApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         if scope["path"] == "/healthz":
             await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -24,6 +24,7 @@ from surgeguard.limiter import Limiter
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.penalty_box import PenaltyBox
 from surgeguard.priority import Priority
+from tests.support.asgi import serve_lifespan
 from tests.support.servers import ServerThread
 
 ROUTES = RouteTable(
@@ -49,9 +50,7 @@ class CountingApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         if scope["path"] == "/healthz":
             await asyncio.Event().wait()  # wedged
