@@ -120,6 +120,7 @@ def _load(scenario_users: int, seconds: float, name: str, url: str, out: Path, *
         marks=False,
         keep_scrapes=True,
         user_classes=("PoliteReader", "ImpatientReader"),
+        slo_p99_ms=SLO_S * 1000,
     )
     return run_load(opts, say=lambda line: print("    " + line, flush=True))
 
@@ -180,6 +181,10 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
         "errors": round(spike.error_rate * spike.admitted_per_s * spike.window_s),
         "limit_before": limit_before,
         "limit_min": limit_min,
+        # per phase of the run (seconds on the run's clock, not the spike's) and its
+        # verdict against the SLO (loadtest/verdict.py)
+        "phases": run.get("phases", []),
+        "verdicts": run.get("verdicts", []),
         "client_side": {
             **run["client_side"],
             "generator": run["generator"],
@@ -260,6 +265,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     written = write_report(json.loads((args.out / "summary.json").read_text()), args.out)
     print(table(report))
+    print(verdicts(report))
     print(f"written: {args.out / 'summary.json'}, " + ", ".join(str(p) for p in written))
     return 0
 
@@ -276,6 +282,14 @@ def table(report: dict[str, Any]) -> str:
             f"{_cell(r['p50_ms']):>7} {_cell(r['p99_ms']):>8} {r['slo_window_share']:>9.2f} "
             f"{_cell(r['time_to_slo_s']):>8} {_cell(r['recovery_s']):>9}"
         )
+    return "\n".join(lines)
+
+
+def verdicts(report: dict[str, Any]) -> str:
+    """One line per policy and phase: SURVIVED / DEGRADED / FAILED against the SLO."""
+    lines = [f"verdicts against the SLO (admitted p99 <= {report['slo_p99_ms']:g} ms):"]
+    for name, r in report["policies"].items():
+        lines += [f"  {name}: {v['line']}" for v in r.get("verdicts", [])]
     return "\n".join(lines)
 
 

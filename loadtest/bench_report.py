@@ -63,11 +63,7 @@ def write_report(summary: Summary, out: Path, *, browser: str | None = None) -> 
         "goodput": goodput_figure(summary),
         "limit": limit_figure(summary),
     }
-    # one plotly.js beside the pages instead of 4.6 MB inlined into each, and no CDN, so
-    # they open offline; rewritten each time so it matches the plotly that drew them
-    bundle = plots / "plotly.min.js"
-    bundle.write_text(get_plotlyjs(), encoding="utf-8")
-    written = [bundle]
+    written = [write_plotly_bundle(plots)]
     for name, fig in figures.items():
         fig.write_html(plots / f"{name}.html", include_plotlyjs="directory")
         written.append(plots / f"{name}.html")
@@ -81,6 +77,16 @@ def write_report(summary: Summary, out: Path, *, browser: str | None = None) -> 
         print(f"bench report: PNG plots skipped: {problem}", file=sys.stderr)
     (out / "report.md").write_text(markdown(summary, list(figures), problem), encoding="utf-8")
     return [out / "report.md", *written]
+
+
+def write_plotly_bundle(directory: Path) -> Path:
+    """plotly.js as ``directory/plotly.min.js``, for pages written with
+    ``include_plotlyjs="directory"``: one copy beside the pages instead of 4.6 MB inlined
+    into each, and no CDN, so they open offline; rewritten each time so it matches the
+    plotly that drew them."""
+    bundle = directory / "plotly.min.js"
+    bundle.write_text(get_plotlyjs(), encoding="utf-8")
+    return bundle
 
 
 # -- PNG export ------------------------------------------------------------------------
@@ -192,8 +198,17 @@ def _level(fig: go.Figure, traces: Traces, y: float, name: str, colour: str) -> 
     """A dashed horizontal line across the data, as a trace: a shape's annotation would
     be placed in log10 units on the latency figure's log axis."""
     xs = [x for xs, _ in traces.values() for x in xs] or [0.0]
+    level_line(fig, min(xs), max(xs), y, name, colour)
+
+
+def level_line(
+    fig: go.Figure, x0: float, x1: float, y: float, name: str, colour: str, **where: Any
+) -> None:
+    """A dashed horizontal line from ``x0`` to ``x1`` as a trace (``where``: a subplot's
+    ``row`` and ``col``)."""
     line = {"dash": "dash", "color": colour}
-    fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[y, y], name=name, mode="lines", line=line))
+    trace = go.Scatter(x=[x0, x1], y=[y, y], name=name, mode="lines", line=line)
+    fig.add_trace(trace, **where)
 
 
 def latency_figure(summary: Summary) -> go.Figure:
@@ -283,6 +298,16 @@ def targets(policy: Summary) -> list[str]:
     return lines
 
 
+def verdict_lines(summary: Summary) -> list[str]:
+    """ "- **aimd** spike: DEGRADED: ..." per policy and phase (older summaries: none)."""
+    return [
+        f"- **{name}** {v['line']}"
+        for name, p in policies(summary).items()
+        for v in p.get("verdicts") or ()
+        if isinstance(v, Mapping) and isinstance(v.get("line"), str)
+    ]
+
+
 def markdown(summary: Summary, plots: list[str], png_problem: str | None) -> str:
     """The whole report.md: header, table, aimd targets, plots."""
     scenario = summary.get("scenario") or DASH
@@ -302,6 +327,8 @@ def markdown(summary: Summary, plots: list[str], png_problem: str | None) -> str
     ]
     if (aimd := policies(summary).get("aimd")) is not None:
         lines += ["## Targets (aimd)", "", *targets(aimd), ""]
+    if verdicts := verdict_lines(summary):
+        lines += ["## Verdicts per phase", "", *verdicts, ""]
     lines += ["## Plots", ""]
     if png_problem is not None:
         lines += [f"PNG plots were not written ({png_problem}); the HTML plots were.", ""]

@@ -6,7 +6,9 @@ scrapes the target's metrics and ``/healthz``, turns the controller's chaos on a
 puts it back even if Locust dies, and announces the run to the controller so the
 dashboard can mark it. Locust's process only generates load.
 
-Files in ``--out``: ``summary.json``, ``report.html`` (Locust's), ``locust_stats.csv``,
+Files in ``--out``: ``summary.json`` (with the SLO, the phases and their verdicts, see
+``verdict.py``), ``surgeguard_report.html`` (the run's own charts, ``load_plots.py``, with
+``plotly.min.js`` beside it), ``report.html`` (Locust's), ``locust_stats.csv``,
 ``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``,
 ``locust.log``.
 
@@ -34,12 +36,12 @@ from typing import Any
 
 import httpx
 
-from loadtest import load_report
+from loadtest import load_report, verdict
 from loadtest.load_controller import ChaosSchedule, ControllerCalls
 from loadtest.locust_process import LOCUSTFILE, STOP_FILE, LocustOutput, stop_locust
 from loadtest.scenarios import Scenario
 from loadtest.storm import OPEN_FILES_SPARE, StormError, StormOptions, StormRun
-from loadtest.watch import HealthWatch, KnobWatch, MetricsWatch, Window, span_totals
+from loadtest.watch import HealthWatch, KnobWatch, MetricsWatch, Probe, Window, span_totals
 from loadtest.wrk import raise_open_files
 from surgeguard.process import die_with_parent
 
@@ -64,6 +66,8 @@ class LoadOptions:
     user_classes: tuple[str, ...] = ()  # Locust user classes; () = by the population
     keep_scrapes: bool = False  # keep every /metrics scrape (returned as "scrapes")
     storm: StormOptions = field(default_factory=StormOptions)  # for a scenario with a storm
+    slo_p99_ms: float = 250.0  # the admitted p99 the run is judged against
+    thresholds: verdict.Thresholds = field(default_factory=verdict.Thresholds)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -174,8 +178,11 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     stop = threading.Event()
     origin = time.monotonic()
     started_at = time.time()
-    metrics = MetricsWatch(opts.host, origin, keep_scrapes=opts.keep_scrapes)
-    health = HealthWatch(opts.host)
+    wall_of = lambda at: started_at + at  # noqa: E731  (origin and started_at: one moment)
+    metrics = MetricsWatch(
+        opts.host, origin, slo_s=opts.slo_p99_ms / 1000, keep_scrapes=opts.keep_scrapes
+    )
+    health = HealthWatch(opts.host, origin=origin)
     knobs = KnobWatch(opts.controller_url, origin) if opts.controller_url else None
     watchers = [w for w in (metrics, health, knobs) if w is not None]
     for w in watchers:
@@ -210,7 +217,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
                     break
                 if not opts.quiet and time.monotonic() >= next_line:
                     next_line += PROGRESS_EVERY_S
-                    say(_progress(opts, output, metrics, health))
+                    say(_progress(opts, output, metrics, health, wall_of))
     finally:
         if storm is not None:
             storm.stop()
@@ -230,19 +237,37 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
         summary.update(load_report.storm_sides(opts.scenario, summary, storm.summary()))
     summary["locust_output_tail"] = output.other[-20:]
     (opts.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _write_report(summary, opts.out, warn)
     if opts.keep_scrapes:  # for the caller only, on Locust's clock like the windows
         summary["scrapes"] = [replace(s, at=s.at - origin - offset) for s in metrics.scrapes]
     return summary
 
 
+def _write_report(summary: dict[str, Any], out: Path, warn: Callable[[str], None]) -> None:
+    from loadtest.load_plots import write_report  # plotly loads in a second or so
+
+    try:
+        write_report(summary, out)
+    except Exception as exc:  # a chart that cannot be drawn must not lose a finished run
+        warn(f"the run's HTML report was not written: {type(exc).__name__}: {exc}")
+
+
 def _progress(
-    opts: LoadOptions, output: LocustOutput, metrics: MetricsWatch, health: HealthWatch
+    opts: LoadOptions,
+    output: LocustOutput,
+    metrics: MetricsWatch,
+    health: HealthWatch,
+    wall_of: Callable[[float], float],
 ) -> str:
+    """``wall_of``: a window's ``at`` (seconds since ``origin``) as unix seconds."""
     if not output.started.is_set():
         return "[  starting Locust ]"
     elapsed = time.monotonic() - output.started_mono
     tick = opts.scenario.tick(elapsed)
-    window: Window | None = metrics.windows[-1] if metrics.windows else None
+    # Locust's columns and the server's from the same wall-clock second (see aligned).
+    pair = load_report.aligned(list(metrics.windows[-8:]), output.seconds, wall_of)
+    window, counts = pair if pair is not None else (None, None)
+    age = time.time() - wall_of(window.at) if window is not None else None
     recent = health.latencies_ms[-4:]
     return load_report.progress_line(
         elapsed,
@@ -251,6 +276,8 @@ def _progress(
         output.latest,
         window,
         max(recent) if recent else None,
+        counts,
+        age,
     )
 
 
@@ -275,6 +302,8 @@ def _summary(
         server.update(span_totals(metrics.first, metrics.last))
     server.update(load_report.server_peaks(metrics.windows))
     client = load_report.client_side(opts.out / "locust")
+    windows = [replace(w, at=round(w.at - offset, 2)) for w in metrics.windows]
+    probes = [replace(p, at=round(p.at - offset, 2)) for p in health.probes]
     return {
         "scenario": opts.scenario.name,
         "id": opts.run_id,
@@ -296,14 +325,39 @@ def _summary(
             "processes": opts.processes,
             "note": "what this machine's load generator could actually offer",
         },
-        "healthz": health.summary(),
+        "healthz": {**health.summary(), "timeline": [[p.at, p.ms, p.ok] for p in probes]},
         "chaos": chaos.applied,
         "locust_started_after_s": round(offset, 2),
         "knobs": [{"at": round(at - offset, 2), **values} for at, values in knobs.samples]
         if knobs
         else [],
-        "windows": load_report.windows_json(
-            [replace(w, at=round(w.at - offset, 2)) for w in metrics.windows]
+        "modes": [{"at": round(at - offset, 2), "modes": list(m)} for at, m in knobs.modes]
+        if knobs
+        else None,
+        **judged(opts, windows, probes),
+        "windows": load_report.windows_json(windows),
+        "files": sorted(
+            {p.name for p in opts.out.iterdir()} | {"summary.json", load_report.REPORT_HTML}
         ),
-        "files": sorted({p.name for p in opts.out.iterdir()} | {"summary.json"}),
+    }
+
+
+def judged(opts: LoadOptions, windows: list[Window], probes: list[Probe]) -> dict[str, Any]:
+    """The SLO, the numbers per phase and each phase's verdict, for the summary."""
+    s = opts.scenario
+    phases = [
+        verdict.measure(span, windows, probes, opts.slo_p99_ms, opts.thresholds)
+        for span in s.phase_spans()
+    ]
+    baseline = next((p for p in phases if p.name == s.baseline_phase), None)
+    return {
+        "slo": {
+            "p99_ms": opts.slo_p99_ms,
+            "baseline_phase": s.baseline_phase,
+            "thresholds": asdict(opts.thresholds),
+        },
+        "phases": [p.to_json(baseline) for p in phases],
+        "verdicts": [
+            v.to_json() for v in verdict.judge_all(phases, s.baseline_phase, opts.thresholds)
+        ],
     }

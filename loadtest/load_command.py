@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 
-from loadtest import tune
+from loadtest import tune, verdict
 from loadtest.load import LoadError, LoadOptions, run_load
+from loadtest.load_report import REPORT_HTML
 from loadtest.scenarios import ALL_SCENARIOS, ScenarioError, build
 from loadtest.storm import StormOptions
 from loadtest.watch import Window
@@ -82,6 +83,7 @@ def options(args: argparse.Namespace) -> LoadOptions:
         processes=args.processes,
         marks=not args.no_marks,
         storm=storm,
+        slo_p99_ms=float(settings.slo_p99_ms),
     )
 
 
@@ -100,18 +102,22 @@ def run_load_command(args: argparse.Namespace) -> int:
     print(_verdict(summary), flush=True)
     if "populations" in summary:
         print(_sides(summary["populations"]), flush=True)
+    print(verdict.lines(summary), flush=True)
     if args.tune:
         tuned = tune.result(
             s,
             [Window(**w) for w in summary["windows"]],
             [(k.pop("at"), k) for k in (dict(k) for k in summary["knobs"])],
-            slo_ms=float(load_settings().slo_p99_ms),
+            slo_ms=opts.slo_p99_ms,
         )
         text = tune.report(tuned)
         (opts.out / "tune.json").write_text(json.dumps(tuned, indent=2))
         (opts.out / "tune.md").write_text("# Tuning run\n\n```\n" + text + "\n```\n")
         print(text, flush=True)
-    print(f"reports: {opts.out}/summary.json, {opts.out}/report.html", flush=True)
+    print(
+        f"reports: {opts.out}/summary.json, {opts.out}/{REPORT_HTML}, {opts.out}/report.html",
+        flush=True,
+    )
     return 0
 
 

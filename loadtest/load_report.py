@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from loadtest.scenarios import Scenario
 from loadtest.watch import Window
 
 SHED_SUFFIX = " [shed]"
+REPORT_HTML = "surgeguard_report.html"  # the run's own report, next to Locust's report.html
 CPU_WARNING = "CPU usage above"  # Locust logs this when the generator itself saturates
 
 
@@ -111,6 +112,30 @@ def windows_json(windows: Sequence[Window]) -> list[dict[str, Any]]:
     return [asdict(w) for w in windows]
 
 
+def window_second(wall_end: float) -> int:
+    """The wall-clock second (unix) a server window stands for: a window ends about a
+    second after the one before it, at no particular fraction of a second, so it
+    overlaps most the second that began half a second before its end."""
+    return math.floor(wall_end - 0.5)
+
+
+def aligned(
+    windows: Sequence[Window],
+    seconds: Mapping[int, tuple[int, int, int]],
+    wall_of: Callable[[float], float],
+    look_back: int = 8,
+) -> tuple[Window, tuple[int, int, int] | None] | None:
+    """The newest server window whose second Locust has counted, with Locust's counts
+    (sent, shed, failed) of that same second; the newest window and None when Locust
+    has counted none of the last ``look_back``; None without windows. ``wall_of``: a
+    window's ``at`` as unix seconds."""
+    for window in reversed(windows[-look_back:]):
+        counts = seconds.get(window_second(wall_of(window.at)))
+        if counts is not None:
+            return window, counts
+    return (windows[-1], None) if windows else None
+
+
 def progress_line(
     elapsed_s: float,
     phase: str,
@@ -118,14 +143,24 @@ def progress_line(
     client: dict[str, Any] | None,
     window: Window | None,
     health_ms: float | None,
+    counts: tuple[int, int, int] | None = None,
+    age_s: float | None = None,
 ) -> str:
-    """One line for the terminal: where the run is, what Locust sends, what the
-    service admits."""
+    """One line for the terminal: where the run is, what Locust sent and what the
+    service admitted in one and the same wall-clock second (``counts``: Locust's sent,
+    shed, failed in the second of ``window``, ``age_s`` seconds ago). Without counts
+    for that second, Locust's totals so far (never its ``current_rps``: a mean over
+    about ten seconds that lags the server's one-second windows)."""
     parts = [f"[{elapsed_s:5.0f} s {phase:>10}] users {_int(client, 'users')}/{target_users}"]
-    if client:
+    if window is not None and age_s is not None:
+        parts.append(f"{age_s:.0f} s ago")
+    if counts is not None:
+        sent, shed, failed = counts
+        parts.append(f"sent {sent:,}/s shed {shed:,}/s fail {failed:,}/s")
+    elif client:
         parts.append(
-            f"sent {client.get('rps', 0):,.0f}/s shed {client.get('shed_per_s', 0):,.0f}/s "
-            f"fail {client.get('fail_per_s', 0):,.0f}/s"
+            f"sent {int(client.get('requests', 0)):,} so far, "
+            f"{int(client.get('failures', 0)):,} failed"
         )
     if window:
         p99 = "-" if window.p99_ms is None else f"{window.p99_ms:,.0f} ms"

@@ -29,6 +29,9 @@ class LocustOutput(threading.Thread):
         super().__init__(name="locust-output", daemon=True)
         self.process = process
         self.latest: dict[str, Any] | None = None
+        # (sent, shed, failed) requests per wall-clock second (unix): later lines win,
+        # as a master's counts for a second grow while its workers report
+        self.seconds: dict[int, tuple[int, int, int]] = {}
         self.other: list[str] = []
         self.started = threading.Event()
         self.started_mono = 0.0  # when Locust's test (and its shape clock) started
@@ -39,6 +42,9 @@ class LocustOutput(threading.Thread):
             if line.startswith("PROGRESS "):
                 with suppress(ValueError):
                     self.latest = json.loads(line[len("PROGRESS ") :])
+                    for second, counts in (self.latest.get("seconds") or {}).items():
+                        sent, shed, failed = (int(c) for c in counts)
+                        self.seconds[int(second)] = (sent, shed, failed)
                     if not self.started.is_set():
                         self.started_mono = time.monotonic() - float(self.latest["t"])
                         self.started.set()

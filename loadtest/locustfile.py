@@ -21,6 +21,7 @@ Variables: ``LOADTEST_SCENARIO`` (spike, step, soak, slow_dependency, retry_stor
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 import gevent  # type: ignore[import-untyped]
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
-from locust.runners import WorkerRunner
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
 
 from loadtest.shapes import SHAPES
 
@@ -145,10 +146,39 @@ class ImpatientReader(Impatient, ReaderUser):
 ScenarioShape = SHAPES[os.environ.get("LOADTEST_SCENARIO", "spike")]
 
 
+SECONDS_KEPT = 6  # complete wall-clock seconds repeated in each PROGRESS line
+
+
+def _by_second(environment: Environment, margin_s: int) -> dict[str, list[int]]:
+    """Requests sent (completed), shed and failed per wall-clock second (unix, as a
+    string), for the last complete seconds. Locust's ``current_rps`` is a mean over
+    roughly the ten seconds before the last two, so it trails the server's one-second
+    windows; these counts are what the runner puts next to the server's window of the
+    same second. A second is complete ``margin_s`` after it ended (a master hears
+    from its workers every ``WORKER_REPORT_INTERVAL`` seconds)."""
+    stats = environment.runner.stats if environment.runner else None
+    if stats is None:
+        return {}
+    shed = [e for (name, _), e in stats.entries.items() if name.endswith(SHED_SUFFIX)]
+    last = int(time.time()) - margin_s
+    return {
+        str(t): [
+            stats.total.num_reqs_per_sec.get(t, 0),
+            sum(e.num_reqs_per_sec.get(t, 0) for e in shed),
+            stats.total.num_fail_per_sec.get(t, 0),
+        ]
+        for t in range(last - SECONDS_KEPT + 1, last + 1)
+    }
+
+
 def _progress(environment: Environment) -> None:
-    """One ``PROGRESS`` line a second: users, request and shed rates (client side)."""
+    """One ``PROGRESS`` line a second: users, request and shed rates (client side), and
+    the counts per wall-clock second (``seconds``)."""
     runner = environment.runner
     assert runner is not None
+    margin_s = 1 + (
+        math.ceil(WORKER_REPORT_INTERVAL) + 1 if isinstance(runner, MasterRunner) else 0
+    )
     started = time.monotonic()
     while True:
         gevent.sleep(1.0)
@@ -169,6 +199,7 @@ def _progress(environment: Environment) -> None:
             "p95_ms": total.get_current_response_time_percentile(0.95),
             "requests": total.num_requests,
             "failures": total.num_failures,
+            "seconds": _by_second(environment, margin_s),
         }
         print("PROGRESS " + json.dumps(line), file=sys.stdout, flush=True)
 

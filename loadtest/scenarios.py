@@ -64,6 +64,15 @@ class ChaosEvent:
 
 
 @dataclass(frozen=True)
+class PhaseSpan:
+    """A part of a run a verdict is given for: ``start_s`` to ``end_s`` seconds into it."""
+
+    name: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     users: int
@@ -102,6 +111,38 @@ class Scenario:
             start, end = self.storm_s
             return "before" if run_time_s < start else "storm" if run_time_s < end else "after"
         return "steady"
+
+    def phase_spans(self) -> tuple[PhaseSpan, ...]:
+        """The parts of the run that get a verdict, in order. The first is the
+        baseline (what the service did before the load changed) except for ``soak``,
+        which is one phase with nothing before it. A spike's ramp is judged with
+        neither the baseline nor the hold: it is the change itself."""
+        if self.name in ("spike", "retry_storm"):
+            pre, ramp, hold = (s.until_s for s in self.stages[:3])
+            spans = [("baseline", 0.0, pre), ("spike", ramp, hold), ("recovery", hold, None)]
+        elif self.name == "step":
+            starts = [0.0, *(s.until_s for s in self.stages[:-1])]
+            spans = [
+                (f"step {n}/{len(self.stages)}", start, stage.until_s)
+                for n, (start, stage) in enumerate(zip(starts, self.stages, strict=True), 1)
+            ]
+        elif self.name == "slow_dependency" and self.chaos:
+            spans = [("steady", 0.0, self.chaos[0].at_s), ("db slow", self.chaos[0].at_s, None)]
+        elif self.storm_s is not None:
+            start, end = self.storm_s
+            spans = [("before", 0.0, start), ("storm", start, end), ("after", end, None)]
+        else:
+            spans = [("steady", 0.0, None)]
+        return tuple(
+            PhaseSpan(name, round(a, 2), round(self.duration_s if b is None else b, 2))
+            for name, a, b in spans
+        )
+
+    @property
+    def baseline_phase(self) -> str | None:
+        """The phase the others' goodput is compared with (None: no such phase)."""
+        spans = self.phase_spans()
+        return spans[0].name if len(spans) > 1 else None
 
 
 def _rate(delta_users: float, seconds: float) -> float:

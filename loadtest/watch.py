@@ -9,7 +9,7 @@ a saturated load generator cannot starve them of their schedule as badly):
 - ``HealthWatch`` asks ``/healthz`` every half second and keeps each answer's time:
   the liveness check must stay fast however hard the service is pushed.
 - ``KnobWatch`` reads the controller's ``/api/v1/state`` every second and keeps the
-  knobs it has published (what ``--tune`` reports as converged).
+  knobs it has published (what ``--tune`` reports as converged) and its modes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -48,6 +48,9 @@ class Window:
     queue_limit: float
     peak_in_flight: float
     rss_mb: float | None
+    # rejected per second by the door's reason (queue_full, penalty, ...)
+    rejected_by_reason: Mapping[str, float] = field(default_factory=dict)
+    modes_active: tuple[str, ...] = ()  # the replica's surgeguard_mode_active == 1
 
 
 def ms_or_none(seconds: float) -> float | None:
@@ -72,6 +75,10 @@ def window_between(before: Scrape, now: Scrape, origin: float, slo_s: float = SL
         queue_limit=s.queue_limit,
         peak_in_flight=s.peak_in_flight,
         rss_mb=round(rss / 2**20, 1) if rss else None,
+        rejected_by_reason={r: round(v, 1) for r, v in sorted(s.rejected_per_s.items()) if v},
+        modes_active=tuple(
+            sorted(m for m, v in now.by_label("surgeguard_mode_active", "mode").items() if v)
+        ),
     )
 
 
@@ -167,20 +174,38 @@ class MetricsWatch(_Poller):
         self.last = now
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One ``/healthz`` probe: ``at`` seconds since the run started (when it was
+    sent), how long it took (ms), and whether it answered 200."""
+
+    at: float
+    ms: float
+    ok: bool
+
+
 class HealthWatch(_Poller):
-    def __init__(self, url: str, period_s: float = 0.5) -> None:
+    def __init__(self, url: str, period_s: float = 0.5, origin: float | None = None) -> None:
+        """``origin``: the run's start on the monotonic clock (probes' ``at``)."""
         super().__init__("health-watch", period_s)
         self.url = url.rstrip("/") + "/healthz"
+        self.origin = time.monotonic() if origin is None else origin
         self.latencies_ms: list[float] = []
+        self.probes: list[Probe] = []
         self.bad = 0  # answered, but not 200
 
     def step(self) -> None:
+        sent = time.monotonic()
         started = time.perf_counter()
+        ok = False
         try:
             response = self.http.get(self.url)
+            ok = response.status_code == 200
         finally:
-            self.latencies_ms.append((time.perf_counter() - started) * 1000)
-        if response.status_code != 200:
+            ms = (time.perf_counter() - started) * 1000
+            self.latencies_ms.append(ms)
+            self.probes.append(Probe(round(sent - self.origin, 2), round(ms, 1), ok))
+        if not ok:
             self.bad += 1
 
     def summary(self) -> dict[str, Any]:
@@ -210,6 +235,7 @@ class KnobWatch(_Poller):
         self.url = controller_url.rstrip("/") + "/api/v1/state"
         self.origin = origin
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.modes: list[tuple[float, tuple[str, ...]]] = []  # (at, modes it published)
         self.autopilot: bool | None = None
 
     def step(self) -> None:
@@ -222,4 +248,6 @@ class KnobWatch(_Poller):
             for knob, value in (replica.get("knobs") or {}).items():
                 if isinstance(value, int | float):
                     knobs[knob] = float(value)
-        self.samples.append((round(time.monotonic() - self.origin, 2), knobs))
+        at = round(time.monotonic() - self.origin, 2)
+        self.samples.append((at, knobs))
+        self.modes.append((at, tuple(sorted(str(m) for m in control.get("modes") or ()))))
