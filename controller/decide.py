@@ -188,6 +188,7 @@ class Decider:
             lag_share=self.config.lag_share,
             ratio=self.config.rejection_ratio,
             min_per_s=self.config.rejection_min_per_s,
+            loop_hops=self.config.loop_hops,
         )
 
     def _update(
