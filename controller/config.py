@@ -63,6 +63,17 @@ class ControllerConfig:
     futile_cuts: int = 2
     futile_margin: float = 0.05
     futile_hold_s: float = 30.0
+    # The bottleneck's name (issue 16): a dependency's latency inflation counts only
+    # while at least ``bottleneck_busy`` (0..1) of its slots are in use or it fails; one
+    # under ``bottleneck_busy`` is never named while another is at
+    # ``bottleneck_saturated`` or more; and a new name replaces the current one only
+    # after the current one has been out of the lead for ``bottleneck_hold_ticks`` ticks.
+    bottleneck_hold_ticks: int = 3
+    bottleneck_busy: float = 0.5
+    bottleneck_saturated: float = 0.8
+    # A replica whose applied control-document version has not followed the published
+    # one for ``obey_grace_ticks`` ticks does not obey: its decisions are not applied.
+    obey_grace_ticks: int = 3
 
     @property
     def target_s(self) -> float:
@@ -107,6 +118,15 @@ class ControllerConfig:
             raise ValueError(f"futile_margin must be in [0, 1), got {self.futile_margin}")
         if self.futile_hold_s < 0:
             raise ValueError(f"futile_hold_s must be >= 0 seconds, got {self.futile_hold_s}")
+        for name in ("bottleneck_hold_ticks", "obey_grace_ticks"):
+            ticks = getattr(self, name)
+            if isinstance(ticks, bool) or not isinstance(ticks, int) or not 1 <= ticks <= 1000:
+                raise ValueError(f"{name} must be in [1, 1000] ticks, got {ticks!r}")
+        if not 0 < self.bottleneck_busy <= self.bottleneck_saturated <= 1:
+            raise ValueError(
+                "bottleneck_busy and bottleneck_saturated must satisfy 0 < busy <= "
+                f"saturated <= 1, got {self.bottleneck_busy} and {self.bottleneck_saturated}"
+            )
         for name in ("error_threshold", "failure_threshold", "queue_timeout_share"):
             value = getattr(self, name)
             if not 0 < value <= 1:

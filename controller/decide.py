@@ -45,6 +45,7 @@ from controller.bottleneck import (
 )
 from controller.config import ControllerConfig
 from controller.ladder import DegradeLadder, ModeDecision
+from controller.obey import NOT_APPLIED
 from controller.signals import DependencySignals, Signals
 from controller.text import ms, share_of_core
 from surgeguard.modes import Mode
@@ -138,7 +139,10 @@ class Decider:
         pins: frozenset[str] = frozenset(),
         modes: frozenset[Mode] = frozenset(),
         autopilot: bool = True,
+        obeyed: bool = True,
     ) -> TickResult:
+        """``obeyed``: False while the replica does not apply the control plane
+        (``controller.obey``); its moves are then decided and recorded, not applied."""
         if signals.stale:
             return TickResult((), (), Bottleneck("none", f"{signals.replica}: no data this tick"))
         samples: dict[str, tuple[Sample, dict[str, float]]] = {}
@@ -153,7 +157,7 @@ class Decider:
 
         decisions = []
         for knob, (sample, inputs) in samples.items():
-            will_apply = autopilot and knob not in pins
+            will_apply = autopilot and knob not in pins and obeyed
             update = self._update(signals, knob, sample, inputs, now=now, will_apply=will_apply)
             new, action = update.limit, update.action
             reason = (
@@ -164,6 +168,8 @@ class Decider:
                 reason += " (pinned: not applied)"
             elif action != HOLD and not autopilot:
                 reason += " (autopilot paused: would have done this)"
+            elif action != HOLD and not obeyed:
+                reason += NOT_APPLIED
             decisions.append(
                 Decision(signals.replica, knob, sample.limit, new, action, reason, applied, inputs)
             )
@@ -444,7 +450,7 @@ class Decider:
         return name_bottleneck(
             s,
             lambda dependency: self.baseline(s.replica, dependency),
-            self.config.inflation,
+            self.config,
             cpu_elsewhere=self._cpu_taken_elsewhere(s),
             rejecting=self._rejection_work(s),
         )

@@ -21,6 +21,7 @@ LOOP_LAG_HIST = "surgeguard_event_loop_lag_seconds"
 CPU_SECONDS = "process_cpu_seconds_total"  # prometheus_client's ProcessCollector
 PENALTY_HELD = "surgeguard_penalty_box_held"  # gauge: requests held right now
 PENALTY_HOLDS = "surgeguard_penalty_box_holds_total"  # counter: requests that were held
+CONTROL_VERSION = "surgeguard_control_plane_version"  # gauge: the control document applied
 
 
 @dataclass(frozen=True)

@@ -312,7 +312,12 @@ def test_lag_with_the_replica_own_cpu_saturated_still_cuts(fake_clock: FakeClock
         "p99 230 ms > target 200 ms (SLO 250 ms less 20% headroom): concurrency_limit 60 -> 52"
     )
     assert d.inputs["cpu_utilisation"] == pytest.approx(0.95)  # type: ignore[attr-defined]
-    assert result.bottleneck.name != "cpu"
+    # Issue 16: the CPU is still the bottleneck, the replica's own (not "another process").
+    assert result.bottleneck.name == "cpu"
+    assert result.bottleneck.sentence == (
+        "cpu: event-loop lag 180 ms of p99 230 ms with this replica at 95% of a core: "
+        "the replica's own work saturates its CPU"
+    )
 
 
 @pytest.mark.parametrize(
