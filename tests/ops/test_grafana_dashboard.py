@@ -1,9 +1,11 @@
-"""Issues 7 and 11: the Grafana provisioning and the overview dashboard (with the
-penalty box and rejections by reason), read as files.
+"""Issues 7, 11 and 16: the Grafana provisioning, the overview dashboard (with the
+penalty box and rejections by reason) and one dashboard per concern (admission,
+controller decisions, dependencies, jobs), each with the same annotations (controller
+cuts, modes, the controller's mode switches, drills), read as files.
 
-Whether every query of the dashboard returns data is proven against a real Prometheus
-in test_prometheus_rules.py; here: the JSON is one Grafana loads and lays out as meant,
-and it is wired to the provisioned datasource.
+Whether every query and every annotation of the dashboards returns data is proven
+against a real Prometheus in test_prometheus_rules.py; here: the JSON is one Grafana
+loads and lays out as meant, and it is wired to the provisioned datasource.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 OVERVIEW = GRAFANA / "dashboards" / "surgeguard-overview.json"
+ADMISSION = GRAFANA / "dashboards" / "surgeguard-admission.json"
+CONTROLLER = GRAFANA / "dashboards" / "surgeguard-controller.json"
+DEPENDENCIES = GRAFANA / "dashboards" / "surgeguard-dependencies.json"
+JOBS = GRAFANA / "dashboards" / "surgeguard-jobs.json"
 GRID_COLUMNS = 24
 PANEL_TYPES = {"timeseries", "stat", "state-timeline", "gauge", "bargauge", "table", "text"}
 SLO_S = 0.25
@@ -252,3 +258,161 @@ def test_the_penalty_box_panel_shows_held_against_its_bound_and_holds_per_second
         if {"id": "custom.axisPlacement", "value": "right"} in o["properties"]
     ]
     assert [o["matcher"]["options"] for o in right] == [".* holds/s$"]
+
+
+# --- issue 16: a dashboard per concern, and the same marks on all of them ------------------
+
+# What each concern's dashboard must show, as the metrics its queries read.
+CONCERNS: dict[Path, dict[str, str]] = {
+    ADMISSION: {
+        "rejections by reason": "surgeguard_rejections_total",
+        "penalty box held": "surgeguard_penalty_box_held",
+        "penalty box holds": "surgeguard_penalty_box_holds_total",
+        "concurrency limit": "surgeguard_concurrency_limit",
+        "in flight": "surgeguard_inflight",
+        "queue depth": "surgeguard_queue_depth",
+        "shed threshold": "surgeguard_queue_limit",
+        "queue wait": "surgeguard_queue_wait_seconds_bucket",
+        "admitted latency": "surgeguard_request_duration_seconds_bucket",
+    },
+    CONTROLLER: {
+        "decisions": "surgeguard_controller_decisions_total",
+        "knobs it set": "surgeguard_controller_knob",
+        "the p99 it steers by": "surgeguard_controller_p99_seconds",
+        "its tick": "surgeguard_controller_tick_seconds_bucket",
+        "replicas it cannot read": "surgeguard_controller_replica_stale",
+    },
+    DEPENDENCIES: {
+        "in flight": "surgeguard_dependency_inflight",
+        "bulkhead limit": "surgeguard_dependency_limit",
+        "waiting": "surgeguard_dependency_waiting",
+        "latency": "surgeguard_dependency_duration_seconds_bucket",
+        "bulkhead rejections": "surgeguard_dependency_rejections_total",
+        "bulkhead knobs": "surgeguard_controller_knob",
+    },
+    JOBS: {
+        "backlog": "surgeguard_jobs_pending",
+        "backlog limit": "surgeguard_jobs_backlog_limit",
+        "lag": "surgeguard_jobs_oldest_pending_age_seconds",
+        "done": "surgeguard_jobs_processed_total",
+        "failed": "surgeguard_jobs_failed_total",
+        "dead": "surgeguard_jobs_dead_total",
+        "dead letters waiting": "surgeguard_jobs_dead_letters",
+        "worker concurrency": "surgeguard_worker_concurrency_in_use",
+    },
+}
+
+
+def annotations_of(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's own annotation queries (Grafana's built-in one aside)."""
+    return [a for a in dashboard["annotations"]["list"] if not a.get("builtIn")]
+
+
+def kept_labels(expr: str) -> set[str]:
+    """Labels an aggregated expression keeps: those of its outermost ``by (...)``."""
+    match = re.match(r"\s*\w+ by \(([^)]*)\)", expr)
+    assert match, f"an annotation aggregates with `by (...)`: {expr}"
+    return {label.strip() for label in match.group(1).split(",")}
+
+
+def test_each_concern_has_a_dashboard_that_shows_what_it_asks_for() -> None:
+    assert set(CONCERNS) | {OVERVIEW} == set(DASHBOARDS)
+    for path, required in CONCERNS.items():
+        queries = " ".join(t["expr"] for p in panels_of(load(path)) for t in p.get("targets", []))
+        missing = {what for what, metric in required.items() if metric not in queries}
+        assert not missing, f"{path.name} shows no {sorted(missing)}"
+
+
+def test_every_dashboard_links_to_the_others_and_has_a_distinct_identity() -> None:
+    uids, titles = set(), set()
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        assert "surgeguard" in dashboard["tags"], path.name
+        # One dropdown of every dashboard tagged surgeguard, keeping time and variables.
+        (link,) = dashboard["links"]
+        assert link["type"] == "dashboards" and link["tags"] == ["surgeguard"], path.name
+        assert link["keepTime"] and link["includeVars"], path.name
+        uids.add(dashboard["uid"])
+        titles.add(dashboard["title"])
+        assert path.stem == dashboard["uid"], "file name and uid agree"
+    assert len(uids) == len(titles) == len(DASHBOARDS)
+
+
+def test_every_dashboard_marks_cuts_modes_and_drills_the_same_way() -> None:
+    """The same annotation queries on every dashboard, so a cut or a drill sits at the
+    same moment on every chart an operator opens."""
+    marks = [annotations_of(load(path)) for path in DASHBOARDS]
+    assert all(m == marks[0] for m in marks), "every dashboard has the same annotations"
+    by_name = {a["name"]: a for a in marks[0]}
+    assert 'action="cut"' in by_name["Controller cuts"]["expr"]
+    assert "surgeguard_controller_decisions_total" in by_name["Controller cuts"]["expr"]
+    assert "surgeguard_mode_active" in by_name["Modes on"]["expr"]
+    assert (
+        "surgeguard_controller_mode_switches_total" in by_name["Controller mode switches"]["expr"]
+    )
+    assert "drill" in by_name["Drills"]["expr"]
+    colours = [a["iconColor"] for a in marks[0]]
+    assert len(set(colours)) == len(colours), f"one colour per kind of mark: {colours}"
+
+
+def test_annotations_use_the_datasource_and_name_only_labels_they_keep() -> None:
+    uid = provisioned_uid()
+    for annotation in annotations_of(load(OVERVIEW)):
+        name = annotation["name"]
+        assert annotation["datasource"] == {"type": "prometheus", "uid": uid}, name
+        assert annotation["enable"] is True and annotation["hide"] is False, name
+        # Grafana's Prometheus annotation fields (it reads the legacy top-level form).
+        assert annotation["useValueForTime"] is False, name
+        kept = kept_labels(annotation["expr"])
+        titled = set(re.findall(r"\{\{(\w+)\}\}", annotation["titleFormat"]))
+        texted = set(re.findall(r"\{\{(\w+)\}\}", annotation.get("textFormat", "")))
+        tags = {t.strip() for t in annotation["tagKeys"].split(",")}
+        assert titled and titled <= kept, (name, titled, kept)
+        assert texted <= kept and tags <= kept, (name, texted, tags, kept)
+        # A mark only where something happened: the query keeps positive values only.
+        assert re.search(r"(> 0|== 1)$", annotation["expr"]), name
+
+
+@pytest.mark.parametrize("path", [OVERVIEW, ADMISSION], ids=lambda p: p.name)
+def test_rejections_by_reason_keep_the_operator_dashboards_colours(path: Path) -> None:
+    (panel,) = [p for p in panels_of(load(path)) if p["title"].startswith("Rejections by reason")]
+    assert _fixed_colours(panel) == {reason: REASON_COLOURS[reason] for reason in REJECTION_REASONS}
+
+
+@pytest.mark.parametrize("path", [ADMISSION, CONTROLLER], ids=lambda p: p.name)
+def test_latency_against_the_slo_draws_the_slo_line(path: Path) -> None:
+    for panel in panels_of(load(path)):
+        exprs = {t["legendFormat"]: t["expr"] for t in panel.get("targets", [])}
+        if "SLO 250 ms" not in exprs:
+            continue
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["unit"] == "s", panel["title"]
+        assert defaults["custom"]["thresholdsStyle"]["mode"] == "line", panel["title"]
+        assert SLO_S in [step["value"] for step in defaults["thresholds"]["steps"]]
+        assert exprs["SLO 250 ms"] == f"vector({SLO_S})"
+        break
+    else:
+        pytest.fail(f"{path.name} draws no latency against the SLO")
+
+
+def test_per_replica_and_per_dependency_panels_follow_their_variables() -> None:
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        for panel in panels_of(dashboard):
+            exprs = " ".join(t["expr"] for t in panel.get("targets", []))
+            uses_replica = "{{replica}}" in " ".join(
+                t.get("legendFormat", "") for t in panel.get("targets", [])
+            )
+            if uses_replica:
+                assert re.search(r"\$\{?replica\b", exprs), (path.name, panel["title"])
+            for name in re.findall(r"\$\{?(\w+)", exprs):
+                if not name.startswith("__"):
+                    assert name in variables, (path.name, panel["title"], name)
+        if "dependency" in variables:
+            dependency = variables["dependency"]
+            assert (
+                dependency["definition"] == "label_values(surgeguard_dependency_limit, dependency)"
+            )
+            assert dependency["multi"] and dependency["includeAll"]
+            assert dependency["allValue"] == ".*"

@@ -1,12 +1,15 @@
-"""Issue 7: the Prometheus config and rules, and every PromQL expression of the Grafana
-dashboard and of the rules against a real Prometheus.
+"""Issues 7 and 16: the Prometheus config and rules, and every PromQL expression of the
+Grafana dashboards (panels and annotations) and of the rules against a real Prometheus.
 
 promtool checks the config and the rules and runs the rules' unit tests
 (prometheus/tests/rules_test.yml: the alerts fire, and stay quiet, on synthetic series).
 Then a real Prometheus, running the repository's prometheus.yml with only the scrape
 targets and rule paths rewritten, scrapes a live target, worker and controller (real
 processes, real Redis) under real traffic, and every dashboard query and every rule
-must return data, not only parse.
+must return data, not only parse. Every annotation query of every dashboard must
+evaluate over a range, as Grafana asks it, and read only metrics the live processes
+export; and, against a stand-in exporter whose counters the test moves, each must mark
+its event (and nothing before it) with the labels its title and tags name.
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ import yaml
 
 from loadtest.processes import child_env, free_port, spawn, stop, tail, wait_healthy
 from surgeguard.embedded_redis import EmbeddedRedis
+from tests.ops.exporter import StaticExporter
+from tests.support.prometheus import prometheus as running_prometheus
+from tests.support.prometheus import scrape_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "prometheus"
 CONFIG = PROM_DIR / "prometheus.yml"
 RULE_FILES = sorted((PROM_DIR / "rules").glob("*.yml"))
 RULE_TESTS = PROM_DIR / "tests" / "rules_test.yml"
-DASHBOARD = ROOT / "grafana" / "dashboards" / "surgeguard-overview.json"
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -60,9 +66,20 @@ COMPOSE_TARGETS = {
 REPLICA = "replica-a"
 TOKEN = "ops-test-token"
 API_KEY = {"X-Api-Key": "demo-key"}
-# Dashboard variables as Grafana fills them: one replica selected; the intervals as
-# small as Grafana makes them for the datasource's 1 s scrape interval (4 scrapes).
-VARIABLES = {"replica": REPLICA, "__rate_interval": "4s", "__interval": "1s", "__range": "1m"}
+# Dashboard variables as Grafana fills them: one replica and one dependency selected; the
+# intervals as small as Grafana makes them for the datasource's 1 s scrape interval
+# (4 scrapes).
+VARIABLES = {
+    "replica": REPLICA,
+    "dependency": "db",
+    "__rate_interval": "4s",
+    "__interval": "1s",
+    "__range": "1m",
+}
+# Metrics an annotation may read before any process exports them, and why.
+AWAITED = {
+    "surgeguard_controller_drill_running": "the controller does not export its drills yet",
+}
 DATA_DEADLINE_S = 25.0
 
 
@@ -146,25 +163,52 @@ def test_the_rules_pass_their_unit_tests() -> None:
 # --- a real Prometheus scraping live processes --------------------------------------------
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every query of the dashboard, variables substituted
-    as Grafana would with the replica variable set to one replica."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    variables = {v["name"] for v in dashboard["templating"]["list"]}
+def substitute(expr: str, variables: set[str]) -> str:
+    """``expr`` with the dashboard's variables replaced as Grafana would."""
     assert variables <= VARIABLES.keys(), f"give the test a value for {variables}"
 
-    def substitute(match: re.Match[str]) -> str:
+    def one(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
         assert name in VARIABLES, f"unknown dashboard variable ${name}"
         return VARIABLES[name]
 
-    panels = [p for top in dashboard["panels"] for p in (top, *top.get("panels", []))]
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", one, expr)
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(dashboard: panel title, PromQL) for every query of every dashboard, variables
+    substituted as Grafana would with the replica variable set to one replica."""
     queries = []
-    for panel in panels:
-        for target in panel.get("targets", []):
-            expr = re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", substitute, target["expr"])
-            queries.append((f"{panel['title']} [{target['refId']}]", expr))
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        variables = {v["name"] for v in dashboard["templating"]["list"]}
+        panels = [p for top in dashboard["panels"] for p in (top, *top.get("panels", []))]
+        for panel in panels:
+            for target in panel.get("targets", []):
+                expr = substitute(target["expr"], variables)
+                queries.append((f"{path.stem}: {panel['title']} [{target['refId']}]", expr))
     return queries
+
+
+def annotation_queries() -> dict[str, str]:
+    """Annotation name -> PromQL (variables substituted), over every dashboard; one name
+    is one query everywhere (test_grafana_dashboard.py checks they are the same)."""
+    found: dict[str, str] = {}
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        variables = {v["name"] for v in dashboard["templating"]["list"]} | {"replica"}
+        for annotation in dashboard["annotations"]["list"]:
+            if annotation.get("builtIn"):
+                continue
+            expr = substitute(annotation["expr"], variables)
+            assert found.setdefault(annotation["name"], expr) == expr, annotation["name"]
+    assert found, "no annotation queries"
+    return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """The surgeguard series an expression reads (recording rules' names aside)."""
+    return set(re.findall(r"(?<![\w:])surgeguard_\w+(?![\w:])", expr))
 
 
 def prometheus_config(ports: dict[str, int], path: Path) -> Path:
@@ -193,6 +237,21 @@ class Prometheus:
             f"{expr}\n-> {body.get('errorType')}: {body.get('error')}"
         )
         assert body["data"]["resultType"] == "vector", expr
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def query_range(self, expr: str, seconds: float, step_s: float = 1.0) -> list[dict[str, Any]]:
+        """The result matrix over the last ``seconds``, as Grafana asks an annotation."""
+        end = time.time()
+        response = self.http.post(
+            "/api/v1/query_range",
+            data={"query": expr, "start": end - seconds, "end": end, "step": step_s},
+        )
+        body = response.json()
+        assert response.status_code == 200 and body["status"] == "success", (
+            f"{expr}\n-> {body.get('errorType')}: {body.get('error')}"
+        )
+        assert body["data"]["resultType"] == "matrix", expr
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
@@ -316,6 +375,13 @@ def test_every_dashboard_query_and_rule_returns_data_from_a_live_stack(
         try:
             wait_for_the_stack_in_prometheus(prom)
             check_every_expression(prom)
+            exported = set().union(
+                *(exported_names(f"http://127.0.0.1:{ports[name]}/metrics") for name in children)
+            )
+            check_every_annotation(prom, exported)
+            for what, expr in dashboard_queries():
+                unknown = metric_names(expr) - exported
+                assert not unknown, f"{what} reads metrics no process exports: {unknown}"
         except AssertionError:
             for name, (_, log) in started.items():
                 print(f"--- {name}\n{tail(log)}")
@@ -394,3 +460,126 @@ def check_every_expression(prom: Prometheus) -> None:
         if rule["health"] != "ok"
     }
     assert not unhealthy, unhealthy
+
+
+def exported_names(metrics_url: str) -> set[str]:
+    """Every series name a process exports (families without samples included, from
+    their TYPE lines; a histogram's _bucket, _count and _sum)."""
+    text = httpx.get(metrics_url, timeout=5.0, trust_env=False).text
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            names.add(name)
+            if kind == "histogram":
+                names.update(f"{name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def check_every_annotation(prom: Prometheus, exported: set[str]) -> None:
+    """Every annotation query evaluates over a range and reads only exported metrics;
+    the modes band shows the mode the test switched on."""
+    queries = annotation_queries()
+    for name, expr in queries.items():
+        prom.query_range(expr, 60.0)  # an error fails here
+        unknown = metric_names(expr) - exported - AWAITED.keys()
+        assert not unknown, f"annotation {name!r} reads metrics no process exports: {unknown}"
+    for metric, why in AWAITED.items():
+        # Once it is exported, it is no longer awaited: take it off the list.
+        assert metric not in exported, f"{metric} is exported now ({why}): drop it from AWAITED"
+    modes = prom.query_range(queries["Modes on"], 30.0)
+    assert [series["metric"] for series in modes] == [{"mode": "shed_sheddable"}], modes
+
+
+# --- the annotations mark their events: a stand-in exporter moves the counters ------------
+
+# What the test makes happen, per annotation: the series it moves and the labels the
+# mark must carry. Events that must not mark (a grow, a mode that stays off) move too.
+EVENTS: dict[str, tuple[list[tuple[str, float, float]], list[dict[str, str]]]] = {
+    "Controller cuts": (
+        [
+            (
+                'surgeguard_controller_decisions_total{knob="concurrency_limit",'
+                'action="cut",applied="true"}',
+                0,
+                1,
+            ),
+            (
+                'surgeguard_controller_decisions_total{knob="queue_limit",'
+                'action="grow",applied="true"}',
+                0,
+                5,
+            ),
+        ],
+        [{"knob": "concurrency_limit", "applied": "true"}],
+    ),
+    "Modes on": (
+        [
+            ('surgeguard_mode_active{mode="serve_stale"}', 0, 1),
+            ('surgeguard_mode_active{mode="read_only"}', 0, 0),
+        ],
+        [{"mode": "serve_stale"}],
+    ),
+    "Controller mode switches": (
+        [
+            (
+                'surgeguard_controller_mode_switches_total{mode="recommendations_off",'
+                'active="true"}',
+                0,
+                1,
+            )
+        ],
+        [{"mode": "recommendations_off", "active": "true"}],
+    ),
+    "Drills": (
+        [('surgeguard_controller_drill_running{scenario="spike",source="controller"}', 0, 1)],
+        [{"scenario": "spike", "source": "controller"}],
+    ),
+}
+
+
+@needs_prometheus
+def test_each_annotation_marks_its_event_and_nothing_before(tmp_path: Path) -> None:
+    queries = annotation_queries()
+    assert queries.keys() == EVENTS.keys(), "tell the test which event marks each annotation"
+    with StaticExporter() as exporter:
+        exporter.set(f'surgeguard_replica_info{{replica="{REPLICA}"}}', 1)
+        for moves, _ in EVENTS.values():
+            for series, before, _after in moves:
+                exporter.set(series, before)
+        with running_prometheus(scrape_config([exporter.address]), tmp_path) as url:
+            prom = Prometheus(url)
+            try:
+                # At rest for a few scrapes: nothing may mark.
+                until(lambda: exporter.scrapes >= 3, "three scrapes at rest")
+                for name, expr in queries.items():
+                    assert prom.query_range(expr, 30.0) == [], f"{name} marks at rest"
+                moved_at = time.time()
+                for moves, _ in EVENTS.values():
+                    for series, _before, after in moves:
+                        exporter.set(series, after)
+                marks = {
+                    name: until(lambda e=expr: prom.query_range(e, 30.0), f"{name} marks")
+                    for name, expr in queries.items()
+                }
+            finally:
+                prom.http.close()
+    for name, result in marks.items():
+        expected = EVENTS[name][1]
+        assert [series["metric"] for series in result] == expected, (name, result)
+        for series in result:
+            first = min(float(t) for t, _ in series["values"])
+            # The event's first scrape came after the move: no mark before it.
+            assert first >= moved_at - 1.0, (name, first, moved_at)
+
+
+def until(probe: Callable[[], Any], what: str, deadline_s: float = DATA_DEADLINE_S) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        found = probe()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.25)
