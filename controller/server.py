@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import httpx
@@ -40,8 +39,6 @@ def build_controller(
 
 
 def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per scrape is noise
     http = httpx.AsyncClient()
     controller = build_controller(settings, redis_url, targets, http)
     # Drills load the first target and reach this controller on loopback (its chaos API).
@@ -59,6 +56,7 @@ def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int)
         host=settings.host,
         port=port,
         log_level="warning",
+        log_config=None,  # its lines go through surgeguard.logs like ours
         access_log=False,
         timeout_graceful_shutdown=5,
     )

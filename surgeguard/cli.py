@@ -1,18 +1,30 @@
 """``surgeguard SUBCOMMAND``: the command-line edge.
 
 Flags override ``SURGEGUARD_*`` variables; anything invalid ends with one line on
-stderr naming the setting and exit status 2.
+stderr naming the setting and exit status 2. Every subcommand that runs a process
+sets up logging once (surgeguard.logs) from ``--log-level`` and ``--log-format``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from surgeguard import logs
 from surgeguard.modes import Mode
 from surgeguard.settings import SettingsError, load_settings
+
+# The controller's flags that are settings fields of another name (for error messages).
+CONTROLLER_FLAGS = {
+    "controller_tick_ms": "--tick-ms",
+    "controller_algorithm": "--algorithm",
+    "controller_scope": "--scope",
+    "controller_hold_rule": "--no-hold-rule",
+}
+DASHBOARD_FLAGS = {"dashboard_refresh_ms": "--refresh-ms"}
 
 
 def _port(value: str) -> int:
@@ -23,6 +35,74 @@ def _port(value: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be in [1, 65535], got {port}")
     return port
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("logs")
+    group.add_argument(
+        "--log-level",
+        metavar="{" + ",".join(logs.LEVELS) + "}",
+        help=f"least severe lines shown, default info ({logs.LEVEL_ENV})",
+    )
+    group.add_argument(
+        "--log-format",
+        metavar="{" + ",".join(logs.FORMATS) + "}",
+        help="text, or json: one object per line with time, level, logger, message and "
+        f"the line's fields, default text ({logs.FORMAT_ENV})",
+    )
+
+
+def _controller_options(group: argparse._ActionsContainer) -> list[argparse.Action]:
+    """The controller's tuning flags (``controller`` and, passed on, ``up``)."""
+    return [
+        group.add_argument("--tick-ms", type=int, help="control tick, ms (default 1000)"),
+        group.add_argument("--algorithm", help="aimd (default), static or gradient"),
+        group.add_argument(
+            "--scope", help="replica (default: each from its own signals) or global"
+        ),
+        group.add_argument(
+            "--auto-degrade",
+            action="store_true",
+            default=None,
+            help="let the controller switch degradation modes when limits alone fail",
+        ),
+        group.add_argument(
+            "--no-hold-rule",
+            dest="hold_rule",
+            action="store_false",
+            default=None,
+            help="cut knobs on latency alone, without asking whether the knob causes it "
+            "(the controller before the hold rule; SURGEGUARD_CONTROLLER_HOLD_RULE=false)",
+        ),
+        group.add_argument(
+            "--prometheus-url",
+            help="take signals from this Prometheus (it must scrape the targets) instead of "
+            "scraping each target's /metrics (SURGEGUARD_PROMETHEUS_URL)",
+        ),
+    ]
+
+
+def _dashboard_options(group: argparse._ActionsContainer) -> list[argparse.Action]:
+    return [
+        group.add_argument(
+            "--refresh-ms",
+            type=int,
+            help="dashboard live-refresh period, ms, default 2000 "
+            "(SURGEGUARD_DASHBOARD_REFRESH_MS)",
+        )
+    ]
+
+
+def _given(actions: Iterable[argparse.Action], args: argparse.Namespace) -> list[str]:
+    """The flags of ``actions`` that were given, as a child's command line."""
+    argv: list[str] = []
+    for action in actions:
+        value = getattr(args, action.dest)
+        if value is None:
+            continue
+        flag = action.option_strings[0]
+        argv += [flag] if action.nargs == 0 else [flag, str(value)]
+    return argv
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,8 +116,11 @@ def _parser() -> argparse.ArgumentParser:
         "up",
         help="run the whole stack on this machine",
         description="Start the embedded Redis (unless SURGEGUARD_REDIS_URL is "
-        "set), the target service and one job worker; print their URLs and the "
-        "admin token; Ctrl-C stops everything.",
+        "set), the target service, one job worker, the controller and the dashboard; "
+        "print their URLs and the admin token (once: a generated token is kept in the "
+        "data directory, mode 0600). SIGUSR1 (or `surgeguard status`) prints the URLs and "
+        "where the token is again; Ctrl-C stops everything. Every option below is passed "
+        "on to the children it names; the log options to all of them.",
     )
     up.add_argument("--target-port", type=_port, default=8000, help="default 8000")
     up.add_argument(
@@ -47,7 +130,31 @@ def _parser() -> argparse.ArgumentParser:
         "--controller-port", type=_port, help="default 8001 (SURGEGUARD_CONTROLLER_PORT)"
     )
     up.add_argument("--dashboard-port", type=_port, help="default 8501 (SURGEGUARD_DASHBOARD_PORT)")
-    up.add_argument("--data-dir", type=Path, help="embedded Redis data (SURGEGUARD_DATA_DIR)")
+    up.add_argument(
+        "--host", help="interface every service listens on, default 127.0.0.1 (SURGEGUARD_HOST)"
+    )
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded Redis data, the state file and the generated admin token, "
+        "default ./.surgeguard (SURGEGUARD_DATA_DIR)",
+    )
+    up_controller = _controller_options(up.add_argument_group("passed on to the controller"))
+    up_dashboard = _dashboard_options(up.add_argument_group("passed on to the dashboard"))
+    _log_options(up)
+
+    state = sub.add_parser(
+        "status",
+        help="where a running `surgeguard up` is: URLs, pids, the admin token's file",
+        description="Reads the state file `surgeguard up` keeps in its data directory and "
+        "says what is running where and whether it answers; says so when no stack is up "
+        "(exit status 1).",
+    )
+    state.add_argument(
+        "--data-dir",
+        type=Path,
+        help="up's data directory, default ./.surgeguard (SURGEGUARD_DATA_DIR)",
+    )
 
     red = sub.add_parser(
         "redis",
@@ -56,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     red.add_argument("--port", type=_port, help="default: a free port")
     red.add_argument("--data-dir", type=Path, help="default ./.surgeguard (SURGEGUARD_DATA_DIR)")
+    _log_options(red)
 
     target = sub.add_parser(
         "target",
@@ -90,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         help="admission middleware off (to measure its cost)",
     )
     target.add_argument("--data-dir", type=Path, help="embedded Redis data when no URL is set")
+    _log_options(target)
 
     worker = sub.add_parser(
         "worker",
@@ -109,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--consumer", help="consumer name in the group, default host-pid (SURGEGUARD_WORKER_ID)"
     )
+    _log_options(worker)
     ctl = sub.add_parser(
         "controller",
         help="run the feedback controller against target replicas",
@@ -125,29 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ctl.add_argument("--host", help="default 127.0.0.1 (SURGEGUARD_HOST)")
     ctl.add_argument("--port", type=_port, help="default 8001 (SURGEGUARD_CONTROLLER_PORT)")
-    ctl.add_argument("--tick-ms", type=int, help="control tick, ms (default 1000)")
-    ctl.add_argument("--algorithm", help="aimd (default), static or gradient")
-    ctl.add_argument("--scope", help="replica (default: each from its own signals) or global")
-    ctl.add_argument(
-        "--auto-degrade",
-        action="store_true",
-        default=None,
-        help="let the controller switch degradation modes when limits alone fail",
-    )
-    ctl.add_argument(
-        "--no-hold-rule",
-        dest="hold_rule",
-        action="store_false",
-        default=None,
-        help="cut knobs on latency alone, without asking whether the knob causes it "
-        "(the controller before the hold rule; SURGEGUARD_CONTROLLER_HOLD_RULE=false)",
-    )
-    ctl.add_argument(
-        "--prometheus-url",
-        help="take signals from this Prometheus (it must scrape the targets) instead of "
-        "scraping each target's /metrics (SURGEGUARD_PROMETHEUS_URL)",
-    )
+    _controller_options(ctl)
     ctl.add_argument("--data-dir", type=Path, help="embedded Redis data when no URL is set")
+    _log_options(ctl)
 
     dash = sub.add_parser(
         "dashboard",
@@ -164,11 +254,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     dash.add_argument("--host", help="interface to listen on, default 127.0.0.1 (SURGEGUARD_HOST)")
     dash.add_argument("--port", type=_port, help="default 8501 (SURGEGUARD_DASHBOARD_PORT)")
-    dash.add_argument(
-        "--refresh-ms",
-        type=int,
-        help="live-refresh period, ms, default 2000 (SURGEGUARD_DASHBOARD_REFRESH_MS)",
-    )
+    _dashboard_options(dash)
+    _log_options(dash)
     load = sub.add_parser(
         "load",
         help="run a Locust load scenario against a running service",
@@ -223,6 +310,7 @@ def _parser() -> argparse.ArgumentParser:
         help="storm scenario: the one client key of the storm (default: the first of "
         "SURGEGUARD_CLIENT_KEYS; the polite users get the others)",
     )
+    _log_options(load)
 
     bench = sub.add_parser(
         "bench",
@@ -262,27 +350,55 @@ def _parser() -> argparse.ArgumentParser:
         help="storm: every measured phase's length, seconds (default: polite 15, "
         "storms 30, attacker and alone 10 each; --quick: 5, 10, 5)",
     )
+    _log_options(bench)
+    parser.set_defaults(pass_on_controller=up_controller, pass_on_dashboard=up_dashboard)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "status":
+            from surgeguard.stack_state import status
+
+            code, text = status(load_settings(data_dir=args.data_dir).data_dir)
+            print(text, file=sys.stdout if code == 0 else sys.stderr)
+            return code
+        log_config = logs.resolve(args.log_level, args.log_format, os.environ)
+        logs.setup(log_config)
         if args.command == "redis":
             from surgeguard.embedded_redis import run_forever
 
             settings = load_settings(data_dir=args.data_dir)
             return run_forever(args.port, settings.data_dir)
         if args.command == "up":
-            from surgeguard.stack import up
+            from surgeguard.stack import PassOn, up
 
-            settings = load_settings(data_dir=args.data_dir)
+            # Validated here, so a bad pass-through flag stops up before anything starts.
+            settings = load_settings(
+                flags={**CONTROLLER_FLAGS, **DASHBOARD_FLAGS},
+                data_dir=args.data_dir,
+                host=args.host,
+                controller_tick_ms=args.tick_ms,
+                controller_algorithm=args.algorithm,
+                controller_scope=args.scope,
+                auto_degrade=args.auto_degrade,
+                controller_hold_rule=args.hold_rule,
+                prometheus_url=args.prometheus_url,
+                dashboard_refresh_ms=args.refresh_ms,
+            )
             return up(
                 settings,
                 target_port=args.target_port,
                 worker_metrics_port=args.worker_metrics_port,
                 controller_port=args.controller_port,
                 dashboard_port=args.dashboard_port,
+                logs=log_config,
+                pass_on=PassOn(
+                    all=["--host", args.host] if args.host else [],
+                    controller=_given(args.pass_on_controller, args),
+                    dashboard=_given(args.pass_on_dashboard, args),
+                ),
             )
         if args.command == "target":
             from target_app.server import serve
@@ -305,12 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             settings = load_settings(
                 flags={
+                    **CONTROLLER_FLAGS,
                     "controller_port": "--port",
-                    "controller_tick_ms": "--tick-ms",
-                    "controller_algorithm": "--algorithm",
-                    "controller_scope": "--scope",
                     "controller_targets": "--target",
-                    "controller_hold_rule": "--no-hold-rule",
                 },
                 host=args.host,
                 controller_port=args.port,
@@ -335,15 +448,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             settings = load_settings(
                 flags={
+                    **DASHBOARD_FLAGS,
                     "controller_url": "--controller",
                     "dashboard_port": "--port",
-                    "dashboard_refresh_ms": "--refresh-ms",
                 },
                 controller_url=args.controller,
                 host=args.host,
                 dashboard_port=args.port,
                 dashboard_refresh_ms=args.refresh_ms,
             )
+            # Streamlit sets up its own loggers: it reads these from its environment.
+            os.environ.update(logs.streamlit_env(log_config))
             return serve_dashboard(settings)
         if args.command == "load":
             from loadtest.load_command import run_load_command

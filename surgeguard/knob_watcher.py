@@ -4,6 +4,10 @@ A pub/sub notice makes a change arrive at once; polling every ``poll_interval_s`
 catches what a dropped subscription missed. A document is validated whole before
 any of it is applied. If Redis goes away the replica keeps its last knobs, keeps
 serving, and ``staleness_s`` says for how long it has not heard from the plane.
+
+The controller republishes every tick, so a new version is not news: the watcher logs
+one INFO line when what this replica enforces changes (knobs, modes, chaos), saying what
+changed, and a DEBUG line for a document that changes nothing here.
 """
 
 from __future__ import annotations
@@ -12,23 +16,72 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from surgeguard.aio import cancel_and_wait
+from surgeguard.chaos import Chaos
 from surgeguard.controlplane import (
     CONTROL_CHANNEL,
     ControlDocumentError,
     ControlState,
     read_state,
 )
-from surgeguard.knobs import KnobError
+from surgeguard.knobs import KnobError, Knobs
+from surgeguard.modes import Mode
 
 log = logging.getLogger("surgeguard.control")
 
 Apply = Callable[[ControlState], None]
+_UNREACHABLE = "control plane unreachable"
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """What one replica enforces: its effective knobs, its modes, the chaos injected."""
+
+    knobs: Mapping[str, int] = field(default_factory=dict)
+    modes: frozenset[str] = frozenset()
+    chaos: Mapping[str, Chaos] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, state: ControlState, replica: str, initial: Knobs, initial_modes: frozenset[Mode]
+    ) -> Enforced:
+        """As the replica applies ``state`` (version 0, no document: the start-up modes)."""
+        modes = state.modes if state.version > 0 else initial_modes
+        return cls(
+            dict(state.knobs_for(replica, initial)),
+            frozenset(m.value for m in modes),
+            {d: c for d, c in state.chaos.items() if c != Chaos()},
+        )
+
+
+def describe_change(before: Enforced, after: Enforced) -> str:
+    """``"concurrency_limit 64 -> 52, modes +read_only"``; empty when nothing changed."""
+    parts = [
+        f"{name} {before.knobs.get(name, '?')} -> {value}"
+        for name, value in after.knobs.items()
+        if before.knobs.get(name) != value
+    ]
+    modes = [f"+{m}" for m in sorted(after.modes - before.modes)]
+    modes += [f"-{m}" for m in sorted(before.modes - after.modes)]
+    if modes:
+        parts.append("modes " + " ".join(modes))
+    for dep in sorted({*before.chaos, *after.chaos}):
+        old, new = before.chaos.get(dep, Chaos()), after.chaos.get(dep, Chaos())
+        if old == new:
+            continue
+        what = []
+        if old.latency_multiplier != new.latency_multiplier:
+            what.append(f"latency x{old.latency_multiplier:g} -> x{new.latency_multiplier:g}")
+        if old.error_rate != new.error_rate:
+            what.append(f"errors {old.error_rate:.0%} -> {new.error_rate:.0%}")
+        parts.append(f"chaos {dep} " + " ".join(what))
+    return ", ".join(parts)
 
 
 class KnobWatcher:
@@ -39,9 +92,18 @@ class KnobWatcher:
         *,
         poll_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        replica: str = "",
+        initial: Knobs | None = None,
+        initial_modes: frozenset[Mode] = frozenset(),
     ) -> None:
+        """``replica``, ``initial`` and ``initial_modes``: whose knobs to describe in the
+        log when they change, and what it enforces before any document."""
         self._client = client
         self._apply = apply
+        self._replica = replica
+        self._initial = initial if initial is not None else Knobs()
+        self._initial_modes = initial_modes
+        self._enforced = Enforced.of(ControlState(), replica, self._initial, initial_modes)
         self.poll_interval_s = poll_interval_s
         self._clock = clock
         self.applied_version = -1
@@ -68,16 +130,32 @@ class KnobWatcher:
             self._fail(exc)
             return False
         self.last_ok = self._clock()
+        if self.last_error.startswith(_UNREACHABLE):
+            log.info("control plane reachable again")
         if state.version != self.applied_version:
             try:
                 self._apply(state)
             except (KnobError, ValueError) as exc:
                 self._refuse(str(exc))
                 return True
+            first = self.applied_version < 0
             self.applied_version = state.version
-            log.info("applied control document version %d", state.version)
+            self._log_applied(state, first)
         self.last_error = ""  # Redis answered and what it holds is applied
         return True
+
+    def _log_applied(self, state: ControlState, first: bool) -> None:
+        enforced = Enforced.of(state, self._replica, self._initial, self._initial_modes)
+        change = describe_change(self._enforced, enforced)
+        self._enforced = enforced
+        if state.version == 0:
+            log.info("no control document yet: enforcing the start-up knobs and modes")
+        elif change:
+            log.info("control v%d: %s", state.version, change)
+        elif first:
+            log.info("control v%d: same knobs and modes as at start-up", state.version)
+        else:
+            log.debug("control v%d: nothing this replica enforces changed", state.version)
 
     def _refuse(self, why: str) -> None:
         self.rejected_documents += 1
@@ -87,7 +165,7 @@ class KnobWatcher:
 
     def _fail(self, exc: BaseException) -> None:
         self.errors += 1
-        why = f"control plane unreachable: {exc}"
+        why = f"{_UNREACHABLE}: {exc}"
         if why != self.last_error:
             log.warning("%s; keeping the last knobs", why)
         self.last_error = why

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from surgeguard.embedded_redis import redis_url_for
@@ -18,7 +16,6 @@ def build_service(settings: Settings, redis_url: str, port: int) -> Service:
 
 def serve(settings: Settings, port: int) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with redis_url_for(settings.redis_url, settings.data_dir) as url:
         service = build_service(settings, url, port)
         # Under a storm of held requests CPython's full collections stop the loop for
@@ -32,6 +29,7 @@ def serve(settings: Settings, port: int) -> int:
             http="httptools",
             lifespan="on",
             log_level="warning",
+            log_config=None,  # its lines go through surgeguard.logs like ours
             access_log=False,
             timeout_graceful_shutdown=5,
             backlog=4096,

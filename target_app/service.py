@@ -148,7 +148,12 @@ class Service:
         )
         self._job_store = JobStore(redis_client)
         self.watcher = KnobWatcher(
-            redis_client, self.apply_control, poll_interval_s=settings.control_poll_ms / 1000.0
+            redis_client,
+            self.apply_control,
+            poll_interval_s=settings.control_poll_ms / 1000.0,
+            replica=self.replica,
+            initial=self.initial_knobs,
+            initial_modes=self.modes,
         )
         self._control_metrics()
 

@@ -97,7 +97,6 @@ def run_worker(settings: Settings, *, consumer: str | None = None) -> int:
         )
     config = worker_config(settings, consumer)
     mailer = build_mailer(settings, config.consumer)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uvloop.run(_serve(settings, settings.redis_url, config, mailer))
     return 0
 

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -34,7 +35,9 @@ def _free_port() -> int:
         return port
 
 
-@pytest.mark.parametrize("sub", ["up", "redis", "target", "worker", "controller", "dashboard"])
+@pytest.mark.parametrize(
+    "sub", ["up", "status", "redis", "target", "worker", "controller", "dashboard"]
+)
 def test_every_subcommand_has_help(sub: str) -> None:
     result = _run(sub, "--help")
     assert result.returncode == 0
@@ -50,6 +53,12 @@ def test_every_subcommand_has_help(sub: str) -> None:
         (["target"], {"SURGEGUARD_DB_CAPACITY": "lots"}, ["SURGEGUARD_DB_CAPACITY", "integer"]),
         (["target"], {"SURGEGUARD_SLO_P99_MS": "0"}, ["SURGEGUARD_SLO_P99_MS", "[1, 60000]"]),
         (["up"], {"SURGEGUARD_CLIENT_KEYS": " , "}, ["SURGEGUARD_CLIENT_KEYS", "client key"]),
+        # issue 16: the log options, as flags and as variables, on every process
+        (["target", "--log-level", "loud"], {}, ["--log-level='loud'", "debug, info, warning"]),
+        (["up", "--log-level", "verbose"], {}, ["--log-level='verbose'", "error"]),
+        (["worker"], {"SURGEGUARD_LOG_FORMAT": "xml"}, ["SURGEGUARD_LOG_FORMAT", "text, json"]),
+        (["controller"], {"SURGEGUARD_LOG_LEVEL": "warn"}, ["SURGEGUARD_LOG_LEVEL='warn'"]),
+        (["up", "--algorithm", "pid"], {}, ["--algorithm='pid'", "'aimd'"]),
     ],
 )
 def test_invalid_settings_stop_start_up_with_one_line(
@@ -61,6 +70,35 @@ def test_invalid_settings_stop_start_up_with_one_line(
     assert len(lines) == 1, result.stderr
     for name in names:
         assert name in lines[0]
+
+
+def test_up_help_lists_every_option_it_passes_on() -> None:
+    """issue 16: up starts the controller and the dashboard, so it takes their options."""
+    result = _run("up", "--help")
+    assert result.returncode == 0
+    for flag in (
+        "--tick-ms",
+        "--algorithm",
+        "--scope",
+        "--auto-degrade",
+        "--no-hold-rule",
+        "--prometheus-url",
+        "--refresh-ms",
+        "--host",
+        "--log-level {debug,info,warning,error}",
+        "--log-format {text,json}",
+    ):
+        assert flag in result.stdout, flag
+    assert "passed on to the controller" in result.stdout
+    assert "passed on to the dashboard" in result.stdout
+
+
+def test_status_without_a_stack_says_so(tmp_path: Path) -> None:
+    result = _run("status", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"no stack is up: no {tmp_path / 'up.json'} (start one with surgeguard up)"
+    )
 
 
 def test_invalid_port_is_refused_by_the_parser() -> None:
@@ -92,13 +130,41 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+def _read_until(proc: subprocess.Popen[str], lines: list[str], text: str) -> list[str]:
+    """Lines of ``proc``'s output up to the first one holding ``text`` (appended to ``lines``)."""
+    assert proc.stdout is not None
+    start = len(lines)
+    deadline = time.monotonic() + 60
+    while not any(text in line for line in lines[start:]):
+        assert time.monotonic() < deadline, "".join(lines)
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, "".join(lines)
+        lines.append(line)
+    return lines[start:]
+
+
+def _description(lines: list[str]) -> list[str]:
+    """The URL block of ``status`` / SIGUSR1, without children's log lines in between."""
+    block = re.compile(r"surgeguard is up: pid |  admin token |  \w+ +(http|redis)://")
+    return [line.rstrip("\n") for line in lines if block.match(line)]
+
+
 def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port, ctl_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "SURGEGUARD_REDIS_URL"}
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGUARD_")}
     proc = subprocess.Popen(
         [
             *SURGEGUARD,
             "up",
+            # passed on (issue 16): the log level to every child, a tick to the controller,
+            # a refresh period to the dashboard
+            "--log-level",
+            "warning",
+            "--tick-ms",
+            "500",
+            "--refresh-ms",
+            "1500",
             "--target-port",
             str(port),
             "--controller-port",
@@ -108,7 +174,7 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
             "--dashboard-port",
             str(dash_port := _free_port()),
             "--data-dir",
-            str(tmp_path / "data"),
+            str(data),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -116,15 +182,9 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         env=env,
     )
     try:
-        assert proc.stdout is not None
         lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while not any("Press Ctrl-C" in line for line in lines):
-            assert time.monotonic() < deadline, "".join(lines)
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "".join(lines)
-            lines.append(line)
-        banner = "".join(lines)
+        banner = "".join(_read_until(proc, lines, "Press Ctrl-C"))
+        after_banner = len(lines)
         assert f"http://127.0.0.1:{port}" in banner
         assert re.search(r"redis\s+redis://127\.0\.0\.1:\d+", banner)
         assert re.search(r"admin token\s+\S{16,}", banner)
@@ -136,6 +196,8 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert page.status_code == 200
         state = httpx.get(f"http://127.0.0.1:{ctl_port}/api/v1/state", timeout=5)
         assert state.status_code == 200 and state.json()["algorithm"] == "aimd"
+        assert state.json()["tick_s"] == 0.5
+        assert "every 1500 ms" in banner
         token = re.search(r"admin token\s+(\S+)", banner)
         assert token is not None
         paused = httpx.put(
@@ -152,6 +214,27 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         )
         assert item.status_code == 200
 
+        # issue 16: the token once; then where it is kept, on SIGUSR1 and in status
+        token_file = data / "admin-token"
+        assert token_file.read_text().strip() == token.group(1)
+        for private in (token_file, data / "up.json"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+        proc.send_signal(signal.SIGUSR1)
+        again = _read_until(proc, lines, "admin token kept in")
+        shown = _description(again)
+        assert shown[0].startswith(f"surgeguard is up: pid {proc.pid}")
+        for url in (f"127.0.0.1:{port}", f"127.0.0.1:{ctl_port}", f"127.0.0.1:{dash_port}"):
+            assert any(url in line for line in shown), (url, shown)
+        assert shown[-1] == f"  admin token kept in {token_file} (mode 0600)"
+        assert "NOT ANSWERING" not in "".join(shown)
+        status = _run("status", "--data-dir", str(data))
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.splitlines() == shown
+        for child in children:
+            assert f"pid {child}" in status.stdout
+        assert token.group(1) not in "".join(lines[after_banner:])
+        assert token.group(1) not in status.stdout + status.stderr
+
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         for child in children:
@@ -159,7 +242,13 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
             while _pid_alive(child):
                 assert time.monotonic() < deadline, f"child {child} outlived surgeguard up"
                 time.sleep(0.05)
-        assert (tmp_path / "data").is_dir()
+        assert data.is_dir()
+        assert not (data / "up.json").exists() and not token_file.exists()
+        after = _run("status", "--data-dir", str(data))
+        assert after.returncode == 1 and "no stack is up" in after.stderr
+        # --log-level warning reached every child: none of them wrote an INFO line
+        rest = proc.stdout.read() if proc.stdout is not None else ""
+        assert not [line for line in [*lines, rest] if " INFO " in line], "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
