@@ -337,7 +337,8 @@ def _summary(
         **judged(opts, windows, probes),
         "windows": load_report.windows_json(windows),
         "files": sorted(
-            {p.name for p in opts.out.iterdir()} | {"summary.json", load_report.REPORT_HTML}
+            {p.name for p in opts.out.iterdir()}
+            | {"summary.json", load_report.REPORT_HTML, "plotly.min.js"}
         ),
     }
 

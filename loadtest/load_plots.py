@@ -36,11 +36,12 @@ ROWS = (
     "requests/s",
     "shed/s by reason",
     "limit (in flight)",
-    "modes",
+    "",  # the modes: their names are the axis
 )
 PHASE_COLOURS = ("#9ecae1", "#f2b6b6", "#c7e9c0", "#fdd0a2", "#dadaeb", "#d9d9d9")
+# no colour of another series: each line, band and reason is told apart at a glance
 REASON_COLOURS = (
-    "#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#9d755d",
+    "#e45756", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d", "#72b7b2", "#f7b6d2", "#bab0ac",
 )  # fmt: skip
 LEVEL_COLOURS = {"SURVIVED": "#2ca02c", "DEGRADED": "#ff7f0e", "FAILED": "#d62728"}
 Summary = Mapping[str, Any]
@@ -104,7 +105,7 @@ def figure(summary: Summary) -> go.Figure:
     fig.update_yaxes(type="log", row=1, col=1)
 
     line(2, "good_per_s", "goodput (within the SLO)", "#2ca02c")
-    line(2, "admitted_per_s", "admitted", "#4c78a8", "dot")
+    line(2, "admitted_per_s", "admitted", "#17becf", "dot")
     line(2, "offered_per_s", "offered", "#7f7f7f", "dash")
     line(2, "unavailable_per_s", "deliberate 503", "#9467bd", "dashdot")
 
@@ -123,25 +124,25 @@ def figure(summary: Summary) -> go.Figure:
     if not reasons:
         line(3, "rejected_per_s", "shed", "#e45756")
 
-    line(4, "limit", "concurrency limit", "#4c78a8")
+    line(4, "limit", "concurrency limit", "#8c564b")
     line(4, "queue_limit", "queue limit", "#f58518", "dash")
-    line(4, "peak_in_flight", "peak in flight", "#7f7f7f", "dot")
+    line(4, "peak_in_flight", "peak in flight", "#bcbd22", "dot")
 
     source, spans = mode_spans(summary)
     for mode, start, end in spans:
         trace = go.Scatter(
             x=[start, end], y=[mode, mode], mode="lines", name=f"mode {mode}",
-            line={"width": 10, "color": "#8c564b"}, showlegend=False,
+            line={"width": 10, "color": "#637939"}, showlegend=False,
             hovertemplate=f"{mode}: on {start:g} s to {end:g} s<extra></extra>",
         )  # fmt: skip
         fig.add_trace(trace, row=5, col=1)
+    fig.add_annotation(
+        text=f"modes, from {source}" + ("" if spans else ": none was switched on"),
+        x=0, y=1.0, xref="x5 domain", yref="y5 domain", xanchor="left", yanchor="bottom",
+        showarrow=False, font={"size": 11},
+    )  # fmt: skip
     if not spans:
-        fig.add_annotation(
-            text="no mode was switched on", x=(x0 + x1) / 2, y=0.5, showarrow=False,
-            xref="x5", yref="y5 domain",
-        )  # fmt: skip
         fig.update_yaxes(showticklabels=False, row=5, col=1)
-    fig.update_yaxes(title_text=f"modes ({source})", title_font_size=10, row=5, col=1)
 
     _phase_bands(fig, summary)
     for row, title in enumerate(ROWS[:-1], start=1):

@@ -245,7 +245,9 @@ def _criteria(
     if ratio is not None and baseline is not None:
         level = _at_least(ratio, t.goodput_survived, t.goodput_degraded)
         needs = _needs(level, _pct(t.goodput_survived), _pct(t.goodput_degraded))
-        of = f"{_pct(ratio)} of the baseline's {baseline.goodput_per_s:,.0f}/s"
+        # "3710% of the baseline's" says less than "37.1x" (a spike's baseline is small)
+        times = f"{ratio:,.1f}x" if ratio >= 2 else _pct(ratio) + " of"
+        of = f"{times} the baseline's {baseline.goodput_per_s:,.0f}/s"
         out.append(
             (
                 level,

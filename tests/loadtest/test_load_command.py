@@ -4,6 +4,7 @@ a real controller where the scenario acts through it), reports on disk."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtest.verdict import judge_summary
 from surgeguard.embedded_redis import EmbeddedRedis
 from tests.support.processes import clean_env, free_port, surgeguard
 
@@ -95,6 +97,10 @@ def test_a_short_spike_writes_its_reports_and_counts_shed_as_shed(
     progress = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert len(progress) >= 2, done.stdout
     assert "server: admitted" in done.stdout
+    # Locust's columns next to the server's window of the same second (issue 16)
+    assert any(
+        re.search(r"s ago \| sent \d+/s shed \d+/s fail \d+/s \| server:", p) for p in progress
+    )
     for name in (
         "summary.json",
         "report.html",
@@ -119,6 +125,26 @@ def test_a_short_spike_writes_its_reports_and_counts_shed_as_shed(
     assert health["probes"] >= 10 and health["failed"] == 0
     assert len(summary["windows"]) >= 6
     assert summary["generator"]["users_peak"] == 60
+
+    # The verdict (issue 16): one line per phase, in the output and in summary.json.
+    assert summary["slo"]["p99_ms"] == 250 and summary["slo"]["baseline_phase"] == "baseline"
+    phases = {p["name"]: p for p in summary["phases"]}
+    assert list(phases) == ["baseline", "spike", "recovery"]
+    spike = phases["spike"]
+    assert spike["windows"] >= 2 and spike["healthz_probes"] >= 4
+    assert 0 <= spike["within_slo_share"] <= 1 and spike["deliberate_503_share"] == 0
+    assert spike["goodput_per_s"] > 0 and spike["goodput_ratio"] is not None
+    lines = done.stdout.splitlines()
+    head = lines.index("verdict against the SLO (admitted p99 <= 250 ms):")
+    printed = [line.strip() for line in lines[head + 1 : head + 4]]
+    assert printed == [v["line"] for v in summary["verdicts"]]
+    for line, phase in zip(printed, phases, strict=True):
+        assert re.match(rf"{phase}: (SURVIVED|DEGRADED|FAILED): \d+ of \d+ windows within", line)
+    assert [v.line for v in judge_summary(summary)] == printed  # the same from the file
+    # The run's own report, next to Locust's.
+    page = (out / "surgeguard_report.html").read_text()
+    assert "SLO p99 250 ms" in page and printed[1] in page.replace("&#x27;", "'")
+    assert (out / "plotly.min.js").exists() and "surgeguard_report.html" in summary["files"]
 
 
 @pytest.mark.slow
