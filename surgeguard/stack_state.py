@@ -116,7 +116,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def probe(state: StackState, timeout_s: float = 1.0) -> dict[str, bool]:
+def probe(state: StackState, timeout_s: float = 2.0) -> dict[str, bool]:
     """Whether each service with a health URL answers 200 right now."""
     answering: dict[str, bool] = {}
     for service in state.services:
