@@ -111,6 +111,8 @@ def build_api(controller: Controller) -> APIRouter:
             "scope": controller.scope,
             "tick_s": controller.tick_s,
             "last_tick_at": jsonable(controller.last_tick_at),
+            "tick": controller.health.json(),
+            "last_change": controller.last_change,
             "control": _control_json(control),
             "replicas": {
                 v.replica: {
@@ -118,6 +120,7 @@ def build_api(controller: Controller) -> APIRouter:
                     "knobs": v.knobs,
                     "signals": jsonable(v.signals),
                     "reasons": controller.latest_reasons.get(v.replica, {}),
+                    **v.obedience_json(),
                 }
                 for v in controller.replicas.values()
             },

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -70,6 +70,16 @@ def build_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
         return {"status": "ok", "ticks": controller.ticks}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """503 while control ticks fail (3 in a row) or none has succeeded after the
+        start-up grace; the body carries the state's ``tick`` object either way."""
+        why = controller.ready()
+        body = {"status": "ready" if why is None else "not ready", "tick": controller.health.json()}
+        if why is not None:
+            body["reason"] = why
+        return JSONResponse(body, status_code=200 if why is None else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

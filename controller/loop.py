@@ -4,6 +4,12 @@ Each tick (``tick_s`` seconds): read every replica through the signal source, tu
 two consecutive reads into ``Signals``, let the ``Decider`` decide per replica (or
 once for all, ``scope="global"``), publish the applied changes as one new version of
 the control document, and record decisions and a history point in Redis.
+
+It also knows when it is not obeyed or not working (issue 16): a replica whose applied
+control-document version does not follow the published one is flagged and its moves
+are recorded as not applied (``controller.obey``); a tick that fails is counted with
+its error (``controller.health``); and the bottleneck's name holds still
+(``controller.bottleneck.hold_name``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
+from controller.bottleneck import Bottleneck, Held, held_json, hold_name
 from controller.decide import ControllerConfig, Decider, Decision, ModeDecision, current_knobs
+from controller.health import TickHealth, error_text, readiness
+from controller.obey import Obedience, follow
 from controller.scrape import Scrape
-from controller.signals import Signals, aggregate, compute, stale
+from controller.signals import CONTROL_VERSION, Signals, aggregate, compute, stale
 from controller.sources import SignalSource
 from controller.store import RecordStore
 from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
@@ -86,6 +95,20 @@ class ReplicaView:
     signals: Signals
     knobs: dict[str, int] = field(default_factory=dict)
     last_ok: float = -math.inf  # monotonic seconds of the last good read
+    obedience: Obedience | None = None  # None until it was read once
+
+    @property
+    def obeying(self) -> bool:
+        return self.obedience is None or self.obedience.obeying
+
+    def obedience_json(self) -> dict[str, Any]:
+        o = self.obedience
+        return {
+            "applied_version": o.applied if o is not None else None,
+            "published_version": o.published if o is not None else None,
+            "obeying": self.obeying,
+            "disobeying_since": o.since if o is not None else None,
+        }
 
 
 class ControllerMetrics:
@@ -132,6 +155,17 @@ class ControllerMetrics:
             ["replica"],
             registry=registry,
         )
+        self.tick_failures = Counter(
+            "surgeguard_controller_tick_failures",
+            "Control ticks that failed (an exception, or the control plane unreachable).",
+            registry=registry,
+        )
+        self.obeying = Gauge(
+            "surgeguard_controller_replica_obeying",
+            "1 while a replica applies the published control document, 0 while it does not.",
+            ["replica"],
+            registry=registry,
+        )
 
 
 class Controller:
@@ -147,16 +181,21 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         window_s: float | None = None,
+        decider: Decider | None = None,
+        ready_grace_s: float | None = None,
     ) -> None:
         """``window_s``: signals cover the last ``window_s`` seconds (default: one
         second or one tick, whichever is longer), so a quantile rests on enough
-        requests even when ticks are short; decisions still come every tick."""
+        requests even when ticks are short; decisions still come every tick.
+        ``decider``: decides each tick (default: a ``Decider`` of ``config``).
+        ``ready_grace_s``: how long after start-up the controller counts as ready
+        without a successful tick, seconds (default: 5 s or 3 ticks, the longer)."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         if not 0.05 <= tick_s <= 60:
             raise ValueError(f"tick_s must be in [0.05, 60] seconds, got {tick_s}")
-        self.config = config or ControllerConfig()
-        self.decider = Decider(self.config)
+        self.config = config or (decider.config if decider is not None else ControllerConfig())
+        self.decider = decider or Decider(self.config)
         self.source = source
         self.scope = scope
         self.tick_s = tick_s
@@ -173,29 +212,68 @@ class Controller:
         self._reads_kept = max(2, round(self.window_s / tick_s) + 1)
         self.replicas: dict[str, ReplicaView] = {}
         self.aggregate: Signals | None = None
-        self.bottleneck: dict[str, Any] = {"name": "none", "sentence": "no data yet"}
+        self.held: Held | None = None  # the bottleneck as named, held still
+        self.bottleneck: dict[str, Any] = held_json(None, self.config.bottleneck_hold_ticks)
         self.latest_reasons: dict[str, dict[str, str]] = {}  # replica -> knob -> reason
         self.control = ControlState()
         self.ticks = 0
         self.last_tick_at = math.nan  # unix seconds
+        self.health = TickHealth()
+        self.last_change: dict[str, Any] | None = None  # the latest move, as recorded
+        self.started = clock()
+        self.ready_grace_s = max(5.0, 3 * tick_s) if ready_grace_s is None else ready_grace_s
+        self._tick_errors: list[str] = []
 
     # -- one tick -----------------------------------------------------------------------
 
     async def tick(self) -> list[Decision]:
+        """One tick. It fails (counted in ``health``, with its error) when it raises,
+        which it passes on, or when the control plane cannot be read, written or
+        recorded to (then it decides nothing, or records its moves as not applied)."""
+        self._tick_errors = []
+        try:
+            decisions = await self._tick()
+        except Exception as exc:
+            self._tick_failed(error_text(exc))
+            raise
+        if self._tick_errors:
+            self._tick_failed("; ".join(self._tick_errors))
+        else:
+            if not self.health.ok:
+                log.info(
+                    "control ticks work again after %d failures",
+                    self.health.consecutive_failures,
+                )
+            self.health = self.health.succeeded(self.wall())
+        return decisions
+
+    def _tick_failed(self, error: str) -> None:
+        if error != self.health.last_error or self.health.ok:
+            log.error("control tick failed: %s", error)  # once per new error, not per tick
+        self.health = self.health.failed(error, self.wall())
+        self.metrics.tick_failures.inc()
+
+    async def _tick(self) -> list[Decision]:
         started = self._clock()
         scrapes = await self.source.read()
         try:
             self.control = await read_state(self.redis)
         except RedisError as exc:
-            log.warning("control plane unreachable, deciding nothing this tick: %s", exc)
+            self._tick_errors.append(f"control plane unreachable, deciding nothing: {exc}")
             return []
         windows = self._update_views(scrapes)
         decisions, modes = self._decide(windows, started)
-        await self._publish(decisions, modes)
+        decisions, modes = await self._publish(decisions, modes)
         await self._record(decisions, modes)
         self.metrics.tick.observe(self._clock() - started)
         self.ticks += 1
         return decisions
+
+    def ready(self) -> str | None:
+        """Why the controller is not ready (``/readyz`` 503), or None when it is."""
+        return readiness(
+            self.health, running_s=self._clock() - self.started, grace_s=self.ready_grace_s
+        )
 
     def _update_views(
         self, scrapes: Mapping[str, Scrape | None]
@@ -212,11 +290,14 @@ class Controller:
             replica = next(iter(scrape.label_values("surgeguard_replica_info", "replica")), target)
             reads = self._reads.setdefault(target, deque(maxlen=self._reads_kept))
             before = reads[0] if reads else None
+            new = not reads or scrape.at > reads[-1].at
             reads.append(scrape)
             if view is None:
                 view = self.replicas[target] = ReplicaView(target, replica, stale(replica))
             view.replica, view.last_ok = replica, scrape.at
             self.metrics.stale.labels(replica).set(0)
+            if new:
+                self._judge_obedience(view, scrape)
             if before is None or scrape.at <= before.at:
                 continue  # the first read only sets the baseline
             view.signals = compute(replica, before, scrape, slo_s=self.config.slo_s)
@@ -229,6 +310,33 @@ class Controller:
             aggregate([(b, n) for _, b, n in windows], slo_s=self.config.slo_s) if windows else None
         )
         return windows
+
+    def _judge_obedience(self, view: ReplicaView, scrape: Scrape) -> None:
+        applied = (
+            int(scrape.total(CONTROL_VERSION))
+            if any(name == CONTROL_VERSION for name, _ in scrape.samples)
+            else None
+        )
+        was = view.obeying
+        view.obedience = follow(
+            view.obedience,
+            applied,
+            self.control.version,
+            now=self.wall(),
+            grace_ticks=self.config.obey_grace_ticks,
+        )
+        self.metrics.obeying.labels(view.replica).set(1 if view.obeying else 0)
+        if was != view.obeying:
+            if view.obeying:
+                log.info("replica %s applies the control plane again", view.replica)
+            else:
+                log.warning(
+                    "replica %s does not apply the control plane: it applied version %s, "
+                    "the controller published %d; its moves are not applied",
+                    view.replica,
+                    applied,
+                    self.control.version,
+                )
 
     def _decide(
         self, windows: list[tuple[ReplicaView, Scrape, Scrape]], now: float
@@ -245,10 +353,12 @@ class Controller:
                 pins=state.pins,
                 modes=state.modes,
                 autopilot=state.autopilot,
+                # One value for all: applied while at least one replica applies it.
+                obeyed=any(view.obeying for view, _, _ in windows),
             )
             decisions.extend(result.decisions)
             modes.extend(result.modes)
-            self.bottleneck = jsonable(result.bottleneck)
+            self._name(result.bottleneck)
         else:
             for view, _, _ in windows:
                 result = self.decider.decide(
@@ -258,11 +368,12 @@ class Controller:
                     pins=state.pins,
                     modes=state.modes,
                     autopilot=state.autopilot,
+                    obeyed=view.obeying,
                 )
                 decisions.extend(result.decisions)
                 modes.extend(result.modes)
             if self.aggregate is not None:
-                self.bottleneck = jsonable(
+                self._name(
                     self.decider.bottleneck(
                         replace(self.aggregate, replica=windows[0][0].replica)
                         if len(windows) == 1
@@ -273,10 +384,20 @@ class Controller:
             self.latest_reasons.setdefault(d.replica, {})[d.knob] = d.reason
         return decisions, modes
 
-    async def _publish(self, decisions: list[Decision], modes: list[ModeDecision]) -> None:
+    def _name(self, pick: Bottleneck) -> None:
+        """This tick's bottleneck ``pick``, held still (``hold_name``)."""
+        hold_ticks = self.config.bottleneck_hold_ticks
+        self.held = hold_name(self.held, pick, now=self.wall(), hold_ticks=hold_ticks)
+        self.bottleneck = held_json(self.held, hold_ticks)
+
+    async def _publish(
+        self, decisions: list[Decision], modes: list[ModeDecision]
+    ) -> tuple[list[Decision], list[ModeDecision]]:
+        """Publish the applied moves; when that fails, they are returned as not applied
+        (and mode switches as not made)."""
         changes = [d for d in decisions if d.applied]
         if not changes and not modes:
-            return
+            return decisions, modes
         scope_global = self.scope == "global"
 
         def change(state: ControlState) -> ControlState:
@@ -297,7 +418,13 @@ class Controller:
         try:
             self.control = await self.writer.update(change)
         except RedisError as exc:
-            log.warning("could not publish knobs: %s", exc)
+            self._tick_errors.append(f"could not publish knobs: {exc}")
+            failed = " (publishing failed: not applied)"
+            return [
+                replace(d, applied=False, reason=d.reason + failed) if d.applied else d
+                for d in decisions
+            ], []
+        return decisions, modes
 
     async def _record(self, decisions: list[Decision], modes: list[ModeDecision]) -> None:
         at = self.wall()
@@ -308,7 +435,7 @@ class Controller:
         for m in modes:
             self.metrics.mode_switches.labels(m.mode.value, str(m.active).lower()).inc()
         records: list[Mapping[str, Any]] = [{"at": at, **jsonable(d)} for d in moves]
-        records += [
+        switches: list[Mapping[str, Any]] = [
             {
                 "at": at,
                 "knob": f"mode.{m.mode.value}",
@@ -318,10 +445,25 @@ class Controller:
             }
             for m in modes
         ]
+        records += switches
+        # What the controller did last: a mode switch first, else an applied move, else
+        # one it could not apply.
+        latest = [*switches, *(r for r in records if r.get("applied")), *records]
+        if latest:
+            last = latest[0]
+            self.last_change = {
+                "replica": last.get("replica", "all"),  # a mode is every replica's
+                **{k: last.get(k) for k in ("knob", "old", "new", "action", "reason", "applied")},
+                "at": at,
+            }
         history = {
             "at": at,
             "replicas": {
-                v.replica: {"signals": compact(v.signals), "knobs": v.knobs}
+                v.replica: {
+                    "signals": compact(v.signals),
+                    "knobs": v.knobs,
+                    "obeying": v.obeying,
+                }
                 for v in self.replicas.values()
             },
             "aggregate": compact(self.aggregate),
@@ -334,7 +476,7 @@ class Controller:
             await self.store.add_decisions(records)
             await self.store.add_history(history)
         except RedisError as exc:
-            log.warning("could not record the tick: %s", exc)
+            self._tick_errors.append(f"could not record the tick: {exc}")
 
     # -- running ------------------------------------------------------------------------
 
@@ -349,8 +491,9 @@ class Controller:
             started = self._clock()
             try:
                 await self.tick()
-            except Exception:  # one bad tick must not end the loop
-                log.exception("control tick failed")
+            except Exception:  # one bad tick must not end the loop (``tick`` counted it)
+                if self.health.consecutive_failures == 1:
+                    log.exception("the failed tick's traceback")
             await asyncio.sleep(max(0.0, self.tick_s - (self._clock() - started)))
 
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from controller.app import build_app
-from controller.decide import ControllerConfig
+from controller.decide import ControllerConfig, Decider
 from controller.drill_runner import DrillRunner
 from controller.loop import Controller
 from controller.sources import DirectSource
@@ -39,7 +39,8 @@ StartController = Callable[..., RunningController]
 @pytest.fixture
 def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
     """``start_controller(targets, run_loop=False, **config)``; stopped after the test.
-    ``drills``: builds the controller's drill runner (default: the app's own)."""
+    ``drills``: builds the controller's drill runner (default: the app's own);
+    ``decider``: builds its decider from the config (default: a ``Decider``)."""
     running: list[ServerThread] = []
 
     def start(
@@ -51,16 +52,21 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
         admin_token: str | None = TOKEN,
         scope: str = "replica",
         drills: Callable[[Controller], DrillRunner] | None = None,
+        decider: Callable[[ControllerConfig], Decider] | None = None,
+        ready_grace_s: float | None = None,
         **config: Any,
     ) -> RunningController:
         http = httpx.AsyncClient()
         client = aioredis.Redis.from_url(redis_url or redis_server.url)
+        settings = ControllerConfig(**config)
         controller = Controller(
             client,
             DirectSource(http, targets),
-            ControllerConfig(**config),
+            settings,
             scope=scope,
             tick_s=tick_s,
+            decider=decider(settings) if decider is not None else None,
+            ready_grace_s=ready_grace_s,
         )
         server = ServerThread(
             build_app(

@@ -261,6 +261,17 @@ def test_state_history_and_decisions_after_some_ticks(
     }
     assert len(history) == 3
     assert history[-1]["replicas"][replica]["knobs"]["bulkhead.db"] == 16
+    # Issue 16: how long the name has held, on the state and on each history point;
+    # the ticks worked; the replica applies what is published.
+    named = state["bottleneck"]
+    assert named["since"] > 0 and named["held_s"] >= 0
+    assert {"since", "held_s", "name", "sentence", "scores"} <= set(history[-1]["bottleneck"])
+    assert history[-1]["bottleneck"]["since"] == named["since"]
+    assert state["tick"]["ok"] is True and state["tick"]["consecutive_failures"] == 0
+    assert state["tick"]["last_error"] is None and state["tick"]["last_ok_at"] > 0
+    assert state["replicas"][replica]["obeying"] is True
+    seen = state["replicas"][replica]
+    assert 0 <= seen["applied_version"] <= seen["published_version"] <= state["control"]["version"]
 
 
 def test_history_since_returns_only_newer_ticks(
