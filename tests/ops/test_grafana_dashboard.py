@@ -281,6 +281,9 @@ CONCERNS: dict[Path, dict[str, str]] = {
         "the p99 it steers by": "surgeguard_controller_p99_seconds",
         "its tick": "surgeguard_controller_tick_seconds_bucket",
         "replicas it cannot read": "surgeguard_controller_replica_stale",
+        # issue 16: a controller that knows when it is not obeyed or not working
+        "replicas not applying its decisions": "surgeguard_controller_replica_obeying",
+        "failed ticks": "surgeguard_controller_tick_failures_total",
     },
     DEPENDENCIES: {
         "in flight": "surgeguard_dependency_inflight",
