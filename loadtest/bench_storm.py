@@ -27,6 +27,7 @@ targets (``storm_report.py``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -40,10 +41,15 @@ from typing import Any
 
 import redis
 
+from controller.scrape import Scrape
+from loadtest import verdict
 from loadtest.processes import HOST, child_env, free_port, running
+from loadtest.scenarios import PhaseSpan
 from loadtest.storm_measure import SLO_S, Phase, idle_rss, phase_summary
 from loadtest.storm_report import comparison, headline, markdown, table, targets
 from loadtest.storm_watch import HealthProbe, TimedMetricsWatch
+from loadtest.storm_watch import Probe as TimedProbe
+from loadtest.watch import Probe, window_between
 from loadtest.wrk import (
     STATUS_SCRIPT,
     WrkError,
@@ -251,6 +257,9 @@ def run_configuration(
     }
     storms = [p.name for p in phases if p.kind == "storm"]
     head = headline(summaries, storms)
+    judged = judge_phases([p for p in phases if p.kind != "idle"], metrics.scrapes, health.probes)
+    for line in judged["verdicts"]:
+        say(f"  {line['line']}")
     minimum = KNOB_SPECS["concurrency_limit"].minimum
     return {
         "about": config.about,
@@ -262,6 +271,27 @@ def run_configuration(
         "headline": head,
         "targets": targets(head, summaries, minimum),
         "phases": summaries,
+        **judged,
+    }
+
+
+def judge_phases(
+    phases: list[Phase], scrapes: list[Scrape], health: list[TimedProbe]
+) -> dict[str, Any]:
+    """The verdict per phase against the SLO (``loadtest/verdict.py``; the polite
+    phase is the baseline), from the replica's one-second windows and the health
+    port's probes, each phase on its own clock (0: its start)."""
+    numbers = []
+    for phase in phases:
+        inside = [s for s in scrapes if phase.start - 1.5 <= s.at <= phase.end + 1.5]
+        windows = [window_between(a, b, phase.start, SLO_S) for a, b in itertools.pairwise(inside)]
+        probes = [Probe(p.at - phase.start, p.seconds * 1000, p.ok) for p in health]
+        span = PhaseSpan(phase.name, 0.0, round(phase.end - phase.start, 2))
+        numbers.append(verdict.measure(span, windows, probes, SLO_S * 1000))
+    baseline = next((n for n in numbers if n.name == "polite"), None)
+    return {
+        "phase_numbers": [n.to_json(baseline) for n in numbers],
+        "verdicts": [v.to_json() for v in verdict.judge_all(numbers, "polite")],
     }
 
 

@@ -196,6 +196,9 @@ def markdown(report: dict[str, Any]) -> str:
             t = configs[n]["targets"][key]
             cells.append(f"{'met' if t['met'] else 'NOT met'} ({_cell(t['value'])})")
         lines.append(f"| {target['goal']} | " + " | ".join(cells) + " |")
+    verdicts = [f"- **{n}** {v['line']}" for n in names for v in configs[n].get("verdicts") or ()]
+    if verdicts:
+        lines += ["", "## Verdicts per phase (the polite phase is the baseline)", "", *verdicts]
     lines += ["", "## Guarded / unguarded", ""]
     lines += [f"- {k}: {_cell(v)}" for k, v in report["guarded_over_unguarded"].items()]
     for n in names:

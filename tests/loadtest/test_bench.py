@@ -122,6 +122,16 @@ def test_the_report_has_the_table_and_the_plots(quick_bench: tuple[Path, str]) -
         if shutil.which("chromium") or shutil.which("chromium-browser"):
             assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "goodput/s" in stdout and "aimd" in stdout  # the table, printed too
+    # A verdict per policy and phase against the SLO (issue 16), printed and reported.
+    policies = summary(out)["policies"]
+    for name in ("none", "aimd"):
+        assert [v["phase"] for v in policies[name]["verdicts"]] == ["baseline", "spike", "recovery"]
+        for v in policies[name]["verdicts"]:
+            assert f"  {name}: {v['line']}" in stdout
+            assert f"- **{name}** {v['line']}" in report
+    assert "## Verdicts per phase" in report
+    # no admission control: the spike's p99 is far past the SLO in most windows
+    assert policies["none"]["verdicts"][1]["level"] == "FAILED"
 
 
 def test_time_to_slo_is_the_start_of_five_good_windows_in_a_row() -> None:

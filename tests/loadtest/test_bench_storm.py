@@ -108,6 +108,17 @@ def test_the_storm_report_names_every_target_met_or_not(storm_bench: tuple[Path,
         assert heading in report
     assert "| storm_100 |" in report
     assert "guarded: polite" in stdout and "storm_100: goodput" in stdout
+    # A verdict per phase against the SLO, the polite phase the baseline (issue 16).
+    verdicts = s["configurations"]["guarded"]["verdicts"]
+    assert [v["phase"] for v in verdicts] == [
+        "polite",
+        "alone",
+        "attacker",
+        "storm_50",
+        "storm_100",
+    ]
+    assert all(f"  {v['line']}" in stdout and v["line"] in report for v in verdicts)
+    assert "## Verdicts per phase" in report
 
 
 def test_storm_plan_flags_are_checked_before_anything_starts() -> None:
