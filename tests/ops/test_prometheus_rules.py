@@ -8,8 +8,10 @@ targets and rule paths rewritten, scrapes a live target, worker and controller (
 processes, real Redis) under real traffic, and every dashboard query and every rule
 must return data, not only parse. Every annotation query of every dashboard must
 evaluate over a range, as Grafana asks it, and read only metrics the live processes
-export; and, against a stand-in exporter whose counters the test moves, each must mark
-its event (and nothing before it) with the labels its title and tags name.
+export; the modes band shows the mode switched on, and a slow db (a chaos drill) makes
+the controller cut, which the cuts annotation marks. Against a stand-in exporter whose
+counters the test moves, each annotation must mark its event (and nothing before it)
+with the labels its title and tags name.
 """
 
 from __future__ import annotations
@@ -379,6 +381,7 @@ def test_every_dashboard_query_and_rule_returns_data_from_a_live_stack(
                 *(exported_names(f"http://127.0.0.1:{ports[name]}/metrics") for name in children)
             )
             check_every_annotation(prom, exported)
+            check_a_real_cut_is_marked(prom, controller_url)
             for what, expr in dashboard_queries():
                 unknown = metric_names(expr) - exported
                 assert not unknown, f"{what} reads metrics no process exports: {unknown}"
@@ -491,6 +494,24 @@ def check_every_annotation(prom: Prometheus, exported: set[str]) -> None:
         assert metric not in exported, f"{metric} is exported now ({why}): drop it from AWAITED"
     modes = prom.query_range(queries["Modes on"], 30.0)
     assert [series["metric"] for series in modes] == [{"mode": "shed_sheddable"}], modes
+
+
+def check_a_real_cut_is_marked(prom: Prometheus, controller_url: str) -> None:
+    """A drill makes the db 20x slower: the controller cuts a knob, and the cuts
+    annotation marks it with the knob's name."""
+    slowed = httpx.put(
+        f"{controller_url}/api/v1/chaos/db",
+        json={"latency_multiplier": 20, "error_rate": 0, "reason": "ops test: a slow db"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5.0,
+        trust_env=False,
+    )
+    assert slowed.status_code == 200, slowed.text
+    expr = annotation_queries()["Controller cuts"]
+    marks = until(lambda: prom.query_range(expr, 30.0), "a cut marked")
+    knobs = {series["metric"]["knob"] for series in marks}
+    assert knobs and all(k in ("concurrency_limit", "queue_limit", "bulkhead.db") for k in knobs)
+    assert {series["metric"]["applied"] for series in marks} == {"true"}, marks
 
 
 # --- the annotations mark their events: a stand-in exporter moves the counters ------------
