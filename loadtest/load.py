@@ -208,6 +208,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
         storm = StormRun(opts.host, opts.scenario, opts.storm, output, warn)
         storm.start()
     stopped_early = False
+    ended = time.monotonic()  # when the run ended, before the reports
     try:
         with _terminate_on_signals(stop):
             next_line = time.monotonic() + PROGRESS_EVERY_S
@@ -218,6 +219,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
                 if not opts.quiet and time.monotonic() >= next_line:
                     next_line += PROGRESS_EVERY_S
                     say(_progress(opts, output, metrics, health, wall_of))
+        ended = time.monotonic()
     finally:
         if storm is not None:
             storm.stop()
@@ -230,9 +232,15 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
             controller.mark("end", opts)
     # Everything on Locust's clock: t = 0 is when its shape started.
     offset = output.started_mono - origin if output.started.is_set() else 0.0
+    # How far the scenario got (Locust's clock): a run stopped early is judged on the
+    # phases it reached, up to where it stopped.
+    reached = (
+        (ended - output.started_mono if output.started.is_set() else 0.0) if stopped_early else None
+    )
     summary = _summary(
         opts, started_at, stopped_early, process.returncode, metrics, health, knobs, chaos, offset
     )
+    summary.update(judged(opts, summary["windows"], summary["healthz"]["timeline"], reached))
     if storm is not None:
         summary.update(load_report.storm_sides(opts.scenario, summary, storm.summary()))
     summary["locust_output_tail"] = output.other[-20:]
@@ -334,7 +342,6 @@ def _summary(
         "modes": [{"at": round(at - offset, 2), "modes": list(m)} for at, m in knobs.modes]
         if knobs
         else None,
-        **judged(opts, windows, probes),
         "windows": load_report.windows_json(windows),
         "files": sorted(
             {p.name for p in opts.out.iterdir()}
@@ -343,22 +350,40 @@ def _summary(
     }
 
 
-def judged(opts: LoadOptions, windows: list[Window], probes: list[Probe]) -> dict[str, Any]:
-    """The SLO, the numbers per phase and each phase's verdict, for the summary."""
+def judged(
+    opts: LoadOptions,
+    windows: list[dict[str, Any]],
+    probes: list[list[Any]],
+    reached_s: float | None = None,
+) -> dict[str, Any]:
+    """The SLO, the numbers per phase and each phase's verdict, for the summary, from
+    the summary's windows and /healthz timeline (Locust's clock). ``reached_s``: where
+    a run stopped early got to (its later phases are left out, the one it stopped in
+    cut short); None: the whole run."""
     s = opts.scenario
+    spans = s.phase_spans()
+    if reached_s is not None and reached_s < s.duration_s:
+        spans = tuple(
+            replace(span, end_s=round(min(span.end_s, reached_s), 2))
+            for span in spans
+            if span.start_s < reached_s
+        )
+    server = [Window(**w) for w in windows]
+    health = [Probe(*p) for p in probes]
     phases = [
-        verdict.measure(span, windows, probes, opts.slo_p99_ms, opts.thresholds)
-        for span in s.phase_spans()
+        verdict.measure(span, server, health, opts.slo_p99_ms, opts.thresholds) for span in spans
     ]
-    baseline = next((p for p in phases if p.name == s.baseline_phase), None)
+    names = {p.name for p in phases}
+    baseline_name = s.baseline_phase if s.baseline_phase in names else None
+    baseline = next((p for p in phases if p.name == baseline_name), None)
     return {
         "slo": {
             "p99_ms": opts.slo_p99_ms,
-            "baseline_phase": s.baseline_phase,
+            "baseline_phase": baseline_name,
             "thresholds": asdict(opts.thresholds),
         },
         "phases": [p.to_json(baseline) for p in phases],
         "verdicts": [
-            v.to_json() for v in verdict.judge_all(phases, s.baseline_phase, opts.thresholds)
+            v.to_json() for v in verdict.judge_all(phases, baseline_name, opts.thresholds)
         ],
     }

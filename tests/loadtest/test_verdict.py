@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from loadtest.load import LoadOptions, judged
 from loadtest.scenarios import PhaseSpan, build
 from loadtest.verdict import (
     DEGRADED,
@@ -226,3 +227,22 @@ def test_a_recorded_summary_judged_with_other_thresholds() -> None:
     summary["slo"]["thresholds"]["windows_degraded"] = 0.0
     for v in judge_summary(summary):
         assert not any("windows within the SLO (" in r and "needs" in r for r in v.reasons)
+
+
+def test_a_run_stopped_early_is_judged_on_the_phases_it_reached() -> None:
+    summary = recorded()
+    opts = LoadOptions(
+        scenario=build("spike", summary["users"], summary["duration_s"]),
+        host=summary["host"],
+        out=Path("unused"),
+    )
+    windows, timeline = summary["windows"], summary["healthz"]["timeline"]
+    whole = judged(opts, windows, timeline)
+    assert whole["phases"] == summary["phases"] and whole["verdicts"] == summary["verdicts"]
+    spike_start = whole["phases"][1]["start_s"]
+    early = judged(opts, windows, timeline, reached_s=spike_start + 2.0)
+    assert [p["name"] for p in early["phases"]] == ["baseline", "spike"]
+    assert early["phases"][1]["end_s"] == round(spike_start + 2.0, 2)
+    assert early["phases"][1]["windows"] == 2
+    alone = judged(opts, windows, timeline, reached_s=1.0)
+    assert [p["name"] for p in alone["phases"]] == ["baseline"]
