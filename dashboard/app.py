@@ -48,7 +48,11 @@ def _config() -> tuple[str, float]:
     return str(url), float(refresh_s)
 
 
-st.set_page_config(page_title="surgeguard operator dashboard", page_icon="🛡️", layout="wide")
+# A Material icon (Streamlit serves its font), not an emoji: a system without an emoji
+# font draws an emoji as an empty box.
+st.set_page_config(
+    page_title="surgeguard operator dashboard", page_icon=":material/shield:", layout="wide"
+)
 url, refresh_s = _config()
 client = _client(url)
 feed: Feed = st.session_state.setdefault("feed", Feed())
@@ -59,12 +63,15 @@ feed.refresh(client, window_s, time.time())
 st.session_state[REFRESHED_KEY] = True
 
 with st.sidebar:
-    st.title("🛡️ surgeguard")
+    st.title(":material/shield: surgeguard")
     view = views.view_controls(feed, refresh_s)
     st.divider()
     actions.operator_panel(client, feed.state, view.replica)
+    drill_status = None
     if feed.state is not None:
-        drill_panel.drills_panel(client, feed.drills, lambda at: views.clock(at, view.offset_s))
+        drill_status = drill_panel.drills_panel(
+            client, feed.drills, lambda at: views.clock(at, view.offset_s)
+        )
 
 
 def live() -> None:
@@ -72,7 +79,11 @@ def live() -> None:
         feed.refresh(client, view.window_s, time.time())
         if actions.controls_changed(feed.state) or drill_panel.changed(feed.drills):
             st.rerun()  # modes, pins, autopilot or drills changed: redraw the sidebar too
-    views.live_section(feed, url, view)
+    now = time.time()
+    if drill_status is not None:  # the sidebar's drill status: the banner's data and time
+        with drill_status:
+            drill_panel.status_line(feed.drills, now)
+    views.live_section(feed, url, view, now)
 
 
 st.fragment(run_every=view.refresh_s if view.live else None)(live)()

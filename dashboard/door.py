@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots  # type: ignore[import-untyped]
 
 from dashboard.drills import Drill
 from dashboard.model import Signals, Tick
-from dashboard.timeplot import layout, mark_drills, series, x_ms
+from dashboard.timeplot import layout, mark_drills, series, subplot_titles, x_ms
 from surgeguard import reasons
 
 REASON_COLOURS: dict[str, str] = {
@@ -31,8 +31,8 @@ REASON_COLOURS: dict[str, str] = {
     reasons.PENALTY_FULL: "#54278f",
 }
 UNKNOWN_REASON_COLOUR = "#bab0ac"
-HELD_COLOUR = "#54278f"
-HOLDS_COLOUR = "#9e9ac8"
+HELD_COLOUR = "#08519c"  # not penalty_full's purple: a series of its own
+HOLDS_COLOUR = "#6baed6"
 
 
 def reason_colour(reason: str) -> str:
@@ -56,6 +56,18 @@ def rejected(reason: str) -> Callable[[Signals], float]:
     return lambda s: s.rejected_per_s.get(reason, 0.0)
 
 
+def seen_reasons(ticks: Sequence[Tick], replica: str | None) -> set[str]:
+    """The reasons that rejected anything in the window: a replica reports every reason
+    it knows, and a legend entry per reason at zero would crowd out the ones that count."""
+    return {
+        r
+        for t in ticks
+        if (s := t.signals(replica)) is not None
+        for r, v in s.rejected_per_s.items()
+        if v > 0
+    }
+
+
 def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
@@ -71,7 +83,7 @@ def door_figure(
     penalty box: requests held now (clients that came back before their Retry-After)
     and holds per second on a second axis."""
     x = x_ms(ticks, offset_s)
-    names = {r for t in ticks if (s := t.signals(replica)) for r in s.rejected_per_s}
+    names = seen_reasons(ticks, replica)
     fig = make_subplots(
         rows=2,
         cols=1,
@@ -81,6 +93,7 @@ def door_figure(
         specs=[[{}], [{"secondary_y": True}]],
         subplot_titles=("rejections by reason, requests/s", "penalty box"),
     )
+    subplot_titles(fig)
     for reason in reason_order(names):
         fig.add_trace(
             go.Scatter(
@@ -125,4 +138,5 @@ def door_figure(
     mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="requests", row=2, col=1, secondary_y=False)
     fig.update_yaxes(title_text="holds/s", row=2, col=1, secondary_y=True, showgrid=False)
-    return layout(fig, "door", "The door: rejections by reason and the penalty box", height=420)
+    title = "The door: rejections by reason and the penalty box"
+    return layout(fig, "door", title, height=420, subplots=True)

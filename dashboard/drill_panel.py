@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard.actions import _act, _clear, _reason, _reason_input, _token
 from dashboard.client import ControllerClient
@@ -74,25 +75,36 @@ def changed(drills: Drills) -> bool:
     return bool(st.session_state.get(SHOWN_KEY) != shown(drills))
 
 
-def drills_panel(client: ControllerClient, drills: Drills, clock: Callable[[float], str]) -> None:
+def status_line(drills: Drills, now: float) -> None:
+    """What runs now (``now``: unix seconds), or that nothing does."""
+    if drills.current is not None:
+        st.markdown(describe(drills.current, now))
+    else:
+        st.caption("No load-test drill is running.")
+
+
+def drills_panel(
+    client: ControllerClient, drills: Drills, clock: Callable[[float], str]
+) -> DeltaGenerator:
     """The panel, in an expander (open while a drill runs); ``clock`` turns unix
-    seconds into the viewer's time of day."""
+    seconds into the viewer's time of day. Returns the place of its status line, which
+    the live part of the page fills on every refresh (``status_line``), from the same
+    data and at the same moment as the banner above the charts."""
     st.session_state[SHOWN_KEY] = shown(drills)
     locked = not _token()
     with st.expander("Drills (load tests)", expanded=drills.current is not None):
+        slot = st.container()
+        slot.empty()  # a first write from the full run, so the live part may write here
         _forms(client, drills, locked)
         if drills.recent:
             st.caption("Recent drills")
             table = rows(drills.recent, clock, time.time())
             st.dataframe(table, hide_index=True, key="drills_table")
+    return slot
 
 
 def _forms(client: ControllerClient, drills: Drills, locked: bool) -> None:
-    current, own = drills.current, drills.own_running
-    if current is not None:
-        st.markdown(describe(current, time.time()))
-    else:
-        st.caption("No load-test drill is running.")
+    own = drills.own_running
     if not drills.scenarios:
         st.caption("The controller offers no scenarios.")
         return

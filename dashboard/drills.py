@@ -14,14 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboard.model import num
+from dashboard.jsonread import integer, num
 
 DRILL_COLOUR = "#6a3d9a"
 RUNNING = "running"
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)
@@ -57,11 +53,11 @@ class Drill:
             source=str(d.get("source", "")),
             started_at=num(d.get("started_at")),
             ended_at=num(d.get("ended_at")),
-            users=_int(d.get("users")),
+            users=integer(d.get("users")),
             duration_s=num(d.get("duration_s")),
             who=str(d.get("who") or ""),
             reason=str(d.get("reason") or ""),
-            exit_code=_int(d.get("exit_code")),
+            exit_code=integer(d.get("exit_code")),
             error=str(d.get("error") or ""),
             out_dir=str(d.get("out_dir") or ""),
         )
@@ -85,7 +81,7 @@ class Drills:
         d = raw if isinstance(raw, Mapping) else {}
         scenarios = d.get("scenarios")
         table = {
-            str(name): (_int(v.get("users")) or 1, num(v.get("duration_s")))
+            str(name): (integer(v.get("users")) or 1, num(v.get("duration_s")))
             for name, v in (scenarios.items() if isinstance(scenarios, Mapping) else ())
             if isinstance(v, Mapping)
         }

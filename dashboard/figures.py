@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -24,10 +23,19 @@ import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped]
 
-from dashboard.door import reason_colour, reason_order, rejected
+from dashboard.door import reason_colour, reason_order, rejected, seen_reasons
 from dashboard.drills import Drill
 from dashboard.model import Decision, Signals, Tick
-from dashboard.timeplot import LIMIT_COLOUR, layout, mark_drills, series, shade_modes, x_ms
+from dashboard.palette import knob_style
+from dashboard.timeplot import (
+    LIMIT_COLOUR,
+    layout,
+    mark_drills,
+    series,
+    shade_modes,
+    subplot_titles,
+    x_ms,
+)
 
 LATENCY_COLOURS = {"p50": "#9ecae9", "p95": "#4c78a8", "p99": "#1f3b73"}
 SLO_COLOUR = "#d62728"
@@ -35,6 +43,11 @@ WORST_COLOUR = "#d62728"
 BUSIEST_COLOUR = "#f58518"
 CALM_COLOUR = "#4c78a8"
 BUSY_SHARE = 0.8  # the controller calls a dependency busy at this utilisation
+ERROR = ("#000000", "solid")  # real 5xx: (colour, dash)
+U503 = ("#7f7f7f", "dash")  # deliberate 503s
+GOODPUT_COLOUR = "#1b5e20"
+# Saturation: what is measured solid, its limit dashed in the same colour.
+SATURATION_COLOURS = ("#4c78a8", "#f58518", "#b279a2")
 
 
 def latency_figure(
@@ -100,9 +113,7 @@ def throughput_figure(
     """Requests per second: admitted and rejected (stacked, by reason), goodput and
     5xx errors as lines."""
     x = x_ms(ticks, offset_s)
-    reasons = reason_order(
-        {r for t in ticks if (s := t.signals(replica)) for r in s.rejected_per_s}
-    )
+    reasons = reason_order(seen_reasons(ticks, replica))
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -134,22 +145,38 @@ def throughput_figure(
             name="goodput (inside the SLO)",
             uid="goodput",
             mode="lines",
-            line={"color": "#1b5e20", "dash": "dot"},
+            line={"color": GOODPUT_COLOUR, "dash": "dot"},
         )
     )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=series(ticks, replica, lambda s: s.admitted_per_s * s.error_rate),
-            name="errors (5xx)",
-            uid="errors",
-            mode="lines",
-            line={"color": "#000000", "width": 1.5},
-        )
-    )
+    for trace in error_traces(ticks, replica, x):
+        fig.add_trace(trace)
     mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="requests/s")
     return layout(fig, "throughput", "Throughput: admitted vs rejected, and errors")
+
+
+def error_traces(ticks: Sequence[Tick], replica: str | None, x: np.ndarray) -> list[go.Scatter]:
+    """Real 5xx and deliberate 503s (a bulkhead full or timed out: the service says
+    "unavailable" on purpose, as the load report counts them) as two lines; one line
+    of every 5xx, named so, from a controller that does not tell them apart."""
+    separated = any(
+        not math.isnan(s.server_error_rate) for t in ticks if (s := t.signals(replica)) is not None
+    )
+    if not separated:
+        every = series(ticks, replica, lambda s: s.admitted_per_s * s.error_rate)
+        return [_line(x, every, "5xx, deliberate 503s too", "errors", *ERROR)]
+    real = series(ticks, replica, lambda s: s.server_errors_per_s)
+    deliberate = series(ticks, replica, lambda s: s.deliberate_503_per_s)
+    return [
+        _line(x, real, "server errors (5xx, not 503)", "errors", *ERROR),
+        _line(x, deliberate, "deliberate 503s (bulkhead)", "unavailable", *U503),
+    ]
+
+
+def _line(x: np.ndarray, y: np.ndarray, name: str, uid: str, colour: str, dash: str) -> go.Scatter:
+    return go.Scatter(
+        x=x, y=y, name=name, uid=uid, mode="lines", line={"color": colour, "dash": dash, "width": 2}
+    )
 
 
 def saturation_figure(
@@ -169,7 +196,8 @@ def saturation_figure(
         vertical_spacing=0.08,
         subplot_titles=("in flight (peak) vs limit", "queue depth vs shed threshold", "queue wait"),
     )
-    rows: list[tuple[int, str, str, Callable[[Signals], float], bool]] = [
+    subplot_titles(fig)
+    rows: list[tuple[int, str, str, Callable[[Signals], float], bool]] = [  # row, ..., limit?
         (1, "in flight (peak)", "inflight", lambda s: s.peak_in_flight, False),
         (1, "concurrency limit", "limit", lambda s: s.concurrency_limit, True),
         (2, "queue depth", "queue", lambda s: s.queue_depth, False),
@@ -178,11 +206,8 @@ def saturation_figure(
         (3, "queue timeout, ms", "timeout", lambda s: s.queue_timeout_s * 1000.0, True),
     ]
     for row, name, uid, get, is_limit in rows:
-        line = (
-            {"color": LIMIT_COLOUR, "shape": "hv", "dash": "dash"}
-            if is_limit
-            else {"color": CALM_COLOUR}
-        )
+        colour = SATURATION_COLOURS[row - 1]
+        line = {"color": colour, "shape": "hv", "dash": "dash"} if is_limit else {"color": colour}
         fig.add_trace(
             go.Scatter(
                 x=x, y=series(ticks, replica, get), name=name, uid=uid, mode="lines", line=line
@@ -191,7 +216,7 @@ def saturation_figure(
             col=1,
         )
     mark_drills(fig, ticks, drills, offset_s)
-    return layout(fig, "saturation", "Saturation", height=480)
+    return layout(fig, "saturation", "Saturation", height=480, subplots=True)
 
 
 def bottleneck_figure(
@@ -217,6 +242,7 @@ def bottleneck_figure(
         cols=2,
         subplot_titles=("utilisation, % of its slots", "latency inflation, x healthy p99"),
     )
+    subplot_titles(fig)
     fig.add_trace(
         go.Bar(x=deps, y=util, name="utilisation", uid="utilisation", marker_color=colours),
         row=1,
@@ -229,6 +255,10 @@ def bottleneck_figure(
     )
     fig.add_hline(y=BUSY_SHARE * 100, line_dash="dot", line_color=LIMIT_COLOUR, row=1, col=1)
     fig.add_hline(y=1.0, line_dash="dot", line_color=LIMIT_COLOUR, row=1, col=2)
+    # Room above the reference lines and the bars: a line at the top edge of a plot
+    # runs into the subplot's title right above it.
+    fig.update_yaxes(range=[0, headroom(util, 100.0)], row=1, col=1)
+    fig.update_yaxes(range=[0, headroom(infl, 2.0)], row=1, col=2)
     if elsewhere:
         busiest = f"; busiest dependency: {worst}" if worst is not None else ""
         title = f"Bottleneck: {elsewhere} (not a dependency{busiest})"
@@ -238,10 +268,17 @@ def bottleneck_figure(
         title = f"Bottleneck: {worst}"
     else:
         title = f"Busiest dependency: {worst} (not named a bottleneck)"
-    layout(fig, "bottleneck", title)
+    fig.update_layout(showlegend=False)
+    layout(fig, "bottleneck", title, subplots=True)
     fig.update_xaxes(type="category")
-    fig.update_layout(showlegend=False, hovermode="closest")
+    fig.update_layout(hovermode="closest")
     return fig
+
+
+def headroom(values: Sequence[float], at_least: float) -> float:
+    """The top of a y axis: 15% above the largest value (or ``at_least``)."""
+    top = max((v for v in values if not math.isnan(v)), default=at_least)
+    return 1.15 * max(top, at_least)
 
 
 def _hover(text: str) -> str:
@@ -263,9 +300,9 @@ def controller_figure(
     fig = go.Figure()
     for knob in knobs:
         y = np.fromiter((v.get(knob, math.nan) for v in values), float, len(values))
-        fig.add_trace(
-            go.Scatter(x=x, y=y, name=knob, uid=f"knob:{knob}", mode="lines", line_shape="hv")
-        )
+        colour, dash = knob_style(knob)
+        line = {"color": colour, "dash": dash, "shape": "hv", "width": 2}
+        fig.add_trace(go.Scatter(x=x, y=y, name=knob, uid=f"knob:{knob}", mode="lines", line=line))
     marks: dict[str, list[tuple[float, float, str]]] = {"cut": [], "grow": [], "not applied": []}
     for tick, knob_values in zip(ticks, values, strict=True):
         for d in tick.decisions:
@@ -303,74 +340,3 @@ def controller_figure(
 def _text(d: Decision) -> str:
     move = f"{d.old} → {d.new}" if d.old is not None and d.new is not None else d.action
     return f"<b>{_hover(d.knob)}</b> {move} · {_hover(d.replica)}<br>{_hover(d.reason)}"
-
-
-def jobs_figure(
-    ticks: Sequence[Tick],
-    replica: str | None,
-    *,
-    offset_s: float = 0.0,
-    drills: Sequence[Drill] = (),
-) -> go.Figure:
-    """Per stream: backlog (jobs not yet acknowledged) and lag (age of the oldest, on a
-    second axis); and the dead letters. Every replica reports the same shared streams,
-    so "all replicas" takes the largest report, not the sum."""
-    x = x_ms(ticks, offset_s)
-
-    def views(t: Tick) -> list[Signals]:
-        seen = [t.replicas.get(replica)] if replica is not None else list(t.replicas.values())
-        return [v for v in seen if v is not None]
-
-    def largest(t: Tick, read: Callable[[Signals], float]) -> float:
-        values = [read(v) for v in views(t)]
-        return max((v for v in values if not math.isnan(v)), default=math.nan)
-
-    def series(read: Callable[[Signals], float]) -> Any:
-        return np.fromiter((largest(t, read) for t in ticks), float, len(ticks))
-
-    streams = sorted({s for t in ticks for v in t.replicas.values() for s in v.jobs_pending})
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    for stream in streams:
-        label = stream.rsplit(":", 1)[-1]
-        backlog = go.Scatter(
-            x=x,
-            y=series(_per_stream("jobs_pending", stream)),
-            name=f"backlog: {label}",
-            uid=stream,
-            mode="lines",
-        )
-        lag = go.Scatter(
-            x=x,
-            y=series(_per_stream("jobs_lag_s", stream)),
-            name=f"lag: {label}, s",
-            uid=f"lag:{stream}",
-            mode="lines",
-            line={"dash": "dot"},
-        )
-        fig.add_trace(backlog, secondary_y=False)
-        fig.add_trace(lag, secondary_y=True)
-    dead = go.Scatter(
-        x=x,
-        y=series(_dead_letters),
-        name="dead letters",
-        uid="dead",
-        mode="lines",
-        line={"color": "#d62728"},
-    )
-    fig.add_trace(dead, secondary_y=False)
-    mark_drills(fig, ticks, drills, offset_s)
-    fig.update_yaxes(title_text="jobs", secondary_y=False)
-    fig.update_yaxes(title_text="lag, s", secondary_y=True, showgrid=False)
-    return layout(fig, "jobs", "Jobs: backlog, lag and dead letters", height=280)
-
-
-def _per_stream(field: str, stream: str) -> Callable[[Signals], float]:
-    def read(v: Signals) -> float:
-        values: Mapping[str, float] = getattr(v, field)
-        return values.get(stream, math.nan)
-
-    return read
-
-
-def _dead_letters(v: Signals) -> float:
-    return v.jobs_dead

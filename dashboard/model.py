@@ -12,28 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-NAN = math.nan
-
-
-def num(value: Any) -> float:
-    """A JSON number as a float; null, missing or not a number -> NaN."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return NAN
-    return float(value)
-
-
-def _floats(raw: Any) -> dict[str, float]:
-    return {str(k): num(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
-
-
-def _ints(raw: Any) -> dict[str, int]:
-    if not isinstance(raw, Mapping):
-        return {}
-    return {str(k): int(v) for k, v in raw.items() if isinstance(v, int | float)}
-
-
-def _mapping(raw: Any) -> Mapping[str, Any]:
-    return raw if isinstance(raw, Mapping) else {}
+from dashboard.health import Obedience, TickHealth
+from dashboard.jsonread import NAN, floats, ints, mapping, num
 
 
 @dataclass(frozen=True)
@@ -52,7 +32,7 @@ class Dependency:
 
     @classmethod
     def parse(cls, name: str, raw: Any) -> Dependency:
-        d = _mapping(raw)
+        d = mapping(raw)
         return cls(
             name,
             num(d.get("p50_s")),
@@ -75,7 +55,11 @@ class Signals:
     admitted_per_s: float = NAN
     good_per_s: float = NAN
     rejected_per_s: Mapping[str, float] = field(default_factory=dict)
-    error_rate: float = NAN
+    error_rate: float = NAN  # every 5xx among admitted, deliberate 503s included
+    # 5xx among admitted other than the deliberate 503s (a bulkhead full or timed out:
+    # the service said "unavailable" on purpose); NaN from a controller that does not
+    # tell them apart.
+    server_error_rate: float = NAN
     in_flight: float = NAN
     peak_in_flight: float = NAN
     concurrency_limit: float = NAN
@@ -95,16 +79,17 @@ class Signals:
 
     @classmethod
     def parse(cls, raw: Any) -> Signals:
-        s = _mapping(raw)
-        deps = _mapping(s.get("dependencies"))
+        s = mapping(raw)
+        deps = mapping(s.get("dependencies"))
         return cls(
             p50_s=num(s.get("p50_s")),
             p95_s=num(s.get("p95_s")),
             p99_s=num(s.get("p99_s")),
             admitted_per_s=num(s.get("admitted_per_s")),
             good_per_s=num(s.get("good_per_s")),
-            rejected_per_s=_floats(s.get("rejected_per_s")),
+            rejected_per_s=floats(s.get("rejected_per_s")),
             error_rate=num(s.get("error_rate")),
+            server_error_rate=num(s.get("server_error_rate")),
             in_flight=num(s.get("in_flight")),
             peak_in_flight=num(s.get("peak_in_flight")),
             concurrency_limit=num(s.get("concurrency_limit")),
@@ -113,8 +98,8 @@ class Signals:
             queue_timeout_s=num(s.get("queue_timeout_s")),
             queue_wait_p99_s=num(s.get("queue_wait_p99_s")),
             dependencies={str(n): Dependency.parse(str(n), d) for n, d in deps.items()},
-            jobs_pending=_floats(s.get("jobs_pending")),
-            jobs_lag_s=_floats(s.get("jobs_lag_s")),
+            jobs_pending=floats(s.get("jobs_pending")),
+            jobs_lag_s=floats(s.get("jobs_lag_s")),
             jobs_dead=num(s.get("jobs_dead")),
             penalty_held=num(s.get("penalty_held")),
             penalty_holds_per_s=num(s.get("penalty_holds_per_s")),
@@ -124,6 +109,17 @@ class Signals:
     @property
     def rejected_total_per_s(self) -> float:
         return sum(v for v in self.rejected_per_s.values() if not math.isnan(v))
+
+    @property
+    def server_errors_per_s(self) -> float:
+        """Real 5xx per second (NaN when the controller does not separate them)."""
+        return self.admitted_per_s * self.server_error_rate
+
+    @property
+    def deliberate_503_per_s(self) -> float:
+        """Deliberate 503s per second: every 5xx less the real ones (NaN: unknown)."""
+        share = self.error_rate - self.server_error_rate
+        return NAN if math.isnan(share) else self.admitted_per_s * max(0.0, share)
 
     @property
     def offered_per_s(self) -> float:
@@ -136,14 +132,18 @@ class Bottleneck:
     name: str = "none"  # a dependency, "admission", "cpu", "rejection_work" or "none"
     sentence: str = "no data yet"
     scores: Mapping[str, float] = field(default_factory=dict)  # utilisation x inflation
+    since: float = NAN  # unix seconds the name took the lead (NaN: not told)
+    held_s: float = NAN  # seconds it has held
 
     @classmethod
     def parse(cls, raw: Any) -> Bottleneck:
-        b = _mapping(raw)
+        b = mapping(raw)
         return cls(
             str(b.get("name", "none")),
             str(b.get("sentence", "no data yet")),
-            _floats(b.get("scores")),
+            floats(b.get("scores")),
+            num(b.get("since")),
+            num(b.get("held_s")),
         )
 
 
@@ -162,7 +162,7 @@ class Decision:
 
     @classmethod
     def parse(cls, raw: Any, at: float | None = None) -> Decision:
-        d = _mapping(raw)
+        d = mapping(raw)
         old, new = d.get("old"), d.get("new")
         return cls(
             num(d.get("at")) if at is None else at,
@@ -191,16 +191,16 @@ class Tick:
 
     @classmethod
     def parse(cls, raw: Any) -> Tick:
-        t = _mapping(raw)
+        t = mapping(raw)
         at = num(t.get("at"))
-        replicas = _mapping(t.get("replicas"))
+        replicas = mapping(t.get("replicas"))
         aggregate = t.get("aggregate")
         return cls(
             at=at,
             replicas={
-                str(r): Signals.parse(_mapping(v).get("signals")) for r, v in replicas.items()
+                str(r): Signals.parse(mapping(v).get("signals")) for r, v in replicas.items()
             },
-            knobs={str(r): _ints(_mapping(v).get("knobs")) for r, v in replicas.items()},
+            knobs={str(r): ints(mapping(v).get("knobs")) for r, v in replicas.items()},
             aggregate=Signals.parse(aggregate) if aggregate is not None else None,
             bottleneck=Bottleneck.parse(t.get("bottleneck")),
             modes=frozenset(str(m) for m in t.get("modes") or ()),
@@ -248,17 +248,17 @@ class Control:
 
     @classmethod
     def parse(cls, raw: Any) -> Control:
-        c = _mapping(raw)
+        c = mapping(raw)
         chaos = {
             str(dep): Chaos(num(v.get("latency_multiplier")), num(v.get("error_rate")))
-            for dep, v in _mapping(c.get("chaos")).items()
+            for dep, v in mapping(c.get("chaos")).items()
             if isinstance(v, Mapping)
         }
         version = c.get("version", 0)
         return cls(
             version=int(version) if isinstance(version, int | float) else 0,
-            knobs=_ints(c.get("knobs")),
-            replicas={str(r): _ints(k) for r, k in _mapping(c.get("replicas")).items()},
+            knobs=ints(c.get("knobs")),
+            replicas={str(r): ints(k) for r, k in mapping(c.get("replicas")).items()},
             pins=frozenset(str(p) for p in c.get("pins") or ()),
             modes=frozenset(str(m) for m in c.get("modes") or ()),
             chaos=chaos,
@@ -272,6 +272,7 @@ class ReplicaState:
     knobs: Mapping[str, int]  # what the replica enforces now (from its metrics)
     signals: Signals
     reasons: Mapping[str, str]  # knob -> why the controller last moved (or held) it
+    obedience: Obedience | None = None  # None: the controller does not check it
 
 
 @dataclass(frozen=True)
@@ -290,25 +291,29 @@ class State:
     staleness_s: Mapping[str, float]
     bounds: Mapping[str, tuple[int, int]]
     modes_available: Mapping[str, str]  # mode -> what it does
+    tick: TickHealth | None = None  # None: a controller that does not report it
+    last_change: Decision | None = None  # its latest move (not a hold)
 
     @classmethod
     def parse(cls, raw: Any) -> State:
-        s = _mapping(raw)
+        s = mapping(raw)
         replicas = {
             str(r): ReplicaState(
-                str(_mapping(v).get("target", "")),
-                _ints(_mapping(v).get("knobs")),
-                Signals.parse(_mapping(v).get("signals")),
-                {str(k): str(t) for k, t in _mapping(_mapping(v).get("reasons")).items()},
+                str(mapping(v).get("target", "")),
+                ints(mapping(v).get("knobs")),
+                Signals.parse(mapping(v).get("signals")),
+                {str(k): str(t) for k, t in mapping(mapping(v).get("reasons")).items()},
+                Obedience.parse(v),
             )
-            for r, v in _mapping(s.get("replicas")).items()
+            for r, v in mapping(s.get("replicas")).items()
         }
         bounds = {
             str(k): (int(b[0]), int(b[1]))
-            for k, b in _mapping(s.get("bounds")).items()
+            for k, b in mapping(s.get("bounds")).items()
             if isinstance(b, list | tuple) and len(b) == 2
         }
         aggregate = s.get("aggregate")
+        change = s.get("last_change")
         return cls(
             slo_s=num(s.get("slo_p99_ms")) / 1000.0,
             algorithm=str(s.get("algorithm", "")),
@@ -319,9 +324,11 @@ class State:
             replicas=replicas,
             aggregate=Signals.parse(aggregate) if aggregate is not None else None,
             bottleneck=Bottleneck.parse(s.get("bottleneck")),
-            staleness_s=_floats(s.get("staleness_s")),
+            staleness_s=floats(s.get("staleness_s")),
             bounds=bounds,
-            modes_available={str(k): str(v) for k, v in _mapping(s.get("modes_available")).items()},
+            modes_available={str(k): str(v) for k, v in mapping(s.get("modes_available")).items()},
+            tick=TickHealth.parse(s.get("tick")),
+            last_change=Decision.parse(change) if isinstance(change, Mapping) else None,
         )
 
     def signals(self, replica: str | None) -> Signals | None:
@@ -355,7 +362,7 @@ class AuditEntry:
 
     @classmethod
     def parse(cls, raw: Any) -> AuditEntry:
-        a = _mapping(raw)
+        a = mapping(raw)
         return cls(
             num(a.get("at")),
             str(a.get("who", "")),

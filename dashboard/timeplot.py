@@ -49,19 +49,92 @@ def series(
     return np.fromiter((value(t) for t in ticks), float, len(ticks))
 
 
-def layout(fig: go.Figure, key: str, title: str, height: int = 320) -> go.Figure:
-    """Title, fixed ``uirevision`` (``key``), height, legend below, date x axis."""
+TITLE_TOP_PX = 6  # the title's top edge, from the figure's top
+MARGIN_TOP_PX = 40  # room for the title above the plot
+SUBPLOT_MARGIN_TOP_PX = 62  # room for the title and, below it, the first subplot's title
+SUBPLOT_TITLE_SIZE = 12
+# The legend wraps below the plot; the figure grows by a row of this many pixels per
+# this many entries, so the plot keeps its height in a half-width column (where two
+# entries fit a row). In a wider column the legend needs fewer rows and the plot gains.
+LEGEND_ROW_PX = 22
+LEGEND_ENTRIES_PER_ROW = 2
+
+
+LEGEND_NAME_CHARS = 26  # a longer name takes a row of its own (Plotly's columns are
+# as wide as the widest entry)
+
+
+def legend_names(fig: go.Figure) -> list[str]:
+    """The entries the figure's legend will list (none when the legend is off)."""
+    if fig.layout.showlegend is False:
+        return []
+    traces = [str(t.name) for t in fig.data if t.showlegend is not False]
+    return traces + [str(s.name) for s in fig.layout.shapes if s.showlegend]
+
+
+def legend_px(fig: go.Figure) -> int:
+    """The height the legend's rows need in a half-width column, pixels."""
+    names = legend_names(fig)
+    wide = any(len(n) > LEGEND_NAME_CHARS for n in names)
+    return LEGEND_ROW_PX * math.ceil(len(names) / (1 if wide else LEGEND_ENTRIES_PER_ROW))
+
+
+def layout(
+    fig: go.Figure, key: str, title: str, height: int = 320, *, subplots: bool = False
+) -> go.Figure:
+    """Title, fixed ``uirevision`` (``key``), height (``height`` for the plot and its
+    axes, plus the legend's rows), legend below, date x axis.
+
+    Nothing may overlap: the title sits at the very top of the figure, with room below
+    it for a first row of subplot titles (``subplots``); the legend is placed against
+    the figure's bottom edge (``yref="container"``), which makes Plotly reserve that
+    room below the axis, so the legend never covers the tick labels however many rows
+    it wraps to. The time axis shows the time of day only (a second line with the date
+    ran into the legend); the hover and the page's caption give the date. Every axis
+    makes room for its labels (``automargin``)."""
     fig.update_layout(
-        title={"text": title, "x": 0, "font": {"size": 14}},
+        title={
+            "text": title,
+            "x": 0,
+            "xanchor": "left",
+            "yref": "container",
+            "y": 1,
+            "yanchor": "top",
+            "pad": {"t": TITLE_TOP_PX},
+            "font": {"size": 14},
+        },
         uirevision=key,
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+        height=height + legend_px(fig),
+        margin={
+            "l": 10,
+            "r": 10,
+            "t": SUBPLOT_MARGIN_TOP_PX if subplots else MARGIN_TOP_PX,
+            "b": 10,
+        },
+        legend={
+            "orientation": "h",
+            "xref": "container",  # wraps at the figure's width, not the plot's
+            "x": 0,
+            "xanchor": "left",
+            "yref": "container",
+            "y": 0,
+            "yanchor": "bottom",
+        },
         hovermode="x unified",
     )
-    fig.update_xaxes(type="date")
+    fig.update_xaxes(type="date", tickformat="%H:%M:%S", hoverformat="%Y-%m-%d %H:%M:%S")
     fig.update_yaxes(rangemode="tozero")
+    # Room for tick labels and axis titles, whatever the template: Plotly's own
+    # template turns this on, Streamlit's (the default once streamlit is imported) not.
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig
+
+
+def subplot_titles(fig: go.Figure) -> None:
+    """Subplot titles a size below the figure's title, so they fit the room ``layout``
+    leaves them (``subplots=True``)."""
+    fig.update_annotations(font={"size": SUBPLOT_TITLE_SIZE})
 
 
 def shade_modes(fig: go.Figure, ticks: Sequence[Tick], offset_s: float) -> None:

@@ -16,12 +16,11 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import door, figures, zoom
+from dashboard import bands, door, figures, jobs, strip, zoom
 from dashboard.drills import describe
 from dashboard.feed import Feed
 from dashboard.model import AuditEntry, Decision, State
 from dashboard.summary import (
-    Status,
     bottleneck_label,
     inflation,
     rejections_by_reason,
@@ -31,7 +30,8 @@ from dashboard.summary import (
 
 ALL_REPLICAS = "all replicas"
 WINDOWS_MIN = (5, 15, 60)
-SLO_COLOURS = {"met": "green", "at risk": "orange", "violated": "red", "no data": "gray"}
+TABLE_HEIGHT = 420  # pixels; a longer table scrolls inside
+TABLE_ROWS_UNSCROLLED = 8
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,13 @@ def clock(at: float, offset_s: float) -> str:
     if math.isnan(at):
         return "n/a"
     return datetime.fromtimestamp(at + offset_s, tz=UTC).strftime("%H:%M:%S")
+
+
+def day(at: float, offset_s: float) -> str:
+    """Unix seconds as the viewer's date, ``YYYY-MM-DD``."""
+    if math.isnan(at):
+        return "n/a"
+    return datetime.fromtimestamp(at + offset_s, tz=UTC).strftime("%Y-%m-%d")
 
 
 def viewer_offset_s() -> float:
@@ -94,52 +101,6 @@ def banner(feed: Feed, url: str, view: View) -> None:
         st.error(f"**Controller unreachable** ({url}): {feed.error}. No data yet; {retry}.")
 
 
-def status_strip(s: Status) -> None:
-    cols = st.columns([1.2, 1, 1, 1, 1, 1, 1.4])
-    colour = SLO_COLOURS[s.slo]
-    cols[0].markdown(f"SLO state  \n### :{colour}[{s.slo.upper()}]", help=s.slo_why)
-    over = (s.p99_s - s.slo_s) * 1000.0
-    cols[1].metric(
-        "Admitted p99",
-        "n/a" if math.isnan(s.p99_s) else f"{s.p99_s * 1000:.0f} ms",
-        None if math.isnan(over) else f"{over:+.0f} ms vs SLO {s.slo_s * 1000:.0f} ms",
-        delta_color="inverse",
-    )
-    cols[2].metric(
-        "Goodput",
-        "n/a" if math.isnan(s.goodput_per_s) else f"{s.goodput_per_s:.0f} req/s",
-        None if math.isnan(s.good_share) else f"{s.good_share:.0%} of offered",
-        delta_color="off",
-        help="Admitted, answered without a 5xx, inside the SLO.",
-    )
-    cols[3].metric(
-        "Rejected",
-        "n/a" if math.isnan(s.rejection_share) else f"{s.rejection_share:.0%}",
-        f"of {s.offered_per_s:.0f} req/s offered",
-        delta_color="off",
-        help="By reason: " + door.breakdown_text(s.rejected_by_reason),
-    )
-    cols[4].metric(
-        "Penalty box",
-        "n/a" if math.isnan(s.penalty_held) else f"{s.penalty_held:,.0f} held",
-        None if math.isnan(s.penalty_holds_per_s) else f"{s.penalty_holds_per_s:,.0f} holds/s",
-        delta_color="off",
-        help="Requests held right now because their client came back before the "
-        "Retry-After it was given; a held request costs no CPU while it waits.",
-    )
-    cols[5].metric("Autopilot", "on" if s.autopilot else "paused")
-    with cols[6]:
-        st.markdown("Degradation modes")
-        badges = " ".join(f":orange-badge[{m}]" for m in s.modes)
-        st.markdown(badges or ":gray-badge[none]")
-    say = st.info if s.bottleneck == "none" else st.warning
-    say(f"**Bottleneck: {s.bottleneck_label}** — {s.sentence}")
-    if s.stale_replicas:
-        st.warning(
-            "No fresh data from: " + ", ".join(s.stale_replicas) + " (they keep their last knobs)."
-        )
-
-
 def zoom_bar(view: View) -> None:
     span = zoom.current()
     if span is None:
@@ -154,24 +115,31 @@ def zoom_bar(view: View) -> None:
     right.button("Back to the live window", key="zoom_reset", on_click=zoom.reset)
 
 
-def charts(state: State, feed: Feed, view: View) -> None:
+def charts(state: State, feed: Feed, view: View, *, violated: bool = False) -> None:
+    """Every chart; ``violated``: the SLO is violated now (the reasons open by default)."""
     replica, offset = view.replica, view.offset_s
     ticks = zoom.visible(feed.ticks, offset)
     drills = feed.drills.recent  # each is marked on every time chart it overlaps
+
+    def time_chart(figure: Any, key: str) -> None:
+        bands.mark_bottlenecks(figure, ticks, offset)  # the band of names, on every one
+        zoom.time_chart(figure, key)
+
+    zoom.time_chart(bands.band_figure(ticks, offset_s=offset), "bottleneck_band")
     left, right = st.columns(2)
     with left:
         latency = figures.latency_figure(
             ticks, replica, state.slo_s, offset_s=offset, drills=drills
         )
-        zoom.time_chart(latency, "latency")
+        time_chart(latency, "latency")
         saturation = figures.saturation_figure(ticks, replica, offset_s=offset, drills=drills)
-        zoom.time_chart(saturation, "saturation")
-        zoom.time_chart(door.door_figure(ticks, replica, offset_s=offset, drills=drills), "door")
+        time_chart(saturation, "saturation")
+        time_chart(door.door_figure(ticks, replica, offset_s=offset, drills=drills), "door")
         by_reason = rejections_by_reason(state.signals(replica))
         st.caption("Rejected in the last window, by reason: " + door.breakdown_text(by_reason))
     with right:
         throughput = figures.throughput_figure(ticks, replica, offset_s=offset, drills=drills)
-        zoom.time_chart(throughput, "throughput")
+        time_chart(throughput, "throughput")
         signals = state.signals(replica)
         # The controller scores the aggregate (or its only replica): use its numbers there.
         scored = replica is None or len(state.replicas) == 1
@@ -185,9 +153,9 @@ def charts(state: State, feed: Feed, view: View) -> None:
             signals, by_dep, worst, named=worst == named, elsewhere=elsewhere
         )
         st.plotly_chart(figure, key="bottleneck", config=zoom.PLOT_CONFIG)
-        zoom.time_chart(figures.jobs_figure(ticks, replica, offset_s=offset, drills=drills), "jobs")
+        time_chart(jobs.jobs_figure(ticks, replica, offset_s=offset, drills=drills), "jobs")
     knobs = figures.controller_figure(ticks, replica, offset_s=offset, drills=drills)
-    zoom.time_chart(knobs, "controller")
+    time_chart(knobs, "controller")
     reasons = [
         {"replica": r, "knob": knob, "reason": why}
         for r, v in sorted(state.replicas.items())
@@ -195,8 +163,11 @@ def charts(state: State, feed: Feed, view: View) -> None:
         for knob, why in sorted(v.reasons.items())
     ]
     if reasons:
-        with st.expander("Why each knob is where it is: the controller's latest reasons"):
-            st.dataframe(reasons, hide_index=True, key="reasons_table")
+        title = "Why each knob is where it is: the controller's latest reasons"
+        # Open while the SLO is violated: that is when the why matters. A key of its own
+        # per state, so the default applies when the state changes.
+        with st.expander(title, expanded=violated, key=f"reasons_open_{violated}"):
+            _table(reasons)
 
 
 def _compact(value: Any) -> str:
@@ -230,39 +201,54 @@ def audit_rows(entries: list[AuditEntry], offset_s: float) -> list[dict[str, Any
     ]
 
 
+def _table(rows: list[dict[str, Any]]) -> None:
+    """A static table whose long cells (reasons) wrap instead of being cut off; a long
+    one scrolls inside a fixed height."""
+    if len(rows) > TABLE_ROWS_UNSCROLLED:
+        st.table(rows, hide_index=True, height=TABLE_HEIGHT)
+    else:
+        st.table(rows, hide_index=True)
+
+
 def tables(feed: Feed, view: View) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Recent decisions")
         rows = decision_rows(feed.decisions, view.offset_s)
         if rows:
-            st.dataframe(rows, hide_index=True, key="decisions_table")
+            _table(rows)
         else:
             st.caption("No decisions yet.")
     with right:
         st.subheader("Audit: operator actions")
         rows = audit_rows(feed.audit, view.offset_s)
         if rows:
-            st.dataframe(rows, hide_index=True, key="audit_table")
+            _table(rows)
         else:
             st.caption("No operator action yet.")
 
 
-def live_section(feed: Feed, url: str, view: View) -> None:
-    """Everything that refreshes: banner, status, charts, tables."""
+def live_section(feed: Feed, url: str, view: View, now: float | None = None) -> None:
+    """Everything that refreshes: banner, status, charts, tables (``now``: unix
+    seconds, the moment the page describes; by default the current time)."""
+    now = time.time() if now is None else now
     banner(feed, url, view)
     state = feed.state
     if state is None:
         st.info(f"Waiting for the first answer from the controller at {url}.")
         return
-    status_strip(status(state, feed.ticks, view.replica))
-    st.caption(
+    now_status = status(state, feed.ticks, view.replica)
+    strip.status_strip(
+        now_status, state, feed.ticks, feed.decisions, lambda at: clock(at, view.offset_s), now
+    )
+    st.caption(  # the charts' time axes show the time of day only: the date is here
         f"Controller {url} · {state.algorithm}, scope {state.scope}, tick {state.tick_s:g} s "
-        f"· last tick {clock(state.last_tick_at, view.offset_s)} · "
+        f"· last tick {clock(state.last_tick_at, view.offset_s)} on "
+        f"{day(state.last_tick_at, view.offset_s)} · "
         f"{len(feed.ticks)} points in the window · control version {state.control.version}"
     )
     if feed.drills.current is not None:
-        st.info("🏋️ Load-test drill " + describe(feed.drills.current, time.time()))
+        st.info("Load-test drill " + describe(feed.drills.current, now))
     zoom_bar(view)
-    charts(state, feed, view)
+    charts(state, feed, view, violated=now_status.slo == "violated")
     tables(feed, view)

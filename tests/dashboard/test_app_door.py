@@ -146,7 +146,8 @@ def test_the_operator_sees_rejection_work_named_as_the_bottleneck(
         return Bottleneck("rejection_work", rejection_sentence(s))
 
     monkeypatch.setattr(decider, "bottleneck", rejecting)
-    stack.traffic_and_ticks(ticks=1)
+    # A new name takes over once it has led for a few ticks (issue 16's hysteresis).
+    stack.traffic_and_ticks(ticks=3)
     state: Any = stack.get("/state")
     assert state["bottleneck"]["name"] == "rejection_work"
     sentence = state["bottleneck"]["sentence"]
@@ -154,6 +155,7 @@ def test_the_operator_sees_rejection_work_named_as_the_bottleneck(
 
     at = _app()
     (named,) = [w.value for w in at.warning if "Bottleneck:" in w.value]
-    assert named == f"**Bottleneck: rejection work** — {sentence}"
+    assert named.startswith("**Bottleneck: rejection work** (held ")  # issue 16: how long
+    assert named.endswith(f" — {sentence}")
     title = _chart(at, "bottleneck")["layout"]["title"]["text"]
     assert title.startswith("Bottleneck: rejection work (not a dependency")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dashboard import figures
+from dashboard import figures, jobs
 from dashboard.drills import Drill
 from dashboard.model import Signals, State, Tick
 
@@ -125,18 +125,37 @@ def test_times_shift_to_the_viewers_zone() -> None:
 
 
 def test_throughput_stacks_admitted_and_each_rejection_reason_and_draws_errors() -> None:
-    fig = figures.throughput_figure([_tick(0), _tick(1)], None)
+    fig = figures.throughput_figure([_tick(0, server_error_rate=0.005), _tick(1)], None)
     assert _names(fig) == [
         "admitted",
         "rejected: queue_full",
         "rejected: queue_timeout",
         "goodput (inside the SLO)",
-        "errors (5xx)",
+        "server errors (5xx, not 503)",
+        "deliberate 503s (bulkhead)",
     ]
     stacked = [t.name for t in fig.data if t.stackgroup == "offered"]
     assert stacked == _names(fig)[:3]
     assert list(fig.data[1].y) == [10.0, 10.0]
-    np.testing.assert_allclose(fig.data[4].y, [2.0, 2.0])  # 100/s admitted x 2% 5xx
+    # 100/s admitted, 2% of them 5xx of which 0.5% real: the rest deliberate 503s.
+    np.testing.assert_allclose(fig.data[4].y[:1], [0.5])
+    np.testing.assert_allclose(fig.data[5].y[:1], [1.5])
+
+
+def test_deliberate_503s_are_never_drawn_as_server_errors() -> None:
+    """Issue 16: a bulkhead full or timed out answers 503 on purpose; the chart's 5xx
+    line is the real errors only, and the 503s are a line of their own, told apart by
+    colour and dash. A controller that does not separate them gets one line saying so."""
+    ticks = [_tick(n, error_rate=0.3, server_error_rate=0.0) for n in range(3)]
+    fig = figures.throughput_figure(ticks, None)
+    by_name = {t.name: t for t in fig.data}
+    np.testing.assert_allclose(by_name["server errors (5xx, not 503)"].y, [0, 0, 0])
+    np.testing.assert_allclose(by_name["deliberate 503s (bulkhead)"].y, [30] * 3)
+    real, deliberate = (by_name[n].line for n in _names(fig)[-2:])
+    assert (real.color, real.dash) != (deliberate.color, deliberate.dash)
+
+    older = figures.throughput_figure([_tick(0, error_rate=0.3)], None)
+    assert _names(older)[-1] == "5xx, deliberate 503s too"
 
 
 def test_saturation_draws_each_measure_against_its_limit() -> None:
@@ -204,10 +223,10 @@ def test_all_replicas_sums_knobs_but_not_the_shared_job_backlog() -> None:
     ticks = [_tick(0, replicas=two)]
     knobs = figures.controller_figure(ticks, None)
     assert knobs.data[0].name == "concurrency_limit" and knobs.data[0].y[0] == 40.0
-    jobs = figures.jobs_figure(ticks, None)
-    assert _names(jobs) == ["backlog: email", "lag: email, s", "dead letters"]
-    assert (jobs.data[0].y[0], jobs.data[1].y[0], jobs.data[2].y[0]) == (4.0, 2.5, 1.0)
-    assert jobs.data[1].yaxis == "y2"  # lag on its own axis
+    backlog = jobs.jobs_figure(ticks, None)
+    assert _names(backlog) == ["backlog: email", "lag: email, s", "dead letters"]
+    assert (backlog.data[0].y[0], backlog.data[1].y[0], backlog.data[2].y[0]) == (4.0, 2.5, 1.0)
+    assert backlog.data[1].yaxis == "y2"  # lag on its own axis
 
 
 def test_figures_of_an_empty_history_are_empty_not_errors() -> None:
@@ -216,7 +235,7 @@ def test_figures_of_an_empty_history_are_empty_not_errors() -> None:
         figures.throughput_figure([], None),
         figures.saturation_figure([], None),
         figures.controller_figure([], None),
-        figures.jobs_figure([], None),
+        jobs.jobs_figure([], None),
         figures.bottleneck_figure(None, {}, None),
     ):
         assert all(len(t.x) == 0 for t in fig.data)
@@ -272,7 +291,7 @@ def test_every_time_chart_marks_a_drill_in_its_window_with_a_labelled_band() -> 
         figures.throughput_figure(ticks, None, drills=drills),
         figures.saturation_figure(ticks, None, drills=drills),
         figures.controller_figure(ticks, None, drills=drills),
-        figures.jobs_figure(ticks, None, drills=drills),
+        jobs.jobs_figure(ticks, None, drills=drills),
     ):
         assert _bands(fig) == [("drill: spike", ms[2], ms[5])], fig.layout.title.text
         assert _labels(fig) == [("drill: spike", ms[2])]
