@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 
 from controller.scrape import Scrape
@@ -151,7 +152,21 @@ def stack(
                 logs / f"controller-{name}.log",
             )
         )
-        yield url, f"http://{HOST}:{hport}"
+        try:
+            yield url, f"http://{HOST}:{hport}"
+        finally:
+            keep_controller_record(f"http://{HOST}:{cport}", logs / f"controller-{name}")
+
+
+def keep_controller_record(base: str, stem: Path) -> None:
+    """The controller's decisions and per-tick history, saved beside its log: why the
+    limit moved is the first question a surprising figure raises."""
+    for what, query in (("decisions", "limit=1000"), ("history", "seconds=3600")):
+        try:
+            answer = httpx.get(f"{base}/api/v1/{what}?{query}", timeout=10.0)
+            Path(f"{stem}-{what}.json").write_text(answer.text)
+        except httpx.HTTPError as exc:
+            Path(f"{stem}-{what}.json").write_text(json.dumps({"error": str(exc)}))
 
 
 class Phases:

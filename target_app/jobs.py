@@ -41,6 +41,7 @@ ANALYTICS_COUNTS_KEY = "surgeguard:analytics:counts"
 DONE_KEY = "surgeguard:done:{key}"
 JOB_STATE_KEY = "surgeguard:job:{key}"  # status of a job that belongs to no signup
 
+
 @dataclass(frozen=True)
 class SignupStatus:
     id: str
