@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ import yaml
 
 from loadtest.processes import free_port, stop, tail, wait_healthy
 from tests.ops.exporter import StaticExporter
+from tests.support.polling import until_truthy
 from tests.support.prometheus import PROMETHEUS, prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,14 +299,8 @@ def prometheus_config(exporter: str, alertmanager: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def until(what: str, probe: Callable[[], Any], deadline_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.25)
+def until(what: str, probe: Callable[[], Any]) -> Any:
+    return until_truthy(probe, DEADLINE_S, what, every_s=0.25)
 
 
 @needs_alertmanager

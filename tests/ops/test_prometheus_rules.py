@@ -37,6 +37,7 @@ import yaml
 from loadtest.processes import child_env, free_port, spawn, stop, tail, wait_healthy
 from surgeguard.embedded_redis import EmbeddedRedis
 from tests.ops.exporter import StaticExporter
+from tests.support.polling import until_truthy
 from tests.support.prometheus import prometheus as running_prometheus
 from tests.support.prometheus import scrape_config
 
@@ -594,11 +595,5 @@ def test_each_annotation_marks_its_event_and_nothing_before(tmp_path: Path) -> N
             assert first >= moved_at - 1.0, (name, first, moved_at)
 
 
-def until(probe: Callable[[], Any], what: str, deadline_s: float = DATA_DEADLINE_S) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.25)
+def until(probe: Callable[[], Any], what: str) -> Any:
+    return until_truthy(probe, DATA_DEADLINE_S, what, every_s=0.25)

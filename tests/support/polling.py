@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -28,6 +28,19 @@ def until(fetch: Callable[[], T | None], timeout_s: float, what: str, every_s: f
     ``what`` after ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
     while (found := fetch()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s")
+        time.sleep(every_s)
+    return found
+
+
+def until_truthy(
+    check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2
+) -> Any:
+    """Call ``check`` until it returns something truthy (a non-empty list, True) and
+    return it; fail naming ``what`` after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout_s} s")
         time.sleep(every_s)
