@@ -259,17 +259,18 @@ def bottleneck_figure(
     # runs into the subplot's title right above it.
     fig.update_yaxes(range=[0, headroom(util, 100.0)], row=1, col=1)
     fig.update_yaxes(range=[0, headroom(infl, 2.0)], row=1, col=2)
+    subtitle = ""  # on a line of its own: a half-width chart cuts a long title off
     if elsewhere:
         busiest = f"; busiest dependency: {worst}" if worst is not None else ""
-        title = f"Bottleneck: {elsewhere} (not a dependency{busiest})"
+        title, subtitle = f"Bottleneck: {elsewhere}", f"not a dependency{busiest}"
     elif worst is None:
         title = "Bottleneck: none (every dependency is idle)"
     elif named:
         title = f"Bottleneck: {worst}"
     else:
-        title = f"Busiest dependency: {worst} (not named a bottleneck)"
+        title, subtitle = f"Busiest dependency: {worst}", "not named a bottleneck"
     fig.update_layout(showlegend=False)
-    layout(fig, "bottleneck", title, subplots=True)
+    layout(fig, "bottleneck", title, subplots=True, subtitle=subtitle)
     fig.update_xaxes(type="category")
     fig.update_layout(hovermode="closest")
     return fig

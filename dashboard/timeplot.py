@@ -53,6 +53,7 @@ TITLE_TOP_PX = 6  # the title's top edge, from the figure's top
 MARGIN_TOP_PX = 40  # room for the title above the plot
 SUBPLOT_MARGIN_TOP_PX = 62  # room for the title and, below it, the first subplot's title
 SUBPLOT_TITLE_SIZE = 12
+SUBTITLE_PX = 18  # a subtitle's line, below the title
 # The legend wraps below the plot; the figure grows by a row of this many pixels per
 # this many entries, so the plot keeps its height in a half-width column (where two
 # entries fit a row). In a wider column the legend needs fewer rows and the plot gains.
@@ -80,7 +81,13 @@ def legend_px(fig: go.Figure) -> int:
 
 
 def layout(
-    fig: go.Figure, key: str, title: str, height: int = 320, *, subplots: bool = False
+    fig: go.Figure,
+    key: str,
+    title: str,
+    height: int = 320,
+    *,
+    subplots: bool = False,
+    subtitle: str = "",
 ) -> go.Figure:
     """Title, fixed ``uirevision`` (``key``), height (``height`` for the plot and its
     axes, plus the legend's rows), legend below, date x axis.
@@ -102,13 +109,15 @@ def layout(
             "yanchor": "top",
             "pad": {"t": TITLE_TOP_PX},
             "font": {"size": 14},
+            "subtitle": {"text": subtitle, "font": {"size": 11}},
         },
         uirevision=key,
         height=height + legend_px(fig),
         margin={
             "l": 10,
             "r": 10,
-            "t": SUBPLOT_MARGIN_TOP_PX if subplots else MARGIN_TOP_PX,
+            "t": (SUBPLOT_MARGIN_TOP_PX if subplots else MARGIN_TOP_PX)
+            + (SUBTITLE_PX if subtitle else 0),
             "b": 10,
         },
         legend={

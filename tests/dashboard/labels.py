@@ -20,8 +20,8 @@ BOXES_JS = """
 () => {
   const kinds = [
     ['legend', '.legendtext'],
-    ['title', '.gtitle'],
-    ['axis title', '.infolayer text[class$="title"]:not(.gtitle)'],
+    ['title', '.gtitle, .gtitle-subtitle'],
+    ['axis title', '.infolayer text[class$="title"]:not(.gtitle):not(.gtitle-subtitle)'],
     ['annotation', '.annotation-text'],
     ['tick', 'g[class$="tick"] > text'],
   ];
@@ -48,6 +48,12 @@ BOXES_JS = """
   return boxes;
 }
 """
+
+# The status strip's texts that do not fit their box (cut off with an ellipsis).
+CUT_OFF_JS = """() => [...document.querySelectorAll('[data-testid="stMetric"] *')]
+    .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1
+                 && getComputedStyle(e).overflow !== 'visible')
+    .map(e => e.textContent.trim())"""
 
 
 @dataclass(frozen=True)

@@ -157,5 +157,6 @@ def test_the_operator_sees_rejection_work_named_as_the_bottleneck(
     (named,) = [w.value for w in at.warning if "Bottleneck:" in w.value]
     assert named.startswith("**Bottleneck: rejection work** (held ")  # issue 16: how long
     assert named.endswith(f" — {sentence}")
-    title = _chart(at, "bottleneck")["layout"]["title"]["text"]
-    assert title.startswith("Bottleneck: rejection work (not a dependency")
+    title = _chart(at, "bottleneck")["layout"]["title"]
+    assert title["text"] == "Bottleneck: rejection work"
+    assert title["subtitle"]["text"].startswith("not a dependency")

@@ -23,7 +23,7 @@ import pytest
 
 from loadtest.processes import wait_healthy
 from loadtest.rawhttp import closed_loop
-from tests.dashboard.labels import BOXES_JS, collisions, kinds
+from tests.dashboard.labels import BOXES_JS, CUT_OFF_JS, collisions, kinds
 from tests.support.polling import until
 from tests.support.processes import clean_env, free_port
 
@@ -184,11 +184,6 @@ def test_the_dashboard_renders_and_an_operator_switches_a_mode(up: Up) -> None:
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
-# The status strip's texts that do not fit their box (cut off with an ellipsis).
-CUT_OFF_JS = """() => [...document.querySelectorAll('[data-testid="stMetric"] *')]
-    .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1
-                 && getComputedStyle(e).overflow !== 'visible')
-    .map(e => e.textContent.trim())"""
 CHARTS = 8  # the bottleneck band, latency, throughput, saturation, door, bottleneck, jobs, knobs
 
 

@@ -141,9 +141,10 @@ def test_the_bottleneck_view_names_rejection_work_and_shows_the_busiest_as_a_sym
     fig = figures.bottleneck_figure(
         signals, {"db": 1.2}, "db", named=False, elsewhere="rejection work"
     )
-    assert fig.layout.title.text == (
-        "Bottleneck: rejection work (not a dependency; busiest dependency: db)"
-    )
+    # The qualifier on a line of its own (issue 16: a half-width chart cut it off).
+    assert fig.layout.title.text == "Bottleneck: rejection work"
+    assert fig.layout.title.subtitle.text == "not a dependency; busiest dependency: db"
     assert list(fig.data[0].marker.color) == [figures.CALM_COLOUR, figures.BUSIEST_COLOUR]
     idle = figures.bottleneck_figure(signals, {}, None, named=False, elsewhere="rejection work")
-    assert idle.layout.title.text == "Bottleneck: rejection work (not a dependency)"
+    assert idle.layout.title.text == "Bottleneck: rejection work"
+    assert idle.layout.title.subtitle.text == "not a dependency"

@@ -189,7 +189,8 @@ def test_bottleneck_bars_per_dependency_with_the_worst_highlighted() -> None:
 
     busiest = figures.bottleneck_figure(signals, {}, "db", named=False)
     assert list(busiest.data[0].marker.color) == [figures.CALM_COLOUR, figures.BUSIEST_COLOUR]
-    assert "not named a bottleneck" in busiest.layout.title.text
+    assert busiest.layout.title.text == "Busiest dependency: db"
+    assert busiest.layout.title.subtitle.text == "not named a bottleneck"
 
 
 def test_controller_chart_marks_each_decision_with_its_reason_on_hover() -> None:

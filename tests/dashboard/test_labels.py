@@ -17,7 +17,7 @@ import streamlit  # noqa: F401 - sets Streamlit's Plotly template, as in the das
 
 from dashboard import bands, door, figures, jobs
 from dashboard.model import Signals, Tick
-from tests.dashboard.labels import BOXES_JS, collisions, kinds
+from tests.dashboard.labels import BOXES_JS, CUT_OFF_JS, collisions, kinds
 from tests.dashboard.recorded import Recording
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -114,6 +114,9 @@ def test_the_dashboards_figures_have_no_colliding_labels(
         figures.throughput_figure(ticks, None),
         figures.saturation_figure(ticks, None),
         figures.bottleneck_figure(signals, {"db": 9.5, "cache": 1.2}, "db"),
+        figures.bottleneck_figure(  # the longest title it can have
+            signals, {}, "recommendations", named=False, elsewhere="rejection work"
+        ),
         figures.controller_figure(ticks, None),
         jobs.jobs_figure(ticks, None),
         door.door_figure(ticks, None),
@@ -130,3 +133,20 @@ def test_the_dashboards_figures_have_no_colliding_labels(
 def _history() -> list[Tick]:
     recording = Recording(1_800_000_000.0)
     return [Tick.parse(p) for p in recording.history]
+
+
+@pytest.mark.slow
+def test_a_strip_value_cut_off_with_an_ellipsis_is_found(browser: Browser) -> None:
+    """The same check as the dashboard's browser test, on two metrics as Streamlit
+    draws a value (one line, hidden overflow, an ellipsis): only the long one is cut."""
+    box = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap;width:90px"
+    metric = '<div data-testid="stMetric"><div style="{box}">{text}</div></div>'
+    page = browser.new_page()
+    try:
+        page.set_content(
+            metric.format(box=box, text="427/s")
+            + metric.format(box=box, text="of 428 req/s offered")
+        )
+        assert page.evaluate(CUT_OFF_JS) == ["of 428 req/s offered"]
+    finally:
+        page.close()
