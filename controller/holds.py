@@ -22,6 +22,7 @@ from controller.text import ms
 class Cut:
     before: int  # the knob's value before the cut
     latency_s: float  # the knob's latency signal that asked for the cut, seconds
+    at: float = -math.inf  # when it was cut, seconds (monotonic)
 
 
 @dataclass(frozen=True)
@@ -62,26 +63,42 @@ def after_cut(
     """The history once ``sample.limit -> new`` is applied for latency; the newest
     ``keep`` cuts are kept."""
     earlier = history.cuts if history is not None else ()
-    cuts = (*earlier, Cut(sample.limit, sample.latency_s))[-keep:]
+    cuts = (*earlier, Cut(sample.limit, sample.latency_s, now))[-keep:]
     return CutHistory(value=new, cuts=cuts, moved_at=now)
 
 
 def futile(
-    history: CutHistory, sample: Sample, *, now: float, cuts: int, margin: float, wait_s: float
+    history: CutHistory,
+    sample: Sample,
+    *,
+    now: float,
+    cuts: int,
+    margin: float,
+    wait_s: float,
+    window_s: float = 1.0,
 ) -> Cut | None:
     """The first of the last ``cuts`` cuts when none of them lowered the latency by at
     least ``margin`` (0..1): each one's latency is compared with the latency that asked
     for the next one (the last one's with the latency now, ``wait_s`` seconds or more
-    after it, so its effect had time to show). None while the knob is not where the
-    last cut left it. One cut seen not to help is not enough: at the start of a
-    burst the latency still rises after the first cut while the traffic arrives."""
+    after it). None while the knob is not where the last cut left it. One cut seen not
+    to help is not enough: at the start of a burst the latency still rises after the
+    first cut while the traffic arrives.
+
+    A cut is judged only once its effect can show: the requests admitted before it
+    finish within about the latency that asked for it, and the signal is a window of
+    ``window_s`` seconds after that. A later reading sooner than that says nothing
+    about the cut (measured: a db-bound burst with 5 s bulkhead waits had its first
+    cut judged futile 2 s after it and the limit put back mid-burst)."""
     if len(history.cuts) < cuts or now - history.moved_at < wait_s or sample.limit != history.value:
         return None
     judged = history.cuts[-cuts:]
-    after = [c.latency_s for c in judged[1:]] + [sample.latency_s]
-    if all(later > c.latency_s * (1 - margin) for c, later in zip(judged, after, strict=True)):
-        return judged[0]
-    return None
+    later = [(c.latency_s, c.at) for c in judged[1:]] + [(sample.latency_s, now)]
+    for cut, (latency_s, at) in zip(judged, later, strict=True):
+        if at - cut.at < max(wait_s, cut.latency_s + window_s):
+            return None  # too soon to tell
+        if latency_s <= cut.latency_s * (1 - margin):
+            return None  # this cut helped
+    return judged[0]
 
 
 def gone_back(value: int, *, now: float, hold_s: float) -> CutHistory:

@@ -311,6 +311,23 @@ def test_latency_still_rising_after_the_first_cut_is_not_yet_futile(
     assert ticks[4].reason == "p99 496 ms > SLO 250 ms: concurrency_limit 81 -> 72"
 
 
+def test_a_cut_is_not_judged_before_its_effect_can_show(fake_clock: FakeClock) -> None:
+    """Requests waited up to 5 s for the db: a cut's effect shows only once those admitted
+    before it are done, so p99 readings 2 s apart say nothing about it and the cuts go
+    on; judged after the wait, cuts that did not help still go back. (The end-to-end
+    burst test: the first cut was judged futile 2 s after it, mid-burst.)"""
+    decider = Decider(ControllerConfig(**PLAIN))  # type: ignore[arg-type]
+    ticks = _run(decider, fake_clock, {0: 5.0}, 8, limit=100)
+    moves = [(t, d.action, d.new) for t, d in enumerate(ticks) if d.action != "hold"]
+    assert moves[:3] == [(0, "cut", 90), (2, "cut", 81), (4, "cut", 72)]  # too soon to judge
+    assert all(action == "cut" for _, action, _ in moves)
+    # Readings far enough apart: the same p99 after each cut, so back to where they began.
+    decider = Decider(ControllerConfig(**{**PLAIN, "cooldown_s": 7.0}))  # type: ignore[arg-type]
+    ticks = _run(decider, fake_clock, {0: 5.0}, 22, limit=100)
+    back = [d for d in ticks if d.action == "grow"]
+    assert back and back[0].new == 100 and "did not lower p99" in back[0].reason
+
+
 def test_a_bulkhead_whose_cuts_did_not_help_goes_back(fake_clock: FakeClock) -> None:
     decider = Decider(ControllerConfig(**PLAIN))  # type: ignore[arg-type]
     _with_baseline(decider, fake_clock)
