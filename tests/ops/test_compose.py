@@ -201,6 +201,12 @@ def test_surgeguard_health_checks_probe_the_port_the_process_listens_on() -> Non
         cmd = command(svc)
         assert cmd and cmd[0] in port_flags, f"service {name}: unexpected command {cmd}"
         port = int(flag(cmd, port_flags[cmd[0]]) or defaults[cmd[0]])
+        if cmd[0] == "target":
+            # A replica's probe goes to its health port (a thread of its own): on the
+            # service port a storm's connections would queue in front of it (issue 11).
+            health_port = flag(cmd, "--health-port")
+            assert health_port is not None, f"service {name}: no --health-port in {cmd}"
+            port = int(health_port)
         text = healthcheck_text(svc)
         # slim images have no curl: the check is Python's urllib against /healthz.
         path = paths.get(cmd[0], "/healthz")
