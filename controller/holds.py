@@ -94,7 +94,9 @@ def futile(
     judged = history.cuts[-cuts:]
     later = [(c.latency_s, c.at) for c in judged[1:]] + [(sample.latency_s, now)]
     for cut, (latency_s, at) in zip(judged, later, strict=True):
-        if at - cut.at < max(wait_s, cut.latency_s + window_s):
+        # (Not ``wait_s`` here: the cool-down already spaces the cuts; what matters is
+        # whether this cut's own effect could show in the reading.)
+        if at - cut.at < cut.latency_s + window_s:
             return None  # too soon to tell
         if latency_s <= cut.latency_s * (1 - margin):
             return None  # this cut helped
