@@ -133,7 +133,11 @@ def test_a_short_spike_writes_its_reports_and_counts_shed_as_shed(
     spike = phases["spike"]
     assert spike["windows"] >= 2 and spike["healthz_probes"] >= 4
     assert 0 <= spike["within_slo_share"] <= 1 and spike["deliberate_503_share"] == 0
-    assert spike["goodput_per_s"] > 0 and spike["goodput_ratio"] is not None
+    assert spike["goodput_per_s"] > 0
+    # Against the baseline's goodput; a baseline of a user or two may see none in a run
+    # this short on a busy machine, and then there is no ratio (not a zero).
+    baseline_good = phases["baseline"]["goodput_per_s"]
+    assert (spike["goodput_ratio"] is not None) == (baseline_good > 0), phases["baseline"]
     lines = done.stdout.splitlines()
     head = lines.index("verdict against the SLO (admitted p99 <= 250 ms):")
     printed = [line.strip() for line in lines[head + 1 : head + 4]]
