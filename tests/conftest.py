@@ -1,15 +1,39 @@
-"""Shared fixtures: one real Redis server (the embedded one) for the whole session."""
+"""Shared fixtures: one real Redis server (the embedded one) for the whole session.
+
+And one rule for skips: with ``SURGEGUARD_TESTS_REQUIRE_TOOLS=1`` (``.ci/run`` sets it)
+a skipped test fails, because in CI a skip means a tool the suite needs (Prometheus,
+promtool, Alertmanager, Chromium, nginx, wrk) was not installed. Only a skip whose
+reason starts with ``NOT_POSSIBLE_HERE`` stays a skip: what this kind of machine cannot
+do at all (a Docker engine)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from surgeguard.embedded_redis import EmbeddedRedis
 from tests.support.clock import FakeClock
+from tests.support.tools import NOT_POSSIBLE_HERE
+
+REQUIRE_TOOLS = os.environ.get("SURGEGUARD_TESTS_REQUIRE_TOOLS") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome: Any = yield
+    report = outcome.get_result()
+    if REQUIRE_TOOLS and report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        if not reason.startswith(NOT_POSSIBLE_HERE):
+            report.outcome = "failed"
+            report.longrepr = f"a required tool is missing (CI installs it): {reason}"
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from surgeguard.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from tests.support.tools import NOT_POSSIBLE_HERE
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -472,7 +473,7 @@ def docker_compose_available() -> str | None:
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     missing = docker_compose_available()
     if missing:
-        pytest.skip(f"cannot run `docker compose config` (no engine needed): {missing}")
+        pytest.skip(f"{NOT_POSSIBLE_HERE} `docker compose config` cannot run: {missing}")
     # An empty --env-file: a developer's .env must not decide the outcome.
     empty = tmp_path / "empty.env"
     empty.write_text("")
