@@ -25,6 +25,7 @@ from surgeguard.metrics import AdmissionMetrics
 from surgeguard.penalty_box import PenaltyBox
 from surgeguard.priority import Priority
 from tests.support.asgi import serve_lifespan
+from tests.support.clock import FakeClock
 from tests.support.servers import ServerThread
 
 ROUTES = RouteTable(
@@ -96,13 +97,16 @@ def door() -> Iterator[Callable[..., Door]]:
         box: bool = True,
         max_held: int = 100,
         address_header: bytes | None = None,
+        box_clock: Callable[[], float] = time.monotonic,
     ) -> Door:
         app = CountingApp()
         limiter = Limiter(limit, queue_limit, 5.0, client_share=1.0)
         registry = CollectorRegistry()
         metrics = AdmissionMetrics(registry, slo_seconds=0.25, routes=ROUTES.names)
         metrics.bind_limiter(limiter)
-        penalty = PenaltyBox(max_retry_after_s=8, max_held=max_held) if box else None
+        penalty = (
+            PenaltyBox(max_retry_after_s=8, max_held=max_held, clock=box_clock) if box else None
+        )
         if penalty is not None:
             metrics.bind_penalty_box(penalty, registry)
         middleware = AdmissionMiddleware(
@@ -291,12 +295,13 @@ def test_a_client_that_ignores_retry_after_gets_its_next_answer_no_sooner(
 
 
 def test_a_polite_client_sees_no_difference(door: Callable[..., Door]) -> None:
-    d = door(limit=1, retry_after_s=(1, 1))
+    box_clock = FakeClock()  # the box's time: the client's wait is a clock move
+    d = door(limit=1, retry_after_s=(1, 1), box_clock=box_clock)
     with saturated(d):
         with fresh(d) as client:
             first = client.get("/work", headers=VIP)
             assert first.status_code == 429
-            time.sleep(float(first.headers["retry-after"]))  # it waits as told
+            box_clock.advance(float(first.headers["retry-after"]))  # it waits as told
             second = client.get("/work", headers=VIP)
         assert second.status_code == 429
         assert second.headers["retry-after"] == "1"  # no strike against it
@@ -453,7 +458,9 @@ def test_a_client_that_gives_up_while_held_is_never_decided(door: Callable[..., 
         while d.box.held > 0:
             assert time.monotonic() < deadline, "the hold outlived its client"
             time.sleep(0.01)
-        time.sleep(3.5)  # past the hold it would have had: still nothing decided
+        # One turn of the server's loop after the hold ended: a decision would have been
+        # made in that same turn (no await between the hold's end and the limiter).
+        d.server.call(asyncio.sleep(0))
         assert sum(d.limiter.rejected.values()) == decided
         assert d.app.started == 1  # only the request holding the slot
 
