@@ -1,3 +1,3 @@
-from surgeguard.cli import main
+from surgeguard.cli.main import main
 
 raise SystemExit(main())

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.clock import FakeClock
 from tests.support.tools import NOT_POSSIBLE_HERE
 

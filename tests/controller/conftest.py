@@ -9,12 +9,12 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from controller.app import build_app
-from controller.decide import ControllerConfig, Decider
-from controller.drill_runner import DrillRunner
-from controller.loop import Controller
-from controller.sources import DirectSource
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_controller.app import build_app
+from surgeguard_controller.decide import ControllerConfig, Decider
+from surgeguard_controller.drills.runner import DrillRunner
+from surgeguard_controller.loop import Controller
+from surgeguard_controller.sensing.sources import DirectSource
 from tests.support.servers import ServerThread
 from tests.target_app.conftest import start_target  # noqa: F401 - a fixture, re-exported
 

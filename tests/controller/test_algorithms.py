@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from controller.algorithms import AIMD, CUT, GROW, HOLD, Gradient, Sample, Static, build_algorithm
+from surgeguard_controller.algorithms import (
+    AIMD,
+    CUT,
+    GROW,
+    HOLD,
+    Gradient,
+    Sample,
+    Static,
+    build_algorithm,
+)
 from tests.support.clock import FakeClock
 
 SLO = 0.25

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 
 import pytest
 
-from controller.bottleneck import Bottleneck, Held, held_json, hold_name, name_bottleneck
-from controller.config import ControllerConfig
-from controller.decide import Decider, current_knobs
-from controller.signals import DependencySignals
+from surgeguard_controller.bottleneck import Bottleneck, Held, held_json, hold_name, name_bottleneck
+from surgeguard_controller.config import ControllerConfig
+from surgeguard_controller.decide import Decider, current_knobs
+from surgeguard_controller.sensing.signals import DependencySignals
 from tests.controller.test_decide import dep, signals
 from tests.support.clock import FakeClock
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from controller.decide import ControllerConfig, Decider, current_knobs
-from controller.signals import DependencySignals, Signals
 from surgeguard.modes import Mode
+from surgeguard_controller.decide import ControllerConfig, Decider, current_knobs
+from surgeguard_controller.sensing.signals import DependencySignals, Signals
 from tests.support.clock import FakeClock
 
 SLO = 0.25

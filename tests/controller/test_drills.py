@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.drills import (
+from surgeguard_controller.drills.drill import (
     LOST_AFTER_S,
     Drill,
     DrillError,
@@ -23,7 +23,7 @@ from controller.drills import (
     started,
     stop_requested,
 )
-from loadtest.scenarios import SCENARIOS, defaults
+from surgeguard_loadtest.scenarios import SCENARIOS, defaults
 
 T0 = 1_800_000_000.0
 SPEC = DrillSpec("spike", 100, 60.0)

@@ -20,9 +20,9 @@ import httpx
 import pytest
 import redis
 
-from controller.drill_runner import LOG_NAME, DrillRunner
-from controller.drill_store import DRILLS_KEY
-from controller.loop import Controller
+from surgeguard_controller.drills.runner import LOG_NAME, DrillRunner
+from surgeguard_controller.drills.store import DRILLS_KEY
+from surgeguard_controller.loop import Controller
 from tests.controller.conftest import AUTH, TOKEN, RunningController, StartController
 from tests.support.clock import FakeClock
 from tests.support.processes import clean_env

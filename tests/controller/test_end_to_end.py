@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from loadtest.rawhttp import closed_loop
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.processes import db_bound_env, free_port, stop, surgeguard
+from tests.support.rawhttp import closed_loop
 
 KEYS = [f"client-{n}" for n in range(10)]
 

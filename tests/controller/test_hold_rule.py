@@ -13,11 +13,11 @@ from collections.abc import Mapping
 import httpx
 import pytest
 
-from controller.decide import ControllerConfig, Decider, Decision, current_knobs
-from controller.server import build_controller
-from controller.signals import Signals
-from surgeguard.cli import _parser
+from surgeguard.cli.main import _parser
 from surgeguard.settings import Settings
+from surgeguard_controller.decide import ControllerConfig, Decider, Decision, current_knobs
+from surgeguard_controller.sensing.signals import Signals
+from surgeguard_controller.server import build_controller
 from tests.controller.test_decide import dep, signals
 from tests.support.clock import FakeClock
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from controller.decide import Decider, TickResult
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_controller.decide import Decider, TickResult
 from tests.controller.conftest import StartController
 from tests.support.polling import until_truthy
 from tests.target_app.conftest import StartTarget

@@ -1,13 +1,13 @@
 """Issue 16: a controller that knows when it is not obeyed or not working (pure).
 
-Whether a replica follows the published control document (``controller.obey``), what
-a disobeyed decision says, and the ticks' health and readiness (``controller.health``)."""
+Whether a replica follows the published control document (``surgeguard_controller.obey``), what
+a disobeyed decision says, and the ticks' health and readiness (``.health``)."""
 
 from __future__ import annotations
 
-from controller.decide import Decider, current_knobs
-from controller.health import TickHealth, error_text, readiness
-from controller.obey import Obedience, follow
+from surgeguard_controller.decide import Decider, current_knobs
+from surgeguard_controller.health import TickHealth, error_text, readiness
+from surgeguard_controller.obey import Obedience, follow
 from tests.controller.test_decide import signals
 
 

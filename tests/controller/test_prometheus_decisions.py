@@ -12,14 +12,14 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from controller.decide import ControllerConfig, Decision
-from controller.loop import Controller
-from controller.sources import DirectSource, PrometheusSource
-from loadtest.rawhttp import closed_loop
 from surgeguard.controlplane import ControlPlaneWriter
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_controller.decide import ControllerConfig, Decision
+from surgeguard_controller.loop import Controller
+from surgeguard_controller.sensing.sources import DirectSource, PrometheusSource
 from tests.support.processes import db_bound_env, free_port, surgeguard
 from tests.support.prometheus import needs_prometheus, prometheus, scrape_config
+from tests.support.rawhttp import closed_loop
 
 pytestmark = [needs_prometheus, pytest.mark.slow]
 KEYS = [f"client-{n}" for n in range(10)]

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.scrape import Scrape
-from controller.signals import compute
-from controller.sources import DirectSource, PrometheusSource
+from surgeguard_controller.sensing.scrape import Scrape
+from surgeguard_controller.sensing.signals import compute
+from surgeguard_controller.sensing.sources import DirectSource, PrometheusSource
 from tests.support.processes import free_port
 from tests.support.prometheus import needs_prometheus, prometheus, scrape_config
 from tests.target_app.conftest import API_KEY, StartTarget

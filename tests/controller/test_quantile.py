@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from controller.quantile import bucket_deltas, histogram_quantile
+from surgeguard_controller.sensing.quantile import bucket_deltas, histogram_quantile
 
 INF = math.inf
 # 10 observations <= 0.1, 40 more <= 0.25, 50 more <= 0.5, none above.

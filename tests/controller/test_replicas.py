@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from loadtest.rawhttp import closed_loop
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.processes import db_bound_env, free_port, surgeguard
+from tests.support.rawhttp import closed_loop
 
 TOKEN = "replicas"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

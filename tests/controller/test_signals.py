@@ -7,13 +7,13 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from controller.scrape import Scrape
-from controller.signals import aggregate, compute
 from surgeguard.bulkhead import DependencyMetrics
 from surgeguard.limiter import Limiter
 from surgeguard.loop_lag import LoopLagMonitor
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.priority import Priority
+from surgeguard_controller.sensing.scrape import Scrape
+from surgeguard_controller.sensing.signals import aggregate, compute
 
 SLO = 0.25
 

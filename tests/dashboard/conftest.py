@@ -24,7 +24,7 @@ from tests.target_app.conftest import (  # noqa: F401 - a fixture, re-exported
     start_target,
 )
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "surgeguard_dashboard" / "app.py"
 
 
 @dataclass

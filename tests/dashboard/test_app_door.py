@@ -15,8 +15,8 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from controller.bottleneck import Bottleneck, rejection_sentence
-from controller.signals import Signals as ControllerSignals
+from surgeguard_controller.bottleneck import Bottleneck, rejection_sentence
+from surgeguard_controller.sensing.signals import Signals as ControllerSignals
 from tests.dashboard.conftest import APP, Stack, StartController, StartTarget
 from tests.support.polling import until
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.model import Decision
-from dashboard.why import move
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_dashboard.model import Decision
+from surgeguard_dashboard.why import move
 from tests.dashboard.conftest import API_KEY, APP, Stack, StartController, StartTarget
 
 NOT_APPLIED = "(replica does not apply the control plane: not applied)"

@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.processes import wait_healthy
-from loadtest.rawhttp import closed_loop
+from surgeguard_loadtest.processes import wait_healthy
 from tests.dashboard.labels import BOXES_JS, CUT_OFF_JS, collisions, kinds
 from tests.support.polling import until
 from tests.support.processes import clean_env, free_port
+from tests.support.rawhttp import closed_loop
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dashboard.client import ControllerClient, ControllerError
-from dashboard.feed import Feed
+from surgeguard_dashboard.client import ControllerClient, ControllerError
+from surgeguard_dashboard.feed import Feed
 from tests.dashboard.conftest import TOKEN, Stack
 
 

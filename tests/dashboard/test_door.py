@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from dashboard import door, figures
-from dashboard.model import Signals, State
-from dashboard.summary import rejections_by_reason, status
 from surgeguard.reasons import REJECTION_REASONS
+from surgeguard_dashboard import door, figures
+from surgeguard_dashboard.model import Signals, State
+from surgeguard_dashboard.summary import rejections_by_reason, status
 from tests.dashboard.test_figures import T0, _signals, _tick
 
 STORM = {"unauthorized": 2100.0, "duplicate_key": 3.0, "penalty_full": 480.0, "queue_full": 12.0}

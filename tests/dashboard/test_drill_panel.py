@@ -16,8 +16,8 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from controller.drill_runner import DrillRunner
-from controller.loop import Controller
+from surgeguard_controller.drills.runner import DrillRunner
+from surgeguard_controller.loop import Controller
 from tests.dashboard.conftest import APP, TOKEN, Stack, StartController, StartTarget
 from tests.support.processes import clean_env
 

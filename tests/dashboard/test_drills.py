@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from dashboard.drills import Drill, Drills, describe, rows
+from surgeguard_dashboard.drills import Drill, Drills, describe, rows
 
 T0 = 1_800_000_000.0
 RUNNING = {

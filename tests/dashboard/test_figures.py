@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from dashboard import figures, jobs
-from dashboard.drills import Drill
-from dashboard.model import Signals, State, Tick
+from surgeguard_dashboard import figures, jobs
+from surgeguard_dashboard.drills import Drill
+from surgeguard_dashboard.model import Signals, State, Tick
 
 T0 = 1_800_000_000.0
 

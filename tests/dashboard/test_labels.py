@@ -15,8 +15,8 @@ import plotly
 import pytest
 import streamlit  # noqa: F401 - sets Streamlit's Plotly template, as in the dashboard
 
-from dashboard import bands, door, figures, jobs
-from dashboard.model import Signals, Tick
+from surgeguard_dashboard import bands, door, figures, jobs
+from surgeguard_dashboard.model import Signals, Tick
 from tests.dashboard.labels import BOXES_JS, CUT_OFF_JS, collisions, kinds
 from tests.dashboard.recorded import Recording
 

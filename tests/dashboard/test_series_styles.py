@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard import bands, door, figures, jobs
-from dashboard.model import Tick
+from surgeguard_dashboard import bands, door, figures, jobs
+from surgeguard_dashboard.model import Tick
 
 T0 = 1_800_000_000.0
 STREAMS = ("surgeguard:jobs:email", "surgeguard:jobs:analytics", "surgeguard:jobs:receipts")

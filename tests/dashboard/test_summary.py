@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from dashboard.model import Bottleneck, Dependency, Signals, Tick
-from dashboard.summary import inflation, mode_spans, slo_state, worst_dependency
-from dashboard.zoom import selected_span
+from surgeguard_dashboard.model import Bottleneck, Dependency, Signals, Tick
+from surgeguard_dashboard.summary import inflation, mode_spans, slo_state, worst_dependency
+from surgeguard_dashboard.zoom import selected_span
 
 NAN = math.nan
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard import why
-from dashboard.bands import bottleneck_spans, mark_bottlenecks
-from dashboard.figures import latency_figure
-from dashboard.model import Decision, State, Tick
+from surgeguard_dashboard import why
+from surgeguard_dashboard.bands import bottleneck_spans, mark_bottlenecks
+from surgeguard_dashboard.figures import latency_figure
+from surgeguard_dashboard.model import Decision, State, Tick
 
 T0 = 1_800_000_000.0
 REASON = (

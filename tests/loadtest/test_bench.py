@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from loadtest.bench import SLO_S, parse_policies, time_to_slo
 from surgeguard.settings import SettingsError
+from surgeguard_loadtest.bench.spike import SLO_S, parse_policies, time_to_slo
 from tests.support.processes import clean_env
 
 REQUIRED = {

@@ -7,10 +7,21 @@ from typing import Any
 
 import pytest
 
-from loadtest.admission_measure import Measurement, check_measurement, check_sample, process_cpu_s
-from loadtest.admission_report import cpu_ratios, format_table, median_measured, ratios, summarize
-from loadtest.admission_targets import ADMISSION_ON, REJECTION
-from loadtest.wrk import WrkParseError, WrkResult, parse_wrk_output, wrk_command
+from surgeguard_loadtest.admission.measure import (
+    Measurement,
+    check_measurement,
+    check_sample,
+    process_cpu_s,
+)
+from surgeguard_loadtest.admission.report import (
+    cpu_ratios,
+    format_table,
+    median_measured,
+    ratios,
+    summarize,
+)
+from surgeguard_loadtest.admission.targets import ADMISSION_ON, REJECTION
+from surgeguard_loadtest.wrk import WrkParseError, WrkResult, parse_wrk_output, wrk_command
 
 ALL_200 = """\
 Running 5s test @ http://127.0.0.1:41235/ping

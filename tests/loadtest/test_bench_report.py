@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loadtest.bench_report import DASH, find_browser, series, write_report
+from surgeguard_loadtest.bench.spike_report import DASH, find_browser, series, write_report
 
 DATA = Path(__file__).parent / "data"
 NO_BROWSER = "no Chrome/Chromium on this machine (install chromium or set BROWSER_PATH)"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from loadtest.bench_storm import FULL, QUICK, plan_from
-from loadtest.storm_report import comparison, targets
 from surgeguard.settings import SettingsError
+from surgeguard_loadtest.storm.bench import FULL, QUICK, plan_from
+from surgeguard_loadtest.storm.report import comparison, targets
 from tests.support.processes import clean_env
 
 PHASES = {"idle", "polite", "alone", "attacker", "storm_50", "storm_100"}

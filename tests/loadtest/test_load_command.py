@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from loadtest.verdict import judge_summary
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_loadtest.verdict import judge_summary
 from tests.support.processes import clean_env, free_port, surgeguard
 
 TOKEN = "load-test-token"

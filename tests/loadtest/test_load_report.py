@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench import verdicts
-from loadtest.bench_report import verdict_lines
-from loadtest.load_plots import mode_spans, write_report
-from loadtest.load_report import REPORT_HTML, aligned, progress_line, window_second
-from loadtest.watch import Window
+from surgeguard_loadtest.bench.spike import verdicts
+from surgeguard_loadtest.bench.spike_report import verdict_lines
+from surgeguard_loadtest.load.plots import mode_spans, write_report
+from surgeguard_loadtest.load.report import REPORT_HTML, aligned, progress_line, window_second
+from surgeguard_loadtest.load.watch import Window
 
 RECORDED = Path(__file__).with_name("data") / "load-summary-spike.json"
 START = 1_700_000_000.0  # unix seconds at the run's origin

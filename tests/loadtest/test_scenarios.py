@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from loadtest.scenarios import (
+from surgeguard_loadtest.scenarios import (
     ALL_SCENARIOS,
     MAX_USERS,
     SCENARIOS,
@@ -112,8 +112,8 @@ def test_a_scenario_that_cannot_run_names_the_problem(
 # shapes are driven in a child interpreter, on a fake clock, and report their ticks.
 SHAPE_PROBE = """
 import json, os, sys
-from loadtest.scenarios import build
-from loadtest.shapes import SHAPES
+from surgeguard_loadtest.scenarios import build
+from surgeguard_loadtest.load.shapes import SHAPES
 out = {}
 for name, cls in SHAPES.items():
     shape = cls(build(name, 400, 40))

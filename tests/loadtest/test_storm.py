@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from loadtest.load_command import bare_keys
-from loadtest.scenarios import ALL_SCENARIOS, SCENARIOS, build
-from loadtest.storm import StormError, StormOptions, command
-from loadtest.wrk import parse_wrk_output, wrk_command
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_loadtest.load.command import bare_keys
+from surgeguard_loadtest.scenarios import ALL_SCENARIOS, SCENARIOS, build
+from surgeguard_loadtest.storm.phase import StormError, StormOptions, command
+from surgeguard_loadtest.wrk import parse_wrk_output, wrk_command
 from tests.support.processes import clean_env, free_port, surgeguard
 
 WITH_STATUS = """\

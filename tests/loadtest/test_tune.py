@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from loadtest import tune
-from loadtest.scenarios import build
-from loadtest.watch import Window
+from surgeguard_loadtest.load import tune
+from surgeguard_loadtest.load.watch import Window
+from surgeguard_loadtest.scenarios import build
 
 
 def window(at: float, offered: float, admitted: float, p99_ms: float | None) -> Window:

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from loadtest.load import LoadOptions, judged
-from loadtest.scenarios import PhaseSpan, build
-from loadtest.verdict import (
+from surgeguard_loadtest.load.run import LoadOptions, judged
+from surgeguard_loadtest.load.watch import Probe, Window
+from surgeguard_loadtest.scenarios import PhaseSpan, build
+from surgeguard_loadtest.verdict import (
     DEGRADED,
     FAILED,
     SURVIVED,
@@ -25,7 +26,6 @@ from loadtest.verdict import (
     lines,
     measure,
 )
-from loadtest.watch import Probe, Window
 
 DATA = Path(__file__).with_name("data")
 RECORDED = DATA / "load-summary-spike.json"  # a real `surgeguard load --scenario spike`

@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from loadtest.processes import free_port, stop, tail, wait_healthy
+from surgeguard_loadtest.processes import free_port, stop, tail, wait_healthy
 from tests.ops.exporter import StaticExporter
 from tests.support.polling import until_truthy
 from tests.support.prometheus import PROMETHEUS, prometheus

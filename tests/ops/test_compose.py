@@ -95,8 +95,8 @@ def test_locust_drives_the_load_balancer_with_the_projects_locustfile() -> None:
     cmd = command(locust)
     path = flag(cmd, "-f") or ""
     # The image installs the package into /opt/venv (python 3.11): the locustfile is there.
-    assert path == "/opt/venv/lib/python3.11/site-packages/loadtest/locustfile.py"
-    assert (ROOT / "loadtest" / "locustfile.py").is_file()
+    assert path == "/opt/venv/lib/python3.11/site-packages/surgeguard_loadtest/load/locustfile.py"
+    assert (ROOT / "loadtest" / "surgeguard_loadtest" / "load" / "locustfile.py").is_file()
     assert flag(cmd, "--host") == "http://nginx:8000"
     assert "8089" in healthcheck_text(locust)
     assert locust["depends_on"]["nginx"]["condition"] == "service_healthy"

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboard.door import REASON_COLOURS
 from surgeguard.reasons import REJECTION_REASONS
+from surgeguard_dashboard.door import REASON_COLOURS
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"

@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 import pytest
 
-from loadtest.processes import free_port
 from surgeguard.settings import Settings
+from surgeguard_loadtest.processes import free_port
 from tests.support.asgi import serve_lifespan
 from tests.support.polling import until
 from tests.support.servers import ServerThread

@@ -34,8 +34,8 @@ import pytest
 import redis
 import yaml
 
-from loadtest.processes import child_env, free_port, spawn, stop, tail, wait_healthy
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_loadtest.processes import child_env, free_port, spawn, stop, tail, wait_healthy
 from tests.ops.exporter import StaticExporter
 from tests.support.polling import until_truthy
 from tests.support.prometheus import prometheus as running_prometheus

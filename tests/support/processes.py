@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from subprocess import Popen
 
-from loadtest.processes import child_env, free_port, running, stop
+from surgeguard_loadtest.processes import child_env, free_port, running, stop
 
 __all__ = ["clean_env", "db_bound_env", "free_port", "stop", "surgeguard"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.processes import free_port, stop, wait_healthy
+from surgeguard_loadtest.processes import free_port, stop, wait_healthy
 
 PROMETHEUS = shutil.which("prometheus")
 needs_prometheus = pytest.mark.skipif(

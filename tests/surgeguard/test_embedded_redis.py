@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from surgeguard import embedded_redis
-from surgeguard.embedded_redis import (
+from surgeguard.runtime import embedded_redis
+from surgeguard.runtime.embedded_redis import (
     EmbeddedRedis,
     EmbeddedRedisError,
     RedisServerNotFoundError,
@@ -296,7 +296,7 @@ def test_no_orphan_when_the_parent_is_killed(tmp_path: Path) -> None:
     child = _spawn_python(
         """
         import sys, time
-        from surgeguard.embedded_redis import EmbeddedRedis
+        from surgeguard.runtime.embedded_redis import EmbeddedRedis
         server = EmbeddedRedis(data_dir=sys.argv[1])
         server.start()
         print(server.pid, flush=True)
@@ -323,7 +323,7 @@ def test_atexit_stops_the_server_on_a_normal_exit(tmp_path: Path) -> None:
     child = _spawn_python(
         """
         import atexit, os, sys
-        from surgeguard.embedded_redis import EmbeddedRedis
+        from surgeguard.runtime.embedded_redis import EmbeddedRedis
 
         def report() -> None:
             try:
@@ -360,7 +360,7 @@ def test_run_forever_serves_until_signalled(tmp_path: Path, sig: signal.Signals)
         """
         import sys
         from pathlib import Path
-        from surgeguard.embedded_redis import run_forever
+        from surgeguard.runtime.embedded_redis import run_forever
         sys.exit(run_forever(None, Path(sys.argv[1])))
         """,
         str(tmp_path),

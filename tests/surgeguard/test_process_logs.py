@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from loadtest.processes import running
 from surgeguard.controlplane import CONTROL_KEY, ControlPlaneWriter
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_loadtest.processes import running
 from tests.support.polling import eventually
 from tests.support.processes import clean_env, free_port
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from surgeguard import stack_state
-from surgeguard.stack_state import Service, StackState
+from surgeguard.cli import stack_state
+from surgeguard.cli.stack_state import Service, StackState
 
 
 def _state(data_dir: Path, pid: int, token_file: str | None = None) -> StackState:

@@ -10,10 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from surgeguard.controlplane import ControlPlaneWriter
-from surgeguard.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard.settings import load_settings
-from target_app.server import build_service
-from target_app.service import Service
+from surgeguard_target_app.server import build_service
+from surgeguard_target_app.service import Service
 from tests.support.servers import ServerThread
 
 API_KEY = {"X-Api-Key": "demo-key"}

@@ -15,8 +15,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from surgeguard.bulkhead import Bulkhead
-from surgeguard.embedded_redis import EmbeddedRedis
-from target_app.cache import CacheResult, ReadThroughCache
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_target_app.cache import CacheResult, ReadThroughCache
 from tests.support.clock import FakeClock
 
 PREFIX = "surgeguard:cache:"

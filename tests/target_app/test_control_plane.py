@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from surgeguard.controlplane import CONTROL_KEY, ControlPlaneWriter
-from surgeguard.embedded_redis import EmbeddedRedis
 from surgeguard.knobs import KNOB_SPECS
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.polling import eventually
 from tests.target_app.conftest import API_KEY, StartTarget
 

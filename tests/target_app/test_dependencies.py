@@ -11,7 +11,7 @@ import time
 import pytest
 
 from surgeguard.chaos import CALM, Chaos
-from target_app.dependencies import (
+from surgeguard_target_app.dependencies import (
     DependencyError,
     ProcessorSharing,
     SimulatedDependencies,

@@ -8,13 +8,13 @@ import random
 import pytest
 
 from surgeguard.settings import SettingsError, load_settings
-from target_app.job import Effect, Entry, MalformedJob, parse_entry
-from target_app.jobs import JOB_STATE_KEY, OUTBOX_STREAM, SIGNUP_KEY
-from target_app.mailer import Mailer, MailerError
-from target_app.retry_policy import RetryPolicy
-from target_app.tasks import count_event
-from target_app.worker import WorkerConfig
-from target_app.worker_server import worker_config
+from surgeguard_target_app.jobs.job import Effect, Entry, MalformedJob, parse_entry
+from surgeguard_target_app.jobs.streams import JOB_STATE_KEY, OUTBOX_STREAM, SIGNUP_KEY
+from surgeguard_target_app.worker.mailer import Mailer, MailerError
+from surgeguard_target_app.worker.retry_policy import RetryPolicy
+from surgeguard_target_app.worker.server import worker_config
+from surgeguard_target_app.worker.tasks import count_event
+from surgeguard_target_app.worker.worker import WorkerConfig
 
 SIGNUP_ID = "0123456789abcdef0123456789abcdef"
 EMAIL_FIELDS = {

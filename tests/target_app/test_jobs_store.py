@@ -11,10 +11,18 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from surgeguard.embedded_redis import EmbeddedRedis
-from target_app.job import DeadLetter, Effect, Entry, Job, RetryLater, Succeeded, parse_entry
-from target_app.job_store import JobStore
-from target_app.jobs import (
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_target_app.jobs.job import (
+    DeadLetter,
+    Effect,
+    Entry,
+    Job,
+    RetryLater,
+    Succeeded,
+    parse_entry,
+)
+from surgeguard_target_app.jobs.store import JobStore
+from surgeguard_target_app.jobs.streams import (
     ANALYTICS_STREAM,
     DEAD_STREAM,
     EMAIL_STREAM,

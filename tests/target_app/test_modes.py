@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from surgeguard.chaos import Chaos
 from surgeguard.controlplane import ControlPlaneWriter
 from surgeguard.modes import Mode
-from target_app.cache import ReadThroughCache
-from target_app.jobs import EMAIL_STREAM
+from surgeguard_target_app.cache import ReadThroughCache
+from surgeguard_target_app.jobs.streams import EMAIL_STREAM
 from tests.support.clock import FakeClock
 from tests.support.polling import eventually
 from tests.target_app.conftest import API_KEY, SIGNUP, RunningTarget, StartTarget, applied

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from surgeguard.chaos import Chaos
 from surgeguard.controlplane import ControlPlaneWriter
-from surgeguard.embedded_redis import EmbeddedRedis
-from target_app.jobs import ANALYTICS_STREAM, EMAIL_STREAM
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_target_app.jobs.streams import ANALYTICS_STREAM, EMAIL_STREAM
 from tests.support.polling import eventually
 from tests.target_app.conftest import API_KEY, SIGNUP, RunningTarget, StartTarget, applied
 

@@ -16,9 +16,9 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from surgeguard.embedded_redis import EmbeddedRedis
-from target_app.job_store import JobStore
-from target_app.jobs import (
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_target_app.jobs.store import JobStore
+from surgeguard_target_app.jobs.streams import (
     ANALYTICS_COUNTS_KEY,
     ANALYTICS_STREAM,
     DEAD_STREAM,
@@ -28,11 +28,11 @@ from target_app.jobs import (
     SIGNUP_KEY,
     enqueue_signups,
 )
-from target_app.mailer import Mailer
-from target_app.retry_policy import RetryPolicy
-from target_app.tasks import build_handlers
-from target_app.worker import Worker, WorkerConfig
-from target_app.worker_metrics import WorkerMetrics
+from surgeguard_target_app.worker.mailer import Mailer
+from surgeguard_target_app.worker.metrics import WorkerMetrics
+from surgeguard_target_app.worker.retry_policy import RetryPolicy
+from surgeguard_target_app.worker.tasks import build_handlers
+from surgeguard_target_app.worker.worker import Worker, WorkerConfig
 from tests.target_app.conftest import API_KEY, StartTarget
 
 DEADLINE_S = 15.0

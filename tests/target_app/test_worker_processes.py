@@ -25,9 +25,9 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from surgeguard.embedded_redis import EmbeddedRedis
-from surgeguard.process import die_with_parent
-from target_app.jobs import (
+from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.process import die_with_parent
+from surgeguard_target_app.jobs.streams import (
     ANALYTICS_COUNTS_KEY,
     ANALYTICS_STREAM,
     DEAD_STREAM,

@@ -1,0 +1,92 @@
+"""The controller process: the control loop plus its API, metrics and health routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from surgeguard.aio import cancel_and_wait
+from surgeguard_controller.api import build_api, install_validation_handler
+from surgeguard_controller.drills.api import build_drills_api
+from surgeguard_controller.drills.runner import DrillRunner
+from surgeguard_controller.loop import Controller
+
+log = logging.getLogger("controller")
+DEFAULT_DRILLS_DIR = Path(".surgeguard") / "drills"
+
+
+def build_app(
+    controller: Controller,
+    *,
+    admin_token: str | None,
+    http: httpx.AsyncClient | None = None,
+    run_loop: bool = True,
+    drills: DrillRunner | None = None,
+) -> FastAPI:
+    """The ASGI app. With ``run_loop`` the control loop runs for the app's lifetime.
+    ``drills`` runs load-test drills (default: against the first target, reports under
+    ``.surgeguard/drills``); a running drill is stopped when the app shuts down."""
+    runner = drills or DrillRunner(
+        controller.redis,
+        target=controller.source.targets[0],
+        out_root=DEFAULT_DRILLS_DIR,
+        admin_token=admin_token,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await runner.recover()
+        except RedisError as exc:  # the controller still starts; drills will say why
+            log.warning("could not check for drills left running: %s", exc)
+        task = asyncio.create_task(controller.run(), name="control-loop") if run_loop else None
+        try:
+            yield
+        finally:
+            await runner.shutdown()
+            if task is not None:
+                await cancel_and_wait(task)
+            if http is not None:
+                await http.aclose()
+            await controller.redis.aclose()
+
+    app = FastAPI(title="surgeguard controller", lifespan=lifespan)
+    install_validation_handler(app)
+    app.state.admin_token = admin_token
+    app.state.drills = runner
+    app.include_router(build_api(controller))
+    app.include_router(build_drills_api(controller, runner))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok", "ticks": controller.ticks}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """503 while control ticks fail (3 in a row) or none has succeeded after the
+        start-up grace; the body carries the state's ``tick`` object either way."""
+        why = controller.ready()
+        body = {"status": "ready" if why is None else "not ready", "tick": controller.health.json()}
+        if why is not None:
+            body["reason"] = why
+        return JSONResponse(body, status_code=200 if why is None else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(controller.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def connect(redis_url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)

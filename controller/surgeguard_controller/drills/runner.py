@@ -1,0 +1,271 @@
+"""The controller's own drills: at most one ``surgeguard load`` child at a time.
+
+``start`` spawns ``python -m surgeguard load --scenario ... --host <first target>
+--controller <this controller> --out <out_root>/<id>`` with the controller's
+environment (the admin token included: ``slow_dependency`` calls the chaos API
+itself), its output going to ``drill.log`` in that directory. A watcher task polls the
+child (never blocking the event loop) and records how it ended. ``stop`` sends
+SIGTERM to that child only (the load generator then stops Locust and still writes its
+reports) and SIGKILL after ``stop_timeout_s``. The child dies with the controller
+(PDEATHSIG), and the app's lifespan stops a running drill on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from surgeguard.aio import cancel_and_wait
+from surgeguard.runtime.process import die_with_parent, terminate
+from surgeguard_controller.drills.drill import (
+    Drill,
+    DrillError,
+    DrillSpec,
+    ended,
+    load_command,
+    orphaned,
+    started,
+    stop_requested,
+)
+from surgeguard_controller.drills.store import DrillStore
+
+log = logging.getLogger("surgeguard_controller.drills.drill")
+
+DEFAULT_COMMAND = (sys.executable, "-m", "surgeguard", "load")
+LOG_NAME = "drill.log"
+TAIL_BYTES = 4096
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last ``lines`` lines of a (possibly long) log, read from its end."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class DrillRunner:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        *,
+        target: str,
+        out_root: Path,
+        controller_url: str | None = None,
+        admin_token: str | None = None,
+        command: Sequence[str] = DEFAULT_COMMAND,
+        env: Mapping[str, str] | None = None,
+        stop_timeout_s: float = 15.0,
+        poll_s: float = 0.2,
+        overrun_grace_s: float = 60.0,
+        wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``target``: the URL the load goes to; ``controller_url``: this controller as
+        the child should reach it (None: taken from the request that starts a drill);
+        ``command``: the load generator, its drill arguments appended; ``env``: the
+        child's environment (default: the controller's own). ``stop_timeout_s``: SIGTERM
+        to SIGKILL, seconds; ``overrun_grace_s``: a drill still running this long past
+        its duration is stopped, seconds; ``poll_s``: how often the child is polled."""
+        if stop_timeout_s <= 0 or poll_s <= 0 or overrun_grace_s < 0:
+            raise ValueError(
+                "stop_timeout_s and poll_s must be > 0 and overrun_grace_s >= 0 seconds, got "
+                f"{stop_timeout_s}, {poll_s}, {overrun_grace_s}"
+            )
+        self.store = DrillStore(redis_client)
+        self.target = target.rstrip("/")
+        self.out_root = out_root.resolve()  # the child may run elsewhere; paths must not move
+        self.controller_url = controller_url.rstrip("/") if controller_url else None
+        self.command = tuple(command)
+        child_env = dict(os.environ if env is None else env)
+        child_env["PYTHONUNBUFFERED"] = "1"  # progress lines reach the log as they happen
+        if admin_token:
+            child_env["SURGEGUARD_ADMIN_TOKEN"] = admin_token
+        self._env = child_env
+        self.stop_timeout_s = stop_timeout_s
+        self.poll_s = poll_s
+        self.overrun_grace_s = overrun_grace_s
+        self.wall, self._clock = wall, clock
+        self.current: Drill | None = None  # the drill running now
+        self.last: Drill | None = None  # the last one to end
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._kill_at = math.inf  # monotonic seconds when a stop turns into SIGKILL
+        self._lock = asyncio.Lock()
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running drill's load generator (None when none runs)."""
+        return self._process
+
+    # -- start ----------------------------------------------------------------------
+
+    async def start(
+        self, spec: DrillSpec, *, who: str, reason: str, controller_url: str | None = None
+    ) -> Drill:
+        """Spawn the drill; ``DrillError`` 409 while one runs, 500 when it cannot start."""
+        async with self._lock:
+            if self.current is not None:
+                c = self.current
+                raise DrillError(
+                    f"drill {c.id} ({c.scenario}) is running: stop it before starting another",
+                    409,
+                )
+            own_url = self.controller_url or (controller_url or "").rstrip("/")
+            at = self.wall()
+            stamp = datetime.fromtimestamp(at, tz=UTC).strftime("%Y%m%dT%H%M%S")
+            drill_id = f"{stamp}-{spec.scenario}-{secrets.token_hex(3)}"
+            out_dir = self.out_root / drill_id
+            command = load_command(
+                self.command, spec, target=self.target, controller_url=own_url, out_dir=out_dir
+            )
+            try:
+                process = self._spawn(command, out_dir)
+            except OSError as exc:
+                raise DrillError(f"could not start the load generator: {exc}", 500) from None
+            drill = started(
+                drill_id, spec, who=who, reason=reason, at=at, out_dir=out_dir, pid=process.pid
+            )
+            try:
+                await self.store.add(drill)
+            except RedisError as exc:
+                # A drill nobody can see or mark on a chart is worse than none.
+                await asyncio.to_thread(terminate, process, 2.0)
+                raise DrillError(f"could not record the drill in Redis: {exc}", 503) from None
+            self.current, self._process, self._kill_at = drill, process, math.inf
+            self._watcher = asyncio.create_task(self._watch(process), name=f"drill {drill_id}")
+            log.info("drill %s started: pid %d, %s", drill_id, process.pid, " ".join(command))
+        return drill
+
+    def _spawn(self, command: list[str], out_dir: Path) -> subprocess.Popen[bytes]:
+        # Started on the event loop's thread, which lives as long as the controller:
+        # PDEATHSIG fires when the forking *thread* ends (see die_with_parent).
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (out_dir / LOG_NAME).open("ab") as out:
+            return subprocess.Popen(
+                command,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C in the controller's terminal is the
+                # controller's to handle (it stops the drill, which then writes reports).
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
+
+    # -- watching -------------------------------------------------------------------
+
+    async def _watch(self, process: subprocess.Popen[bytes]) -> None:
+        """Poll the child until it exits; stop it when it overruns; SIGKILL it when a
+        stop takes longer than ``stop_timeout_s``; then record how it ended."""
+        drill = self.current
+        assert drill is not None
+        overrun_at = self._clock() + (drill.duration_s or 0.0) + self.overrun_grace_s
+        try:
+            while (code := process.poll()) is None:
+                now = self._clock()
+                if now >= self._kill_at:
+                    log.warning(
+                        "drill %s ignored SIGTERM for %g s: SIGKILL", drill.id, self.stop_timeout_s
+                    )
+                    process.kill()
+                    self._kill_at = math.inf  # once
+                elif now >= overrun_at and self.current is not None and not self._stopping:
+                    self._request_stop(
+                        "controller",
+                        f"still running {self.overrun_grace_s:g} s past its {drill.duration_s:g} s",
+                    )
+                await asyncio.sleep(self.poll_s)
+        except asyncio.CancelledError:
+            if process.poll() is None:  # never leave a load generator behind
+                process.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=1.0)
+            raise
+        await self._finish(code)
+
+    async def _finish(self, code: int) -> None:
+        current = self.current
+        assert current is not None
+        tail = ""
+        if code != 0 and current.stopped_by is None and current.out_dir is not None:
+            tail = await asyncio.to_thread(log_tail, Path(current.out_dir) / LOG_NAME)
+        final = ended(current, exit_code=code, at=self.wall(), log_tail=tail)
+        log.info("drill %s %s (exit %d)", final.id, final.status, code)
+        try:
+            await self.store.update(final)
+        except RedisError as exc:
+            log.warning("could not record the end of drill %s: %s", final.id, exc)
+        finally:
+            self.last = final
+            self.current, self._process, self._kill_at = None, None, math.inf
+
+    # -- stop -----------------------------------------------------------------------
+
+    @property
+    def _stopping(self) -> bool:
+        return self.current is not None and self.current.stopped_by is not None
+
+    def _request_stop(self, who: str, reason: str) -> None:
+        assert self.current is not None and self._process is not None
+        self.current = stop_requested(self.current, who=who, reason=reason)
+        self._kill_at = self._clock() + self.stop_timeout_s
+        with contextlib.suppress(ProcessLookupError):
+            # The Popen handle signals only its own, not yet reaped, child: never a
+            # recycled pid.
+            self._process.send_signal(signal.SIGTERM)
+
+    async def stop(self, *, who: str, reason: str) -> Drill:
+        """SIGTERM the running drill and wait (at most ``stop_timeout_s`` plus a little)
+        for it to end; returns its final record. ``DrillError`` 409 when none runs."""
+        watcher = self._watcher
+        if self.current is None or watcher is None or watcher.done():
+            raise DrillError("no drill started by the controller is running", 409)
+        if not self._stopping:  # a second stop only waits for the first
+            self._request_stop(who, reason)
+            with contextlib.suppress(RedisError):
+                await self.store.update(self.current)
+        # wait(), not wait_for(): a request that goes away must not cancel the watcher.
+        await asyncio.wait({watcher}, timeout=self.stop_timeout_s + 5 * self.poll_s + 2.0)
+        latest = self.last if watcher.done() else self.current
+        assert latest is not None
+        return latest
+
+    async def shutdown(self, reason: str = "the controller is shutting down") -> None:
+        """Stop a running drill (the app's lifespan ends)."""
+        if self.current is not None:
+            with contextlib.suppress(DrillError):
+                await self.stop(who="controller", reason=reason)
+        if self._watcher is not None and not self._watcher.done():
+            await cancel_and_wait(self._watcher)
+
+    # -- start-up -------------------------------------------------------------------
+
+    async def recover(self) -> list[Drill]:
+        """Close the records of controller drills left running by a controller that went
+        away (their children died with it); returns them."""
+        fixed = []
+        current_id = self.current.id if self.current is not None else None
+        for drill in await self.store.recent():
+            if drill.source == "controller" and drill.running and drill.id != current_id:
+                fixed.append(orphaned(drill, at=self.wall()))
+                await self.store.update(fixed[-1])
+        return fixed

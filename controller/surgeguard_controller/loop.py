@@ -1,0 +1,528 @@
+"""The control loop: read signals, decide, publish knobs, remember why.
+
+Each tick (``tick_s`` seconds): read every replica through the signal source, turn
+two consecutive reads into ``Signals``, let the ``Decider`` decide per replica (or
+once for all, ``scope="global"``), publish the applied changes as one new version of
+the control document, and record decisions and a history point in Redis.
+
+It also knows when it is not obeyed or not working (issue 16): a replica whose applied
+control-document version does not follow the published one is flagged and its moves
+are recorded as not applied (``surgeguard_controller.obey``); a tick that fails is counted with
+its error (``surgeguard_controller.health``); and the bottleneck's name holds still
+(``surgeguard_controller.bottleneck.hold_name``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.exceptions import RedisError
+
+from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
+from surgeguard_controller.bottleneck import Bottleneck, Held, held_json, hold_name
+from surgeguard_controller.decide import (
+    ControllerConfig,
+    Decider,
+    Decision,
+    ModeDecision,
+    current_knobs,
+)
+from surgeguard_controller.health import TickHealth, error_text, readiness
+from surgeguard_controller.obey import Obedience, follow
+from surgeguard_controller.sensing.scrape import Scrape
+from surgeguard_controller.sensing.signals import (
+    CONTROL_VERSION,
+    Signals,
+    aggregate,
+    compute,
+    stale,
+)
+from surgeguard_controller.sensing.sources import SignalSource
+from surgeguard_controller.store import RecordStore
+
+log = logging.getLogger("controller")
+
+SCOPES = ("replica", "global")
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses to dicts with NaN/inf as None, for JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+# Per dependency, what history keeps (the rest is in the live state only).
+_HISTORY_DEPENDENCY_FIELDS = ("p99_s", "utilisation", "limit", "error_rate", "timeout_rate")
+
+
+def _round(value: Any) -> Any:
+    """Floats to 4 significant digits, recursively: history is read far more often
+    than it is written, and 17-digit floats were most of its bytes."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
+
+
+def compact(signals: Signals | None) -> dict[str, Any] | None:
+    """Signals as one history point: every field, dependencies trimmed to what the
+    charts use, numbers rounded, NaN as null."""
+    if signals is None:
+        return None
+    point: dict[str, Any] = jsonable(signals)
+    point["dependencies"] = {
+        name: {f: dep[f] for f in _HISTORY_DEPENDENCY_FIELDS}
+        for name, dep in point["dependencies"].items()
+    }
+    rounded: dict[str, Any] = _round(point)
+    return rounded
+
+
+@dataclass
+class ReplicaView:
+    target: str
+    replica: str
+    signals: Signals
+    knobs: dict[str, int] = field(default_factory=dict)
+    last_ok: float = -math.inf  # monotonic seconds of the last good read
+    obedience: Obedience | None = None  # None until it was read once
+
+    @property
+    def obeying(self) -> bool:
+        return self.obedience is None or self.obedience.obeying
+
+    def obedience_json(self) -> dict[str, Any]:
+        o = self.obedience
+        return {
+            "applied_version": o.applied if o is not None else None,
+            "published_version": o.published if o is not None else None,
+            "obeying": self.obeying,
+            "disobeying_since": o.since if o is not None else None,
+        }
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.knob = Gauge(
+            "surgeguard_controller_knob",
+            "Knob value the controller last saw.",
+            ["replica", "knob"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "surgeguard_controller_decisions",
+            "Knob moves decided, by knob and action (cut, grow).",
+            ["knob", "action", "applied"],
+            registry=registry,
+        )
+        self.mode_switches = Counter(
+            "surgeguard_controller_mode_switches",
+            "Automatic degradation-mode switches.",
+            ["mode", "active"],
+            registry=registry,
+        )
+        self.scrape_errors = Counter(
+            "surgeguard_controller_scrape_errors",
+            "Failed reads of a replica's signals.",
+            ["target"],
+            registry=registry,
+        )
+        self.tick = Histogram(
+            "surgeguard_controller_tick_seconds",
+            "Duration of one control tick, seconds.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.stale = Gauge(
+            "surgeguard_controller_replica_stale",
+            "1 while a replica could not be read.",
+            ["replica"],
+            registry=registry,
+        )
+        self.p99 = Gauge(
+            "surgeguard_controller_p99_seconds",
+            "Admitted p99 of the last window, seconds.",
+            ["replica"],
+            registry=registry,
+        )
+        self.tick_failures = Counter(
+            "surgeguard_controller_tick_failures",
+            "Control ticks that failed (an exception, or the control plane unreachable).",
+            registry=registry,
+        )
+        self.obeying = Gauge(
+            "surgeguard_controller_replica_obeying",
+            "1 while a replica applies the published control document, 0 while it does not.",
+            ["replica"],
+            registry=registry,
+        )
+
+
+class Controller:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        source: SignalSource,
+        config: ControllerConfig | None = None,
+        *,
+        scope: str = "replica",
+        tick_s: float = 1.0,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        window_s: float | None = None,
+        decider: Decider | None = None,
+        ready_grace_s: float | None = None,
+    ) -> None:
+        """``window_s``: signals cover the last ``window_s`` seconds (default: one
+        second or one tick, whichever is longer), so a quantile rests on enough
+        requests even when ticks are short; decisions still come every tick.
+        ``decider``: decides each tick (default: a ``Decider`` of ``config``).
+        ``ready_grace_s``: how long after start-up the controller counts as ready
+        without a successful tick, seconds (default: 5 s or 3 ticks, the longer)."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if not 0.05 <= tick_s <= 60:
+            raise ValueError(f"tick_s must be in [0.05, 60] seconds, got {tick_s}")
+        self.config = config or (decider.config if decider is not None else ControllerConfig())
+        self.decider = decider or Decider(self.config)
+        self.source = source
+        self.scope = scope
+        self.tick_s = tick_s
+        self.redis = redis_client
+        self.store = RecordStore(redis_client)
+        self.writer = ControlPlaneWriter(redis_client, writer="controller")
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ControllerMetrics(self.registry)
+        self._clock, self.wall = clock, wall
+        self.window_s = max(tick_s, 1.0) if window_s is None else window_s
+        if self.window_s < tick_s:
+            raise ValueError(f"window_s must be >= tick_s ({tick_s} s), got {self.window_s}")
+        self._reads: dict[str, deque[Scrape]] = {}
+        self._reads_kept = max(2, round(self.window_s / tick_s) + 1)
+        self.replicas: dict[str, ReplicaView] = {}
+        self.aggregate: Signals | None = None
+        self.held: Held | None = None  # the bottleneck as named, held still
+        self.bottleneck: dict[str, Any] = held_json(None, self.config.bottleneck_hold_ticks)
+        self.latest_reasons: dict[str, dict[str, str]] = {}  # replica -> knob -> reason
+        self.control = ControlState()
+        self.ticks = 0
+        self.last_tick_at = math.nan  # unix seconds
+        self.health = TickHealth()
+        self.last_change: dict[str, Any] | None = None  # the latest move, as recorded
+        self.started = clock()
+        self.ready_grace_s = max(5.0, 3 * tick_s) if ready_grace_s is None else ready_grace_s
+        self._tick_errors: list[str] = []
+
+    # -- one tick -----------------------------------------------------------------------
+
+    async def tick(self) -> list[Decision]:
+        """One tick. It fails (counted in ``health``, with its error) when it raises,
+        which it passes on, or when the control plane cannot be read, written or
+        recorded to (then it decides nothing, or records its moves as not applied)."""
+        self._tick_errors = []
+        try:
+            decisions = await self._tick()
+        except Exception as exc:
+            self._tick_failed(error_text(exc))
+            raise
+        if self._tick_errors:
+            self._tick_failed("; ".join(self._tick_errors))
+        else:
+            if not self.health.ok:
+                log.info(
+                    "control ticks work again after %d failures",
+                    self.health.consecutive_failures,
+                )
+            self.health = self.health.succeeded(self.wall())
+        return decisions
+
+    def _tick_failed(self, error: str) -> None:
+        if error != self.health.last_error or self.health.ok:
+            log.error("control tick failed: %s", error)  # once per new error, not per tick
+        self.health = self.health.failed(error, self.wall())
+        self.metrics.tick_failures.inc()
+
+    async def _tick(self) -> list[Decision]:
+        started = self._clock()
+        scrapes = await self.source.read()
+        try:
+            self.control = await read_state(self.redis)
+        except RedisError as exc:
+            self._tick_errors.append(f"control plane unreachable, deciding nothing: {exc}")
+            return []
+        windows = self._update_views(scrapes)
+        decisions, modes = self._decide(windows, started)
+        decisions, modes = await self._publish(decisions, modes)
+        await self._record(decisions, modes)
+        self.metrics.tick.observe(self._clock() - started)
+        self.ticks += 1
+        return decisions
+
+    def ready(self) -> str | None:
+        """Why the controller is not ready (``/readyz`` 503), or None when it is."""
+        return readiness(
+            self.health, running_s=self._clock() - self.started, grace_s=self.ready_grace_s
+        )
+
+    def _update_views(
+        self, scrapes: Mapping[str, Scrape | None]
+    ) -> list[tuple[ReplicaView, Scrape, Scrape]]:
+        windows = []
+        for target, scrape in scrapes.items():
+            view = self.replicas.get(target)
+            if scrape is None:
+                self.metrics.scrape_errors.labels(target).inc()
+                if view is not None:
+                    view.signals = stale(view.replica)
+                    self.metrics.stale.labels(view.replica).set(1)
+                continue
+            replica = next(iter(scrape.label_values("surgeguard_replica_info", "replica")), target)
+            reads = self._reads.setdefault(target, deque(maxlen=self._reads_kept))
+            before = reads[0] if reads else None
+            new = not reads or scrape.at > reads[-1].at
+            reads.append(scrape)
+            if view is None:
+                view = self.replicas[target] = ReplicaView(target, replica, stale(replica))
+            view.replica, view.last_ok = replica, scrape.at
+            self.metrics.stale.labels(replica).set(0)
+            if new:
+                self._judge_obedience(view, scrape)
+            if before is None or scrape.at <= before.at:
+                continue  # the first read only sets the baseline
+            view.signals = compute(replica, before, scrape, slo_s=self.config.slo_s)
+            view.knobs = current_knobs(view.signals)
+            self.metrics.p99.labels(replica).set(view.signals.p99_s)
+            for knob, value in view.knobs.items():
+                self.metrics.knob.labels(replica, knob).set(value)
+            windows.append((view, before, scrape))
+        self.aggregate = (
+            aggregate([(b, n) for _, b, n in windows], slo_s=self.config.slo_s) if windows else None
+        )
+        return windows
+
+    def _judge_obedience(self, view: ReplicaView, scrape: Scrape) -> None:
+        applied = (
+            int(scrape.total(CONTROL_VERSION))
+            if any(name == CONTROL_VERSION for name, _ in scrape.samples)
+            else None
+        )
+        was = view.obeying
+        view.obedience = follow(
+            view.obedience,
+            applied,
+            self.control.version,
+            now=self.wall(),
+            grace_ticks=self.config.obey_grace_ticks,
+        )
+        self.metrics.obeying.labels(view.replica).set(1 if view.obeying else 0)
+        if was != view.obeying:
+            if view.obeying:
+                log.info("replica %s applies the control plane again", view.replica)
+            else:
+                log.warning(
+                    "replica %s does not apply the control plane: it applied version %s, "
+                    "the controller published %d; its moves are not applied",
+                    view.replica,
+                    applied,
+                    self.control.version,
+                )
+
+    def _decide(
+        self, windows: list[tuple[ReplicaView, Scrape, Scrape]], now: float
+    ) -> tuple[list[Decision], list[ModeDecision]]:
+        state = self.control
+        decisions: list[Decision] = []
+        modes: list[ModeDecision] = []
+        if self.scope == "global" and self.aggregate is not None and windows:
+            per_replica = _per_replica(self.aggregate, len(windows))
+            result = self.decider.decide(
+                per_replica,
+                windows[0][0].knobs,
+                now=now,
+                pins=state.pins,
+                modes=state.modes,
+                autopilot=state.autopilot,
+                # One value for all: applied while at least one replica applies it.
+                obeyed=any(view.obeying for view, _, _ in windows),
+            )
+            decisions.extend(result.decisions)
+            modes.extend(result.modes)
+            self._name(result.bottleneck)
+        else:
+            for view, _, _ in windows:
+                result = self.decider.decide(
+                    view.signals,
+                    view.knobs,
+                    now=now,
+                    pins=state.pins,
+                    modes=state.modes,
+                    autopilot=state.autopilot,
+                    obeyed=view.obeying,
+                )
+                decisions.extend(result.decisions)
+                modes.extend(result.modes)
+            if self.aggregate is not None:
+                self._name(
+                    self.decider.bottleneck(
+                        replace(self.aggregate, replica=windows[0][0].replica)
+                        if len(windows) == 1
+                        else self.aggregate
+                    )
+                )
+        for d in decisions:
+            self.latest_reasons.setdefault(d.replica, {})[d.knob] = d.reason
+        return decisions, modes
+
+    def _name(self, pick: Bottleneck) -> None:
+        """This tick's bottleneck ``pick``, held still (``hold_name``)."""
+        hold_ticks = self.config.bottleneck_hold_ticks
+        self.held = hold_name(self.held, pick, now=self.wall(), hold_ticks=hold_ticks)
+        self.bottleneck = held_json(self.held, hold_ticks)
+
+    async def _publish(
+        self, decisions: list[Decision], modes: list[ModeDecision]
+    ) -> tuple[list[Decision], list[ModeDecision]]:
+        """Publish the applied moves; when that fails, they are returned as not applied
+        (and mode switches as not made)."""
+        changes = [d for d in decisions if d.applied]
+        if not changes and not modes:
+            return decisions, modes
+        scope_global = self.scope == "global"
+
+        def change(state: ControlState) -> ControlState:
+            knobs = dict(state.knobs)
+            replicas = {r: dict(k) for r, k in state.replicas.items()}
+            for d in changes:
+                if d.knob in state.pins:
+                    continue  # pinned since we read the state: the operator wins
+                if scope_global:
+                    knobs[d.knob] = d.new
+                else:
+                    replicas.setdefault(d.replica, {})[d.knob] = d.new
+            active = set(state.modes)
+            for m in modes:
+                (active.add if m.active else active.discard)(m.mode)
+            return replace(state, knobs=knobs, replicas=replicas, modes=frozenset(active))
+
+        try:
+            self.control = await self.writer.update(change)
+        except RedisError as exc:
+            self._tick_errors.append(f"could not publish knobs: {exc}")
+            failed = " (publishing failed: not applied)"
+            return [
+                replace(d, applied=False, reason=d.reason + failed) if d.applied else d
+                for d in decisions
+            ], []
+        return decisions, modes
+
+    async def _record(self, decisions: list[Decision], modes: list[ModeDecision]) -> None:
+        at = self.wall()
+        self.last_tick_at = at
+        moves = [d for d in decisions if d.action != "hold"]
+        for d in moves:
+            self.metrics.decisions.labels(d.knob, d.action, str(d.applied).lower()).inc()
+        for m in modes:
+            self.metrics.mode_switches.labels(m.mode.value, str(m.active).lower()).inc()
+        records: list[Mapping[str, Any]] = [{"at": at, **jsonable(d)} for d in moves]
+        switches: list[Mapping[str, Any]] = [
+            {
+                "at": at,
+                "knob": f"mode.{m.mode.value}",
+                "action": "on" if m.active else "off",
+                "reason": m.reason,
+                "applied": True,
+            }
+            for m in modes
+        ]
+        records += switches
+        # What the controller did last: a mode switch first, else an applied move, else
+        # one it could not apply.
+        latest = [*switches, *(r for r in records if r.get("applied")), *records]
+        if latest:
+            last = latest[0]
+            self.last_change = {
+                "replica": last.get("replica", "all"),  # a mode is every replica's
+                **{k: last.get(k) for k in ("knob", "old", "new", "action", "reason", "applied")},
+                "at": at,
+            }
+        history = {
+            "at": at,
+            "replicas": {
+                v.replica: {
+                    "signals": compact(v.signals),
+                    "knobs": v.knobs,
+                    "obeying": v.obeying,
+                }
+                for v in self.replicas.values()
+            },
+            "aggregate": compact(self.aggregate),
+            "bottleneck": self.bottleneck,
+            "modes": sorted(m.value for m in self.control.modes),
+            "autopilot": self.control.autopilot,
+            "decisions": [jsonable(d) for d in moves],
+        }
+        try:
+            await self.store.add_decisions(records)
+            await self.store.add_history(history)
+        except RedisError as exc:
+            self._tick_errors.append(f"could not record the tick: {exc}")
+
+    # -- running ------------------------------------------------------------------------
+
+    def staleness(self) -> dict[str, float]:
+        """Seconds since each replica was last read successfully."""
+        now = self._clock()
+        return {v.replica: max(0.0, now - v.last_ok) for v in self.replicas.values()}
+
+    async def run(self) -> None:
+        """Tick every ``tick_s`` seconds until cancelled; a failed tick never stops it."""
+        while True:
+            started = self._clock()
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not end the loop (``tick`` counted it)
+                if self.health.consecutive_failures == 1:
+                    log.exception("the failed tick's traceback")
+            await asyncio.sleep(max(0.0, self.tick_s - (self._clock() - started)))
+
+
+def _per_replica(total: Signals, replicas: int) -> Signals:
+    """The aggregate as one average replica (for one value for all replicas)."""
+    n = float(max(1, replicas))
+    return replace(
+        total,
+        replica="all",
+        peak_in_flight=total.peak_in_flight / n,
+        in_flight=total.in_flight / n,
+        mean_in_flight=total.mean_in_flight / n,
+        concurrency_limit=total.concurrency_limit / n,
+        queue_limit=total.queue_limit / n,
+        queue_depth=total.queue_depth / n,
+        queue_timeout_s=total.queue_timeout_s / n,
+        admitted_per_s=total.admitted_per_s / n,
+        penalty_held=total.penalty_held / n,
+        penalty_holds_per_s=total.penalty_holds_per_s / n,
+    )

@@ -1,0 +1,265 @@
+"""Signals: what one replica lived through between two scrapes.
+
+Counters and histograms become per-second rates and windowed quantiles from their
+deltas (a restarted replica's counter reset counts as "everything is new"); gauges
+are read as they are. ``aggregate`` folds several replicas into one view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from surgeguard_controller.sensing.quantile import Bucket, bucket_deltas, histogram_quantile
+from surgeguard_controller.sensing.scrape import Scrape
+
+REQUEST_HIST = "surgeguard_request_duration_seconds"
+QUEUE_HIST = "surgeguard_queue_wait_seconds"
+DEP_HIST = "surgeguard_dependency_duration_seconds"
+LOOP_LAG_HIST = "surgeguard_event_loop_lag_seconds"
+CPU_SECONDS = "process_cpu_seconds_total"  # prometheus_client's ProcessCollector
+PENALTY_HELD = "surgeguard_penalty_box_held"  # gauge: requests held right now
+PENALTY_HOLDS = "surgeguard_penalty_box_holds_total"  # counter: requests that were held
+CONTROL_VERSION = "surgeguard_control_plane_version"  # gauge: the control document applied
+
+
+@dataclass(frozen=True)
+class DependencySignals:
+    """One dependency in one window. Latencies in seconds, rates per second,
+    utilisation and error/timeout rates 0..1 (utilisation may exceed 1 briefly)."""
+
+    name: str
+    p50_s: float
+    p99_s: float
+    calls_per_s: float
+    mean_in_flight: float
+    in_flight: float
+    limit: float
+    utilisation: float
+    error_rate: float
+    timeout_rate: float
+    rejected_per_s: float
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One replica (or the aggregate) over one window of ``window_s`` seconds."""
+
+    replica: str
+    window_s: float
+    p50_s: float
+    p95_s: float
+    p99_s: float
+    admitted_per_s: float
+    good_per_s: float  # admitted, answered without a 5xx, inside the SLO bucket
+    rejected_per_s: Mapping[str, float]
+    error_rate: float  # 5xx among admitted, 0..1
+    in_flight: float
+    peak_in_flight: float
+    mean_in_flight: float
+    concurrency_limit: float
+    queue_depth: float
+    queue_limit: float
+    queue_timeout_s: float
+    queue_wait_p99_s: float
+    dependencies: Mapping[str, DependencySignals] = field(default_factory=dict)
+    jobs_pending: Mapping[str, float] = field(default_factory=dict)
+    jobs_lag_s: Mapping[str, float] = field(default_factory=dict)  # oldest job's age
+    jobs_dead: float = 0.0  # jobs in the dead-letter stream
+    # How late the replica's event-loop timer fired, p99 over the window, seconds
+    # (NaN: not exported, or no wakeup in the window). Part of every admitted latency.
+    loop_lag_p99_s: float = math.nan
+    # CPU the replica's process used over the window, cores (1.0 = one full core;
+    # NaN: not exported). In the aggregate: the busiest replica's.
+    cpu_utilisation: float = math.nan
+    # 5xx among admitted other than the deliberate 503s (a dependency's bulkhead full
+    # or timed out, the service unavailable): what the concurrency limit reacts to, 0..1.
+    server_error_rate: float = 0.0
+    # Requests held in the penalty box now (their client came back before its
+    # Retry-After), and how many per second were held over the window; 0 when the
+    # replica does not export them.
+    penalty_held: float = 0.0
+    penalty_holds_per_s: float = 0.0
+    stale: bool = False
+
+    @property
+    def rejected_total_per_s(self) -> float:
+        return sum(self.rejected_per_s.values())
+
+    @property
+    def offered_per_s(self) -> float:
+        return self.admitted_per_s + self.rejected_total_per_s
+
+
+def _rate(now: Scrape, before: Scrape, name: str, window_s: float, **where: str) -> float:
+    current, previous = now.total(name, **where), before.total(name, **where)
+    delta = current if current < previous else current - previous  # reset: all new
+    return delta / window_s if window_s > 0 else 0.0
+
+
+def _window_buckets(now: Scrape, before: Scrape, hist: str, **where: str) -> list[Bucket]:
+    return bucket_deltas(now.buckets(hist, **where), before.buckets(hist, **where) or None)
+
+
+def _count_below(buckets: Sequence[Bucket], bound: float) -> float:
+    """Observations at or below ``bound`` (needs a bucket edge there)."""
+    return max((c for b, c in buckets if b <= bound + 1e-12), default=0.0)
+
+
+def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signals:
+    window = max(1e-9, now.at - before.at)
+    requests = _window_buckets(now, before, REQUEST_HIST)
+    admitted = requests[-1][1] if requests else 0.0
+    fine = _window_buckets(now, before, REQUEST_HIST, outcome="ok")
+    client = _window_buckets(now, before, REQUEST_HIST, outcome="client_error")
+    good = _count_below(fine, slo_s) + _count_below(client, slo_s)
+    errors = admitted - (fine[-1][1] if fine else 0.0) - (client[-1][1] if client else 0.0)
+    reasons = now.label_values("surgeguard_rejections_total", "reason")
+    rejected = {
+        r: _rate(now, before, "surgeguard_rejections_total", window, reason=r)
+        for r in sorted(reasons)
+    }
+    busy_s = _rate(now, before, f"{REQUEST_HIST}_sum", window)  # Little's law: mean in flight
+    queue = _window_buckets(now, before, QUEUE_HIST)
+    return Signals(
+        replica=replica,
+        window_s=window,
+        p50_s=histogram_quantile(0.50, requests),
+        p95_s=histogram_quantile(0.95, requests),
+        p99_s=histogram_quantile(0.99, requests),
+        admitted_per_s=admitted / window,
+        good_per_s=good / window,
+        rejected_per_s=rejected,
+        error_rate=max(0.0, errors) / admitted if admitted else 0.0,
+        in_flight=now.total("surgeguard_inflight"),
+        peak_in_flight=max(now.total("surgeguard_inflight_peak"), busy_s),
+        mean_in_flight=busy_s,
+        concurrency_limit=now.total("surgeguard_concurrency_limit"),
+        queue_depth=now.total("surgeguard_queue_depth"),
+        queue_limit=now.total("surgeguard_queue_limit"),
+        queue_timeout_s=now.total("surgeguard_queue_timeout_seconds"),
+        queue_wait_p99_s=histogram_quantile(0.99, queue),
+        dependencies={
+            d: _dependency(d, before, now, window)
+            for d in sorted(now.label_values("surgeguard_dependency_limit", "dependency"))
+        },
+        jobs_pending=now.by_label("surgeguard_jobs_pending", "stream"),
+        jobs_lag_s=now.by_label("surgeguard_jobs_oldest_pending_age_seconds", "stream"),
+        jobs_dead=now.total("surgeguard_jobs_dead_letters"),
+        loop_lag_p99_s=histogram_quantile(0.99, _window_buckets(now, before, LOOP_LAG_HIST)),
+        cpu_utilisation=_cpu(before, now, window),
+        server_error_rate=_count(_window_buckets(now, before, REQUEST_HIST, outcome="error"))
+        / admitted
+        if admitted
+        else 0.0,
+        penalty_held=now.total(PENALTY_HELD),
+        penalty_holds_per_s=_rate(now, before, PENALTY_HOLDS, window),
+    )
+
+
+def _count(buckets: Sequence[Bucket]) -> float:
+    """Observations in a window's histogram (its +Inf bucket)."""
+    return buckets[-1][1] if buckets else 0.0
+
+
+def _cpu(before: Scrape, now: Scrape, window: float) -> float:
+    """Cores used over the window (CPU seconds per second); NaN when not exported."""
+    if not any(name == CPU_SECONDS for name, _ in now.samples):
+        return math.nan
+    return _rate(now, before, CPU_SECONDS, window)
+
+
+def _dependency(name: str, before: Scrape, now: Scrape, window: float) -> DependencySignals:
+    hist = _window_buckets(now, before, DEP_HIST, dependency=name)
+    calls = hist[-1][1] if hist else 0.0
+    errors = _window_buckets(now, before, DEP_HIST, dependency=name, outcome="error")
+    timeouts = _window_buckets(now, before, DEP_HIST, dependency=name, outcome="timeout")
+    busy = _rate(now, before, f"{DEP_HIST}_sum", window, dependency=name)
+    limit = now.total("surgeguard_dependency_limit", dependency=name)
+    in_flight = now.total("surgeguard_dependency_inflight", dependency=name)
+    return DependencySignals(
+        name=name,
+        p50_s=histogram_quantile(0.50, hist),
+        p99_s=histogram_quantile(0.99, hist),
+        calls_per_s=calls / window,
+        mean_in_flight=busy,
+        in_flight=in_flight,
+        limit=limit,
+        utilisation=max(busy, in_flight) / limit if limit else 0.0,
+        error_rate=(errors[-1][1] if errors else 0.0) / calls if calls else 0.0,
+        timeout_rate=(timeouts[-1][1] if timeouts else 0.0) / calls if calls else 0.0,
+        rejected_per_s=_rate(
+            now, before, "surgeguard_dependency_rejections_total", window, dependency=name
+        ),
+    )
+
+
+def stale(replica: str) -> Signals:
+    """A replica that could not be read this tick: no numbers, no moves."""
+    nan = math.nan
+    return Signals(
+        replica,
+        0.0,
+        nan,
+        nan,
+        nan,
+        0.0,
+        0.0,
+        {},
+        0.0,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        stale=True,
+    )
+
+
+_CUMULATIVE_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
+_SHARED_GAUGES = (
+    "surgeguard_jobs_pending",
+    "surgeguard_jobs_oldest_pending_age_seconds",
+    "surgeguard_jobs_dead_letters",
+    "surgeguard_jobs_backlog_limit",
+)
+
+
+def window_delta(before: Scrape, now: Scrape) -> Scrape:
+    """One replica's window as a scrape of increments (gauges as read now), so several
+    replicas' windows can be summed without one replica's reset spoiling the sum."""
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for key, value in now.samples.items():
+        if key[0].endswith(_CUMULATIVE_SUFFIXES):
+            previous = before.samples.get(key, 0.0)
+            samples[key] = value if value < previous else value - previous
+        else:
+            samples[key] = value
+    return Scrape(now.at - before.at, samples)
+
+
+def aggregate(windows: Sequence[tuple[Scrape, Scrape]], *, slo_s: float) -> Signals:
+    """All replicas as one: rates and histograms summed (like PromQL ``sum``), gauges
+    summed (limits and in-flight add up across replicas)."""
+    summed: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    spans = []
+    for before, now in windows:
+        delta = window_delta(before, now)
+        spans.append(delta.at)
+        for key, value in delta.samples.items():
+            if key[0].startswith(_SHARED_GAUGES):
+                # Every replica reports the same shared queues: one value, not a sum.
+                summed[key] = max(summed.get(key, 0.0), value)
+            else:
+                summed[key] = summed.get(key, 0.0) + value
+    window = sum(spans) / len(spans) if spans else 1.0
+    total = compute("all", Scrape(0.0), Scrape(window, summed), slo_s=slo_s)
+    # Loop lag merges like any histogram; CPU does not add up: "is the replica's own
+    # CPU saturated?" is asked of each process, so the aggregate keeps the busiest.
+    cpu = [_cpu(before, now, max(1e-9, now.at - before.at)) for before, now in windows]
+    known = [c for c in cpu if not math.isnan(c)]
+    return replace(total, cpu_utilisation=max(known) if known else math.nan)

@@ -1,0 +1,136 @@
+"""Where signals come from: each replica's ``/metrics`` read directly, or the same
+series queried from a Prometheus server that scrapes the replicas.
+
+A source returns one ``Scrape`` per target, or None for a target that could not
+be read this tick (the controller then marks that replica stale and leaves its
+knobs alone)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from surgeguard_controller.sensing.scrape import Scrape
+
+
+class SignalSource(Protocol):
+    targets: Sequence[str]
+
+    async def read(self) -> dict[str, Scrape | None]: ...
+
+
+class DirectSource:
+    """Scrapes every target's ``/metrics`` concurrently, each within ``timeout_s``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        targets: Sequence[str],
+        *,
+        timeout_s: float = 0.8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not targets:
+            raise ValueError("at least one target URL is needed")
+        self.targets: Sequence[str] = [t.rstrip("/") for t in targets]
+        self._http = http
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self.last_error: dict[str, str] = {}
+
+    async def _one(self, target: str) -> Scrape | None:
+        try:
+            response = await self._http.get(f"{target}/metrics", timeout=self._timeout_s)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            self.last_error[target] = f"{type(exc).__name__}: {exc}"
+            return None
+        self.last_error.pop(target, None)
+        return Scrape.from_text(response.text, self._clock())
+
+    async def read(self) -> dict[str, Scrape | None]:
+        results = await asyncio.gather(*(self._one(t) for t in self.targets))
+        return dict(zip(self.targets, results, strict=True))
+
+
+class PrometheusSource:
+    """Signals from a Prometheus server that already scrapes the replicas.
+
+    One instant query per tick returns every ``surgeguard_*`` series (and the process's
+    CPU counter, for the event-loop-lag rule) with its sample
+    time; series are grouped by ``instance`` (``host:port`` of each target URL) into
+    one ``Scrape`` per target, with Prometheus's own ``instance``/``job`` labels
+    dropped, so everything downstream is the same as for a direct scrape. ``at`` is
+    the newest sample time of the instance (seconds), so a tick that saw no new
+    Prometheus scrape yields no new window instead of a wrong rate."""
+
+    QUERY = '{__name__=~"surgeguard_.+|process_cpu_seconds_total"}'
+    # When each instance was last scraped: one gauge every replica exports. (timestamp()
+    # over all series would drop their names and collide.)
+    STAMP_QUERY = "timestamp(surgeguard_inflight)"
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        prometheus_url: str,
+        targets: Sequence[str],
+        *,
+        timeout_s: float = 0.8,
+    ) -> None:
+        if not targets:
+            raise ValueError("at least one target URL is needed")
+        self.targets: Sequence[str] = [t.rstrip("/") for t in targets]
+        self._instances = {urlsplit(t).netloc: t for t in self.targets}
+        self._url = prometheus_url.rstrip("/")
+        self._http = http
+        self._timeout_s = timeout_s
+        self.last_error: dict[str, str] = {}
+
+    async def _query(self, query: str) -> list[dict[str, Any]]:
+        response = await self._http.get(
+            f"{self._url}/api/v1/query", params={"query": query}, timeout=self._timeout_s
+        )
+        response.raise_for_status()
+        body = response.json()
+        if body.get("status") != "success":
+            raise httpx.HTTPError(f"prometheus: {body.get('error', 'query failed')}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    async def read(self) -> dict[str, Scrape | None]:
+        try:
+            values, stamps = await asyncio.gather(
+                self._query(self.QUERY), self._query(self.STAMP_QUERY)
+            )
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            for target in self.targets:
+                self.last_error[target] = f"prometheus unreachable: {exc}"
+            return dict.fromkeys(self.targets)
+        newest: dict[str, float] = {}
+        for series in stamps:
+            instance = series["metric"].get("instance", "")
+            newest[instance] = max(newest.get(instance, 0.0), float(series["value"][1]))
+        samples: dict[str, dict[tuple[str, frozenset[tuple[str, str]]], float]] = {}
+        for series in values:
+            labels = dict(series["metric"])
+            name = labels.pop("__name__")
+            instance = labels.pop("instance", "")
+            labels.pop("job", None)
+            if instance in self._instances:
+                samples.setdefault(instance, {})[(name, frozenset(labels.items()))] = float(
+                    series["value"][1]
+                )
+        scrapes: dict[str, Scrape | None] = {}
+        for instance, target in self._instances.items():
+            if instance in samples:
+                scrapes[target] = Scrape(newest.get(instance, 0.0), samples[instance])
+                self.last_error.pop(target, None)
+            else:
+                scrapes[target] = None
+                self.last_error[target] = f"prometheus has no series for instance {instance}"
+        return scrapes

@@ -1,0 +1,71 @@
+"""Run the controller process: loop + API on uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+import uvicorn
+
+from surgeguard.settings import Settings
+from surgeguard_controller.app import build_app, connect
+from surgeguard_controller.decide import ControllerConfig
+from surgeguard_controller.drills.runner import DrillRunner
+from surgeguard_controller.loop import Controller
+from surgeguard_controller.sensing.sources import DirectSource, PrometheusSource, SignalSource
+
+
+def build_controller(
+    settings: Settings, redis_url: str, targets: Sequence[str], http: httpx.AsyncClient
+) -> Controller:
+    tick_s = settings.controller_tick_ms / 1000.0
+    config = ControllerConfig(
+        slo_s=settings.slo_seconds,
+        algorithm=settings.controller_algorithm,
+        auto_degrade=settings.auto_degrade,
+        hold_rule=settings.controller_hold_rule,
+        # A cut shows fully once a whole signal window has passed after it.
+        cooldown_s=max(tick_s, 1.0) + tick_s,
+    )
+    timeout_s = min(0.8 * tick_s, 2.0)
+    source: SignalSource
+    if settings.prometheus_url:
+        source = PrometheusSource(http, settings.prometheus_url, targets, timeout_s=timeout_s)
+    else:
+        source = DirectSource(http, targets, timeout_s=timeout_s)
+    return Controller(
+        connect(redis_url), source, config, scope=settings.controller_scope, tick_s=tick_s
+    )
+
+
+def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int) -> int:
+    http = httpx.AsyncClient()
+    controller = build_controller(settings, redis_url, targets, http)
+    # Drills load the first target and reach this controller on loopback (its chaos API).
+    local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    drills = DrillRunner(
+        controller.redis,
+        target=targets[0],
+        out_root=settings.data_dir / "drills",
+        controller_url=f"http://{local}:{port}",
+        admin_token=settings.admin_token,
+    )
+    app = build_app(controller, admin_token=settings.admin_token, http=http, drills=drills)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_level="warning",
+        log_config=None,  # its lines go through surgeguard.logs like ours
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    writes = "on" if settings.admin_token else "OFF (no SURGEGUARD_ADMIN_TOKEN)"
+    print(
+        f"controller on http://{settings.host}:{port} tuning {', '.join(targets)} "
+        f"every {controller.tick_s:g} s with {controller.config.algorithm}; "
+        f"operator writes {writes}",
+        flush=True,
+    )
+    uvicorn.Server(config).run()
+    return 0

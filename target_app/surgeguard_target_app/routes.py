@@ -1,0 +1,243 @@
+"""The routes: a thin request path (validate, authorize, do the minimum, return).
+
+Dependency trouble never hangs a request: a full or slow bulkhead, or a failing
+dependency, becomes a degraded answer (``X-Degraded``) where the route can do
+without it, else a ``503`` with ``Retry-After`` naming the dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, field_validator
+from redis.exceptions import RedisError
+
+from surgeguard.bulkhead import BulkheadRejected
+from surgeguard.modes import Mode
+from surgeguard_target_app.dependencies import DependencyError
+from surgeguard_target_app.jobs.streams import ANALYTICS_STREAM, enqueue_signup, signup_status
+
+if TYPE_CHECKING:
+    from surgeguard_target_app.service import Service
+
+ITEM_COUNT = 100_000
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s.]{2,63}$")
+RETRY_AFTER_S = "1"
+
+
+class SignupIn(BaseModel):
+    email: str = Field(max_length=254)
+    name: str = Field(min_length=1, max_length=100)
+
+    @field_validator("email")
+    @classmethod
+    def _looks_like_email(cls, value: str) -> str:
+        if not EMAIL.match(value):
+            raise ValueError("email must look like name@example.com")
+        return value
+
+
+class OrderIn(BaseModel):
+    item_id: int = Field(ge=1, le=ITEM_COUNT)
+    quantity: int = Field(ge=1, le=100)
+
+
+class AnalyticsIn(BaseModel):
+    event: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")
+
+
+def client_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
+    """The caller's client key; 401 when it is missing or unknown."""
+    # The door already turned these away (401 before any slot); this is for a replica
+    # run with admission off (cost measurement), which must still not serve strangers.
+    if x_api_key is None or x_api_key not in request.app.state.service.client_keys:
+        raise HTTPException(
+            401,
+            "missing or unknown client key in X-Api-Key",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+    return x_api_key
+
+
+Client = Annotated[str, Depends(client_key)]
+
+
+def _unavailable(what: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": "unavailable", "dependency": what, "detail": detail},
+        status_code=503,
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
+def build_api(
+    service: Service, lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]
+) -> FastAPI:
+    api = FastAPI(title="surgeguard target_app", lifespan=lifespan, docs_url=None, redoc_url=None)
+    api.state.service = service
+    deps = service.dependencies
+    bulkheads = service.bulkheads
+
+    async def use(dependency: str, work: float = 1.0) -> None:
+        """One call to a simulated dependency inside its bulkhead."""
+        await bulkheads[dependency].call(lambda: deps[dependency].call(work))
+
+    @api.exception_handler(BulkheadRejected)
+    async def _bulkhead(_: Request, exc: BulkheadRejected) -> JSONResponse:
+        return _unavailable(exc.dependency, f"{exc.dependency} is saturated ({exc.reason}): {exc}")
+
+    @api.exception_handler(DependencyError)
+    async def _dependency(_: Request, exc: DependencyError) -> JSONResponse:
+        return _unavailable(exc.name, str(exc))
+
+    @api.exception_handler(RedisError)
+    async def _redis(_: Request, exc: RedisError) -> JSONResponse:
+        return _unavailable("redis", "the job store is unreachable; nothing was stored")
+
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        watcher = service.watcher
+        body = {
+            "ready": service.ready,
+            "replica": service.replica,
+            "control_plane": {
+                "version": watcher.applied_version,
+                "staleness_s": round(watcher.staleness_s, 3),
+                "last_error": watcher.last_error or None,
+            },
+            "knobs": dict(service.knobs),
+            "modes": sorted(m.value for m in service.modes),
+        }
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"pong": True}
+
+    @router.get("/items/{item_id}")
+    async def item(item_id: Annotated[int, Path(ge=1)], _: Client) -> Response:
+        if item_id > ITEM_COUNT:
+            raise HTTPException(404, f"no item {item_id} (items are 1..{ITEM_COUNT})")
+
+        async def load() -> bytes:
+            await use("db")
+            return json.dumps(
+                {"id": item_id, "name": f"item {item_id}", "price_cents": 100 + item_id % 9_900}
+            ).encode()
+
+        result = await service.cache.get(
+            f"item:{item_id}", load, allow_stale=Mode.SERVE_STALE in service.modes
+        )
+        return _json(result.value, _cache_degraded(result.stale, result.cache_available))
+
+    @router.get("/feed")
+    async def feed(_: Client, page: Annotated[int, Query(ge=1, le=100)] = 1) -> Response:
+        async def load() -> bytes:
+            await use("db", work=2.0)  # a feed page is a heavier query than one item
+            first = (page - 1) * 20 + 1
+            return json.dumps(
+                [{"id": i, "name": f"item {i}"} for i in range(first, first + 20)]
+            ).encode()
+
+        result = await service.cache.get(
+            f"feed:{page}", load, allow_stale=Mode.SERVE_STALE in service.modes
+        )
+        degraded = _cache_degraded(result.stale, result.cache_available)
+        recommendations: list[int] = []
+        if Mode.RECOMMENDATIONS_OFF in service.modes:
+            degraded.append(Mode.RECOMMENDATIONS_OFF.value)
+        else:
+            try:
+                await use("recommendations")
+                recommendations = [page * 7 % ITEM_COUNT + 1, page * 13 % ITEM_COUNT + 1]
+            except (BulkheadRejected, DependencyError):
+                degraded.append("recommendations_unavailable")
+        body = b'{"page":%d,"items":%s,"recommendations":%s}' % (
+            page,
+            result.value,
+            json.dumps(recommendations).encode(),
+        )
+        return _json(body, degraded)
+
+    @router.get("/recommendations")
+    async def recommendations(_: Client) -> dict[str, list[int]]:
+        await use("recommendations")
+        return {"items": [3, 14, 15, 92, 65]}
+
+    @router.post("/orders", status_code=201)
+    async def orders(order: OrderIn, _: Client) -> dict[str, Any]:
+        await use("db")
+        await use("payments")
+        return {
+            "order_id": uuid.uuid4().hex,
+            "item_id": order.item_id,
+            "quantity": order.quantity,
+            "status": "confirmed",
+        }
+
+    @router.post("/signup", status_code=202)
+    async def signup(body: SignupIn, _: Client, response: Response) -> dict[str, str]:
+        signup_id = await enqueue_signup(service.redis, body.email, body.name)
+        # Stored all the same (202), but the email will be late: say so, from the
+        # last backlog sample (no extra Redis call on the request path).
+        if service.jobs_backlog > service.settings.job_backlog_limit:
+            response.headers["X-Degraded"] = "jobs_backlog"
+        return {"id": signup_id, "status_url": f"/signups/{signup_id}"}
+
+    @router.get("/signups/{signup_id}")
+    async def signup_state(
+        signup_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], _: Client
+    ) -> dict[str, Any]:
+        status = await signup_status(service.redis, signup_id)
+        if status is None:
+            raise HTTPException(404, f"no signup {signup_id}")
+        return {
+            "id": status.id,
+            "status": status.status,
+            "attempts": status.attempts,
+            "last_error": status.last_error,
+        }
+
+    @router.post("/analytics", status_code=202)
+    async def analytics(body: AnalyticsIn, _: Client) -> dict[str, str]:
+        key = uuid.uuid4().hex
+        entry = await service.redis.xadd(
+            ANALYTICS_STREAM,
+            {"task": "analytics", "event": body.event, "idempotency_key": f"analytics:{key}"},
+        )
+        return {"id": entry.decode() if isinstance(entry, bytes) else str(entry)}
+
+    api.include_router(router)
+    return api
+
+
+def _cache_degraded(stale: bool, cache_available: bool) -> list[str]:
+    degraded = []
+    if stale:
+        degraded.append(Mode.SERVE_STALE.value)
+    if not cache_available:
+        degraded.append("cache_unavailable")
+    return degraded
+
+
+def _json(body: bytes, degraded: list[str]) -> Response:
+    headers = {"X-Degraded": ",".join(degraded)} if degraded else None
+    return Response(body, media_type="application/json", headers=headers)
