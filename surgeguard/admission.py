@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from surgeguard import door_answers
+from surgeguard.asgi import ASGIApp, Message, Receive, Scope, Send
 from surgeguard.client_keys import ClientKeys
 from surgeguard.client_watch import ClientWatch
 from surgeguard.limiter import Limiter, Waiter
 from surgeguard.metrics import REJECTED, AdmissionMetrics, outcome_of
-from surgeguard.modes import Mode
+from surgeguard.modes import READ_ONLY, SHED_SHEDDABLE
 from surgeguard.penalty_box import FULL, PenaltyBox
 from surgeguard.priority import Priority
 from surgeguard.reasons import (
@@ -42,12 +43,6 @@ from surgeguard.reasons import (
     UNAUTHORIZED,
 )
 from surgeguard.rejection import RejectionResponses
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 READ_ONLY_DETAIL = (
@@ -153,10 +148,10 @@ class AdmissionMiddleware:
         if registry is not None:
             self._answers[metrics_path] = door_answers.metrics(registry)
 
-    def set_modes(self, modes: frozenset[Mode]) -> None:
+    def set_modes(self, modes: frozenset[str]) -> None:
         """Door-level modes; the others are the routes' business."""
-        self.shed_sheddable = Mode.SHED_SHEDDABLE in modes
-        self.read_only = Mode.READ_ONLY in modes
+        self.shed_sheddable = SHED_SHEDDABLE in modes
+        self.read_only = READ_ONLY in modes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.enabled:

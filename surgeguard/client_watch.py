@@ -10,11 +10,9 @@ body) is replayed to the app afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
+from surgeguard.asgi import Message, Receive
 
 
 class ClientWatch:

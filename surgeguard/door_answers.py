@@ -8,13 +8,12 @@ the controller. So ``/healthz`` is two prebuilt messages and ``/metrics`` is one
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
+from surgeguard.asgi import Message, Send
+
 Answer = Callable[[Send], Awaitable[None]]
 
 _HEALTH_BODY = b'{"status":"ok"}'

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
+from surgeguard.asgi import Message, Send
 from surgeguard.reasons import REASON_DETAIL
-
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 
 _EXTRA_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {
     401: [(b"www-authenticate", b"ApiKey")],

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from surgeguard.asgi import Receive, Scope, Send
 from tests.support.asgi import serve_lifespan
 from tests.support.servers import ServerThread
 
@@ -153,7 +154,7 @@ class Recording:
 
 
 def _app(recording: Recording) -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await serve_lifespan(receive, send)
             return

@@ -24,11 +24,11 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from surgeguard.asgi import Receive, Scope, Send
 from surgeguard.settings import Settings
 from surgeguard_loadtest.processes import free_port
 from tests.support.asgi import serve_lifespan
@@ -105,7 +105,7 @@ def test_nginx_waits_longer_than_a_replica_holds_an_early_client() -> None:
 # -- a real nginx ----------------------------------------------------------------------
 
 
-async def echo_headers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def echo_headers(scope: Scope, receive: Receive, send: Send) -> None:
     """A raw ASGI app answering every request with the headers it received."""
     if scope["type"] == "lifespan":
         await serve_lifespan(receive, send)

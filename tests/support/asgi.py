@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from surgeguard.asgi import Receive, Send
 
 
-async def serve_lifespan(receive: Any, send: Any) -> None:
+async def serve_lifespan(receive: Receive, send: Send) -> None:
     """Answer a lifespan scope: start-up at once, then shut down when told."""
     while (await receive())["type"] != "lifespan.shutdown":
         await send({"type": "lifespan.startup.complete"})

@@ -10,13 +10,13 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
 from surgeguard.admission import AdmissionMiddleware, Route, RouteTable
+from surgeguard.asgi import Receive, Scope, Send
 from surgeguard.limiter import Limiter
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.modes import Mode
@@ -40,7 +40,7 @@ class GatedApp:
         self.limiter: Limiter | None = None
         self.peak_waiting = 0
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await serve_lifespan(receive, send)
             return

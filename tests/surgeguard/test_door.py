@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from surgeguard.admission import AdmissionMiddleware, Route, RouteTable
+from surgeguard.asgi import Receive, Scope, Send
 from surgeguard.client_keys import ClientKeys
 from surgeguard.limiter import Limiter
 from surgeguard.metrics import AdmissionMetrics
@@ -49,7 +50,7 @@ class CountingApp:
         self.bodies: list[bytes] = []
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await serve_lifespan(receive, send)
             return
