@@ -16,6 +16,7 @@ from pathlib import Path
 from surgeguard import logs
 from surgeguard.modes import Mode
 from surgeguard.settings import SettingsError, load_settings
+from surgeguard.version import installed_version
 
 # The controller's flags that are settings fields of another name (for error messages).
 CONTROLLER_FLAGS = {
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="surgeguard",
         description="Keep a web service fast when traffic spikes far past what it can serve.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
     up = sub.add_parser(
