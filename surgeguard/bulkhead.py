@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from surgeguard import metric_names as names
 from surgeguard.metrics import latency_buckets
 
 T = TypeVar("T")
@@ -46,32 +47,32 @@ class DependencyMetrics:
 
     def __init__(self, registry: CollectorRegistry, *, slo_seconds: float = 0.25) -> None:
         self.inflight = Gauge(
-            "surgeguard_dependency_inflight",
+            names.DEPENDENCY_INFLIGHT,
             "Calls in flight to a dependency now.",
             ["dependency"],
             registry=registry,
         )
         self.limit = Gauge(
-            "surgeguard_dependency_limit",
+            names.DEPENDENCY_LIMIT,
             "Bulkhead limit of a dependency now (calls).",
             ["dependency"],
             registry=registry,
         )
         self.waiting = Gauge(
-            "surgeguard_dependency_waiting",
+            names.DEPENDENCY_WAITING,
             "Calls waiting for a bulkhead slot now.",
             ["dependency"],
             registry=registry,
         )
         self.duration = Histogram(
-            "surgeguard_dependency_duration_seconds",
+            names.DEPENDENCY_DURATION_SECONDS,
             "Duration of a dependency call, seconds (after its wait).",
             ["dependency", "outcome"],
             buckets=latency_buckets(slo_seconds),
             registry=registry,
         )
         self.rejections = Counter(
-            "surgeguard_dependency_rejections",
+            names.DEPENDENCY_REJECTIONS_TOTAL,
             "Calls refused by a bulkhead (full) or cut off (timeout).",
             ["dependency", "reason"],
             registry=registry,

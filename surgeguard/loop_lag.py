@@ -21,8 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from surgeguard.aio import cancel_and_wait
 from surgeguard.fastmetrics import LocalFamilies, LocalHistogram
-
-LOOP_LAG_HIST = "surgeguard_event_loop_lag_seconds"
+from surgeguard.metric_names import EVENT_LOOP_LAG_SECONDS
 
 # 0.5 ms (an idle loop's timer jitter) to 2 s (a loop starved for seconds), seconds;
 # dense around 50-300 ms, where lag starts to matter against a 250 ms SLO.
@@ -73,7 +72,7 @@ class LoopLagMonitor:
         self.last_wakeup = clock()
         families = LocalFamilies()
         families.histogram(
-            LOOP_LAG_HIST,
+            EVENT_LOOP_LAG_SECONDS,
             f"How late a {interval_s * 1000:g} ms timer fired on the service's event loop, "
             "seconds (time this loop's callbacks waited for the CPU or for each other).",
             [],

@@ -1,4 +1,4 @@
-"""Prometheus metrics of a guarded service (names are a contract: see DESIGN.md).
+"""Prometheus metrics of a guarded service (names are a contract: ``surgeguard.metric_names``).
 
 Label children are bound once here, at start-up, so the request path does a dict
 lookup and an ``inc``/``observe`` on a plain object (``surgeguard.fastmetrics``) and
@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from surgeguard import metric_names as names
 from surgeguard.fastmetrics import LocalCounter, LocalFamilies, LocalHistogram
 from surgeguard.limiter import Limiter
 from surgeguard.penalty_box import PenaltyBox
@@ -80,7 +81,7 @@ class AdmissionMetrics:
         families = LocalFamilies()
         self.duration = {(r, o): LocalHistogram(buckets) for r in routes for o in OUTCOMES}
         families.histogram(
-            "surgeguard_request_duration_seconds",
+            names.REQUEST_DURATION_SECONDS,
             "Time from admission to the end of the response, seconds (admitted requests).",
             ["route", "outcome"],
             {key: h for key, h in self.duration.items()},
@@ -88,7 +89,7 @@ class AdmissionMetrics:
         # Most admissions never wait: they are counted (cheaply) as waits of 0.
         self.queue_wait = LocalHistogram((0.0, *buckets))
         families.histogram(
-            "surgeguard_queue_wait_seconds",
+            names.QUEUE_WAIT_SECONDS,
             "Time an admitted request waited for a slot, seconds (0 when none was needed).",
             [],
             {(): self.queue_wait},
@@ -100,7 +101,7 @@ class AdmissionMetrics:
             for o in (*OUTCOMES, REJECTED)
         }
         families.counter(
-            "surgeguard_requests",
+            names.REQUESTS_TOTAL,
             "Requests by route, priority and outcome.",
             ["route", "priority", "outcome"],
             {(r, p.label, o): c for (r, p, o), c in self.requests.items()},
@@ -109,7 +110,7 @@ class AdmissionMetrics:
             (reason, p): LocalCounter() for reason in REJECTION_REASONS for p in Priority
         }
         families.counter(
-            "surgeguard_rejections",
+            names.REJECTIONS_TOTAL,
             "Requests turned away before any work, by reason.",
             ["reason", "priority"],
             {(reason, p.label): c for (reason, p), c in self.rejections.items()},
@@ -118,16 +119,16 @@ class AdmissionMetrics:
         self._gauges = {
             name: Gauge(name, doc, registry=registry)
             for name, doc in (
-                ("surgeguard_inflight", "Admitted requests in flight now."),
-                ("surgeguard_queue_depth", "Requests waiting for a slot now."),
-                ("surgeguard_concurrency_limit", "In-flight limit now (requests)."),
-                ("surgeguard_queue_limit", "How many may wait now: the shed threshold (requests)."),
+                (names.INFLIGHT, "Admitted requests in flight now."),
+                (names.QUEUE_DEPTH, "Requests waiting for a slot now."),
+                (names.CONCURRENCY_LIMIT, "In-flight limit now (requests)."),
+                (names.QUEUE_LIMIT, "How many may wait now: the shed threshold (requests)."),
                 (
-                    "surgeguard_queue_timeout_seconds",
+                    names.QUEUE_TIMEOUT_SECONDS,
                     "Longest allowed wait for a slot now, seconds.",
                 ),
                 (
-                    "surgeguard_inflight_peak",
+                    names.INFLIGHT_PEAK,
                     "Highest in-flight count over the last 1-2 s (requests).",
                 ),
             )
@@ -137,17 +138,17 @@ class AdmissionMetrics:
         """The penalty box's gauges and its counter, read at scrape time."""
         for name, doc, read in (
             (
-                "surgeguard_penalty_box_held",
+                names.PENALTY_BOX_HELD,
                 "Requests held now because their client came back before its Retry-After.",
                 lambda: box.held,
             ),
             (
-                "surgeguard_penalty_box_clients",
+                names.PENALTY_BOX_CLIENTS,
                 "Clients remembered with a Retry-After deadline (connections or addresses).",
                 lambda: box.clients,
             ),
             (
-                "surgeguard_penalty_box_max_held",
+                names.PENALTY_BOX_MAX_HELD,
                 "Most requests the penalty box holds at once; past it: 429 + Connection: close.",
                 lambda: box.max_held,
             ),
@@ -158,12 +159,12 @@ class AdmissionMetrics:
     def bind_limiter(self, limiter: Limiter) -> None:
         """Gauges read the limiter at scrape time: zero cost on the request path."""
         readers: dict[str, Callable[[], float]] = {
-            "surgeguard_inflight": lambda: limiter.in_flight,
-            "surgeguard_queue_depth": lambda: limiter.waiting,
-            "surgeguard_concurrency_limit": lambda: limiter.limit,
-            "surgeguard_queue_limit": lambda: limiter.queue_limit,
-            "surgeguard_queue_timeout_seconds": lambda: limiter.queue_timeout_s,
-            "surgeguard_inflight_peak": limiter.recent_peak,
+            names.INFLIGHT: lambda: limiter.in_flight,
+            names.QUEUE_DEPTH: lambda: limiter.waiting,
+            names.CONCURRENCY_LIMIT: lambda: limiter.limit,
+            names.QUEUE_LIMIT: lambda: limiter.queue_limit,
+            names.QUEUE_TIMEOUT_SECONDS: lambda: limiter.queue_timeout_s,
+            names.INFLIGHT_PEAK: limiter.recent_peak,
         }
         for name, read in readers.items():
             self._gauges[name].set_function(read)
@@ -187,6 +188,6 @@ class _BoxHolds(Collector):
     @staticmethod
     def _family() -> CounterMetricFamily:
         return CounterMetricFamily(
-            "surgeguard_penalty_box_holds",
+            names.PENALTY_BOX_HOLDS_TOTAL,
             "Requests held because their client came back before its Retry-After.",
         )

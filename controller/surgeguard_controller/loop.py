@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
+from surgeguard import metric_names as names
 from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
 from surgeguard_controller.bottleneck import Bottleneck, Held, held_json, hold_name
 from surgeguard_controller.decide import (
@@ -41,7 +42,6 @@ from surgeguard_controller.health import TickHealth, error_text, readiness
 from surgeguard_controller.obey import Obedience, follow
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_controller.sensing.signals import (
-    CONTROL_VERSION,
     Signals,
     aggregate,
     compute,
@@ -299,7 +299,7 @@ class Controller:
                     view.signals = stale(view.replica)
                     self.metrics.stale.labels(view.replica).set(1)
                 continue
-            replica = next(iter(scrape.label_values("surgeguard_replica_info", "replica")), target)
+            replica = next(iter(scrape.label_values(names.REPLICA_INFO, "replica")), target)
             reads = self._reads.setdefault(target, deque(maxlen=self._reads_kept))
             before = reads[0] if reads else None
             new = not reads or scrape.at > reads[-1].at
@@ -325,8 +325,8 @@ class Controller:
 
     def _judge_obedience(self, view: ReplicaView, scrape: Scrape) -> None:
         applied = (
-            int(scrape.total(CONTROL_VERSION))
-            if any(name == CONTROL_VERSION for name, _ in scrape.samples)
+            int(scrape.total(names.CONTROL_PLANE_VERSION))
+            if any(name == names.CONTROL_PLANE_VERSION for name, _ in scrape.samples)
             else None
         )
         was = view.obeying

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from surgeguard.loop_lag import LOOP_LAG_HIST, LoopLagMonitor
+from surgeguard.loop_lag import LoopLagMonitor
+from surgeguard.metric_names import EVENT_LOOP_LAG_SECONDS
 from tests.support.clock import FakeClock
 
 
@@ -25,7 +26,7 @@ class LateSleeper:
 
 
 def value(registry: CollectorRegistry, suffix: str, **labels: str) -> float:
-    found = registry.get_sample_value(f"{LOOP_LAG_HIST}{suffix}", labels)
+    found = registry.get_sample_value(f"{EVENT_LOOP_LAG_SECONDS}{suffix}", labels)
     assert found is not None, (suffix, labels)
     return found
 

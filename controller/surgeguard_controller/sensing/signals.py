@@ -11,17 +11,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from surgeguard import metric_names as names
 from surgeguard_controller.sensing.quantile import Bucket, bucket_deltas, histogram_quantile
 from surgeguard_controller.sensing.scrape import Scrape
-
-REQUEST_HIST = "surgeguard_request_duration_seconds"
-QUEUE_HIST = "surgeguard_queue_wait_seconds"
-DEP_HIST = "surgeguard_dependency_duration_seconds"
-LOOP_LAG_HIST = "surgeguard_event_loop_lag_seconds"
-CPU_SECONDS = "process_cpu_seconds_total"  # prometheus_client's ProcessCollector
-PENALTY_HELD = "surgeguard_penalty_box_held"  # gauge: requests held right now
-PENALTY_HOLDS = "surgeguard_penalty_box_holds_total"  # counter: requests that were held
-CONTROL_VERSION = "surgeguard_control_plane_version"  # gauge: the control document applied
 
 
 @dataclass(frozen=True)
@@ -109,19 +101,19 @@ def _count_below(buckets: Sequence[Bucket], bound: float) -> float:
 
 def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signals:
     window = max(1e-9, now.at - before.at)
-    requests = _window_buckets(now, before, REQUEST_HIST)
+    requests = _window_buckets(now, before, names.REQUEST_DURATION_SECONDS)
     admitted = requests[-1][1] if requests else 0.0
-    fine = _window_buckets(now, before, REQUEST_HIST, outcome="ok")
-    client = _window_buckets(now, before, REQUEST_HIST, outcome="client_error")
+    fine = _window_buckets(now, before, names.REQUEST_DURATION_SECONDS, outcome="ok")
+    client = _window_buckets(now, before, names.REQUEST_DURATION_SECONDS, outcome="client_error")
     good = _count_below(fine, slo_s) + _count_below(client, slo_s)
     errors = admitted - (fine[-1][1] if fine else 0.0) - (client[-1][1] if client else 0.0)
-    reasons = now.label_values("surgeguard_rejections_total", "reason")
+    reasons = now.label_values(names.REJECTIONS_TOTAL, "reason")
     rejected = {
-        r: _rate(now, before, "surgeguard_rejections_total", window, reason=r)
-        for r in sorted(reasons)
+        r: _rate(now, before, names.REJECTIONS_TOTAL, window, reason=r) for r in sorted(reasons)
     }
-    busy_s = _rate(now, before, f"{REQUEST_HIST}_sum", window)  # Little's law: mean in flight
-    queue = _window_buckets(now, before, QUEUE_HIST)
+    # Little's law: the mean in flight is the busy time per second
+    busy_s = _rate(now, before, f"{names.REQUEST_DURATION_SECONDS}_sum", window)
+    queue = _window_buckets(now, before, names.QUEUE_WAIT_SECONDS)
     return Signals(
         replica=replica,
         window_s=window,
@@ -132,29 +124,33 @@ def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signa
         good_per_s=good / window,
         rejected_per_s=rejected,
         error_rate=max(0.0, errors) / admitted if admitted else 0.0,
-        in_flight=now.total("surgeguard_inflight"),
-        peak_in_flight=max(now.total("surgeguard_inflight_peak"), busy_s),
+        in_flight=now.total(names.INFLIGHT),
+        peak_in_flight=max(now.total(names.INFLIGHT_PEAK), busy_s),
         mean_in_flight=busy_s,
-        concurrency_limit=now.total("surgeguard_concurrency_limit"),
-        queue_depth=now.total("surgeguard_queue_depth"),
-        queue_limit=now.total("surgeguard_queue_limit"),
-        queue_timeout_s=now.total("surgeguard_queue_timeout_seconds"),
+        concurrency_limit=now.total(names.CONCURRENCY_LIMIT),
+        queue_depth=now.total(names.QUEUE_DEPTH),
+        queue_limit=now.total(names.QUEUE_LIMIT),
+        queue_timeout_s=now.total(names.QUEUE_TIMEOUT_SECONDS),
         queue_wait_p99_s=histogram_quantile(0.99, queue),
         dependencies={
             d: _dependency(d, before, now, window)
-            for d in sorted(now.label_values("surgeguard_dependency_limit", "dependency"))
+            for d in sorted(now.label_values(names.DEPENDENCY_LIMIT, "dependency"))
         },
-        jobs_pending=now.by_label("surgeguard_jobs_pending", "stream"),
-        jobs_lag_s=now.by_label("surgeguard_jobs_oldest_pending_age_seconds", "stream"),
-        jobs_dead=now.total("surgeguard_jobs_dead_letters"),
-        loop_lag_p99_s=histogram_quantile(0.99, _window_buckets(now, before, LOOP_LAG_HIST)),
+        jobs_pending=now.by_label(names.JOBS_PENDING, "stream"),
+        jobs_lag_s=now.by_label(names.JOBS_OLDEST_PENDING_AGE_SECONDS, "stream"),
+        jobs_dead=now.total(names.JOBS_DEAD_LETTERS),
+        loop_lag_p99_s=histogram_quantile(
+            0.99, _window_buckets(now, before, names.EVENT_LOOP_LAG_SECONDS)
+        ),
         cpu_utilisation=_cpu(before, now, window),
-        server_error_rate=_count(_window_buckets(now, before, REQUEST_HIST, outcome="error"))
+        server_error_rate=_count(
+            _window_buckets(now, before, names.REQUEST_DURATION_SECONDS, outcome="error")
+        )
         / admitted
         if admitted
         else 0.0,
-        penalty_held=now.total(PENALTY_HELD),
-        penalty_holds_per_s=_rate(now, before, PENALTY_HOLDS, window),
+        penalty_held=now.total(names.PENALTY_BOX_HELD),
+        penalty_holds_per_s=_rate(now, before, names.PENALTY_BOX_HOLDS_TOTAL, window),
     )
 
 
@@ -165,19 +161,23 @@ def _count(buckets: Sequence[Bucket]) -> float:
 
 def _cpu(before: Scrape, now: Scrape, window: float) -> float:
     """Cores used over the window (CPU seconds per second); NaN when not exported."""
-    if not any(name == CPU_SECONDS for name, _ in now.samples):
+    if not any(name == names.PROCESS_CPU_SECONDS_TOTAL for name, _ in now.samples):
         return math.nan
-    return _rate(now, before, CPU_SECONDS, window)
+    return _rate(now, before, names.PROCESS_CPU_SECONDS_TOTAL, window)
 
 
 def _dependency(name: str, before: Scrape, now: Scrape, window: float) -> DependencySignals:
-    hist = _window_buckets(now, before, DEP_HIST, dependency=name)
+    hist = _window_buckets(now, before, names.DEPENDENCY_DURATION_SECONDS, dependency=name)
     calls = hist[-1][1] if hist else 0.0
-    errors = _window_buckets(now, before, DEP_HIST, dependency=name, outcome="error")
-    timeouts = _window_buckets(now, before, DEP_HIST, dependency=name, outcome="timeout")
-    busy = _rate(now, before, f"{DEP_HIST}_sum", window, dependency=name)
-    limit = now.total("surgeguard_dependency_limit", dependency=name)
-    in_flight = now.total("surgeguard_dependency_inflight", dependency=name)
+    errors = _window_buckets(
+        now, before, names.DEPENDENCY_DURATION_SECONDS, dependency=name, outcome="error"
+    )
+    timeouts = _window_buckets(
+        now, before, names.DEPENDENCY_DURATION_SECONDS, dependency=name, outcome="timeout"
+    )
+    busy = _rate(now, before, f"{names.DEPENDENCY_DURATION_SECONDS}_sum", window, dependency=name)
+    limit = now.total(names.DEPENDENCY_LIMIT, dependency=name)
+    in_flight = now.total(names.DEPENDENCY_INFLIGHT, dependency=name)
     return DependencySignals(
         name=name,
         p50_s=histogram_quantile(0.50, hist),
@@ -190,7 +190,7 @@ def _dependency(name: str, before: Scrape, now: Scrape, window: float) -> Depend
         error_rate=(errors[-1][1] if errors else 0.0) / calls if calls else 0.0,
         timeout_rate=(timeouts[-1][1] if timeouts else 0.0) / calls if calls else 0.0,
         rejected_per_s=_rate(
-            now, before, "surgeguard_dependency_rejections_total", window, dependency=name
+            now, before, names.DEPENDENCY_REJECTIONS_TOTAL, window, dependency=name
         ),
     )
 
@@ -222,10 +222,10 @@ def stale(replica: str) -> Signals:
 
 _CUMULATIVE_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 _SHARED_GAUGES = (
-    "surgeguard_jobs_pending",
-    "surgeguard_jobs_oldest_pending_age_seconds",
-    "surgeguard_jobs_dead_letters",
-    "surgeguard_jobs_backlog_limit",
+    names.JOBS_PENDING,
+    names.JOBS_OLDEST_PENDING_AGE_SECONDS,
+    names.JOBS_DEAD_LETTERS,
+    names.JOBS_BACKLOG_LIMIT,
 )
 
 

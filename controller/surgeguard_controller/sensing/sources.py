@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from surgeguard import metric_names as names
 from surgeguard_controller.sensing.scrape import Scrape
 
 
@@ -69,10 +70,10 @@ class PrometheusSource:
     the newest sample time of the instance (seconds), so a tick that saw no new
     Prometheus scrape yields no new window instead of a wrong rate."""
 
-    QUERY = '{__name__=~"surgeguard_.+|process_cpu_seconds_total"}'
+    QUERY = f'{{__name__=~"{names.PREFIX}.+|{names.PROCESS_CPU_SECONDS_TOTAL}"}}'
     # When each instance was last scraped: one gauge every replica exports. (timestamp()
     # over all series would drop their names and collide.)
-    STAMP_QUERY = "timestamp(surgeguard_inflight)"
+    STAMP_QUERY = f"timestamp({names.INFLIGHT})"
 
     def __init__(
         self,

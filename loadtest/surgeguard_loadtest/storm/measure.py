@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from surgeguard.metric_names import PENALTY_BOX_HELD as PENALTY_HELD
 from surgeguard_controller.sensing.scrape import Scrape
-from surgeguard_controller.sensing.signals import PENALTY_HELD, compute
+from surgeguard_controller.sensing.signals import compute
 from surgeguard_loadtest.load.watch import ms_or_none
 from surgeguard_loadtest.storm.watch import Probe
 from surgeguard_loadtest.wrk import WrkResult

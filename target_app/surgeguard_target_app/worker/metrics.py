@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from surgeguard import metric_names as names
 from surgeguard_target_app.jobs.store import Sample
 
 MALFORMED = "malformed"  # the task label of entries that are no job
@@ -23,13 +24,13 @@ class WorkerMetrics:
         tasks = (*tasks, MALFORMED)
         streams = tuple(streams)
         pending = Gauge(
-            "surgeguard_jobs_pending",
+            names.JOBS_PENDING,
             "Unfinished jobs per stream: waiting plus in progress.",
             ["stream"],
             registry=registry,
         )
         oldest = Gauge(
-            "surgeguard_jobs_oldest_pending_age_seconds",
+            names.JOBS_OLDEST_PENDING_AGE_SECONDS,
             "Age of the oldest unfinished job per stream (the lag), seconds.",
             ["stream"],
             registry=registry,
@@ -37,41 +38,41 @@ class WorkerMetrics:
         self.pending = {s: pending.labels(s) for s in streams}
         self.oldest_age = {s: oldest.labels(s) for s in streams}
         self.retry_scheduled = Gauge(
-            "surgeguard_jobs_retry_scheduled",
+            names.JOBS_RETRY_SCHEDULED,
             "Failed jobs waiting out their backoff before the next attempt.",
             registry=registry,
         )
         self.dead_letters = Gauge(
-            "surgeguard_jobs_dead_letters",
+            names.JOBS_DEAD_LETTERS,
             "Entries in the dead-letter stream.",
             registry=registry,
         )
         processed = Counter(
-            "surgeguard_jobs_processed",
+            names.JOBS_PROCESSED_TOTAL,
             "Jobs this worker finished with their effect, by task.",
             ["task"],
             registry=registry,
         )
         failed = Counter(
-            "surgeguard_jobs_failed",
+            names.JOBS_FAILED_TOTAL,
             "Failed attempts (each retried or given up), by task.",
             ["task"],
             registry=registry,
         )
         dead = Counter(
-            "surgeguard_jobs_dead",
+            names.JOBS_DEAD_TOTAL,
             "Jobs this worker moved to the dead letters, by task ('malformed': no job).",
             ["task"],
             registry=registry,
         )
         duplicate = Counter(
-            "surgeguard_jobs_duplicate",
+            names.JOBS_DUPLICATE_TOTAL,
             "Runs whose effect had already happened (skipped by the idempotency record).",
             ["task"],
             registry=registry,
         )
         duration = Histogram(
-            "surgeguard_job_duration_seconds",
+            names.JOB_DURATION_SECONDS,
             "Run time of one attempt (the handler), seconds.",
             ["task"],
             buckets=DURATION_BUCKETS_S,
@@ -83,17 +84,17 @@ class WorkerMetrics:
         self.duplicate = {t: duplicate.labels(t) for t in tasks}
         self.duration = {t: duration.labels(t) for t in tasks}
         self.reclaimed = Counter(
-            "surgeguard_jobs_reclaimed",
+            names.JOBS_RECLAIMED_TOTAL,
             "Entries taken over from a worker that held them too long (XAUTOCLAIM).",
             registry=registry,
         )
         self.concurrency_in_use = Gauge(
-            "surgeguard_worker_concurrency_in_use",
+            names.WORKER_CONCURRENCY_IN_USE,
             "Jobs running right now in this worker.",
             registry=registry,
         )
         self.concurrency_limit = Gauge(
-            "surgeguard_worker_concurrency_limit",
+            names.WORKER_CONCURRENCY_LIMIT,
             "Jobs this worker may run at once.",
             registry=registry,
         )
