@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from surgeguard.aio import cancel_and_wait
 from surgeguard_controller.api import build_api, install_validation_handler
 from surgeguard_controller.drills.api import build_drills_api
+from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
 
@@ -29,11 +30,14 @@ def build_app(
     controller: Controller,
     *,
     admin_token: str | None,
+    scenarios: Scenarios,
     http: httpx.AsyncClient | None = None,
     run_loop: bool = True,
     drills: DrillRunner | None = None,
 ) -> FastAPI:
     """The ASGI app. With ``run_loop`` the control loop runs for the app's lifetime.
+    ``scenarios``: the load-test scenarios a drill may run (the composition root hands
+    in the load tests' catalogue; the controller does not import the load tests).
     ``drills`` runs load-test drills (default: against the first target, reports under
     ``.surgeguard/drills``); a running drill is stopped when the app shuts down."""
     runner = drills or DrillRunner(
@@ -65,7 +69,7 @@ def build_app(
     app.state.admin_token = admin_token
     app.state.drills = runner
     app.include_router(build_api(controller))
-    app.include_router(build_drills_api(controller, runner))
+    app.include_router(build_drills_api(controller, runner, scenarios))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:

@@ -10,6 +10,7 @@ import uvicorn
 from surgeguard.settings import Settings
 from surgeguard_controller.app import build_app, connect
 from surgeguard_controller.decide import ControllerConfig
+from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
 from surgeguard_controller.sensing.sources import DirectSource, PrometheusSource, SignalSource
@@ -38,7 +39,15 @@ def build_controller(
     )
 
 
-def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int) -> int:
+def serve(
+    settings: Settings,
+    redis_url: str,
+    targets: Sequence[str],
+    port: int,
+    *,
+    scenarios: Scenarios,
+) -> int:
+    """Run until stopped; ``scenarios``: the load-test scenarios drills may run."""
     http = httpx.AsyncClient()
     controller = build_controller(settings, redis_url, targets, http)
     # Drills load the first target and reach this controller on loopback (its chaos API).
@@ -50,7 +59,9 @@ def serve(settings: Settings, redis_url: str, targets: Sequence[str], port: int)
         controller_url=f"http://{local}:{port}",
         admin_token=settings.admin_token,
     )
-    app = build_app(controller, admin_token=settings.admin_token, http=http, drills=drills)
+    app = build_app(
+        controller, admin_token=settings.admin_token, scenarios=scenarios, http=http, drills=drills
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

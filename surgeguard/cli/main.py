@@ -418,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return serve(settings, args.port)
         if args.command == "controller":
+            from surgeguard.cli.wiring import drill_scenarios
             from surgeguard.runtime.embedded_redis import redis_url_for
             from surgeguard_controller.server import serve as serve_controller
 
@@ -444,7 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "no target to tune: give --target URL (or SURGEGUARD_CONTROLLER_TARGETS)"
                 )
             with redis_url_for(settings.redis_url, settings.data_dir) as url:
-                return serve_controller(settings, url, targets, settings.controller_port)
+                return serve_controller(
+                    settings, url, targets, settings.controller_port, scenarios=drill_scenarios()
+                )
         if args.command == "dashboard":
             from surgeguard_dashboard.server import serve as serve_dashboard
 

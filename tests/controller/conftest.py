@@ -9,9 +9,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from surgeguard.cli.wiring import drill_scenarios
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard_controller.app import build_app
 from surgeguard_controller.decide import ControllerConfig, Decider
+from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
 from surgeguard_controller.sensing.sources import DirectSource
@@ -40,6 +42,8 @@ StartController = Callable[..., RunningController]
 def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
     """``start_controller(targets, run_loop=False, **config)``; stopped after the test.
     ``drills``: builds the controller's drill runner (default: the app's own);
+    ``scenarios``: what drills may run (default: the load tests' catalogue, as the CLI
+    hands it in);
     ``decider``: builds its decider from the config (default: a ``Decider``)."""
     running: list[ServerThread] = []
 
@@ -52,6 +56,7 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
         admin_token: str | None = TOKEN,
         scope: str = "replica",
         drills: Callable[[Controller], DrillRunner] | None = None,
+        scenarios: Scenarios | None = None,
         decider: Callable[[ControllerConfig], Decider] | None = None,
         ready_grace_s: float | None = None,
         **config: Any,
@@ -72,6 +77,7 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
             build_app(
                 controller,
                 admin_token=admin_token,
+                scenarios=drill_scenarios() if scenarios is None else scenarios,
                 http=http,
                 run_loop=run_loop,
                 drills=drills(controller) if drills is not None else None,

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from surgeguard.cli.wiring import drill_scenarios
 from surgeguard_controller.drills.drill import (
     LOST_AFTER_S,
     Drill,
     DrillError,
     DrillSpec,
+    ScenarioInfo,
     check,
     ended,
     external_end,
@@ -25,6 +27,7 @@ from surgeguard_controller.drills.drill import (
 )
 from surgeguard_loadtest.scenarios import SCENARIOS, defaults
 
+SCENARIOS_IN = drill_scenarios()  # the load tests' catalogue, as the CLI hands it in
 T0 = 1_800_000_000.0
 SPEC = DrillSpec("spike", 100, 60.0)
 
@@ -35,10 +38,28 @@ def _running() -> Drill:
 
 def test_check_fills_in_the_scenarios_defaults() -> None:
     users, duration_s = defaults("soak")
-    assert check("soak", None, None) == DrillSpec("soak", users, duration_s)
-    assert check("soak", 7, 5) == DrillSpec("soak", 7, 5.0)
-    assert set(scenario_defaults()) == set(SCENARIOS)
-    assert scenario_defaults()["soak"] == {"users": users, "duration_s": duration_s}
+    assert check("soak", None, None, scenarios=SCENARIOS_IN) == DrillSpec("soak", users, duration_s)
+    assert check("soak", 7, 5, scenarios=SCENARIOS_IN) == DrillSpec("soak", 7, 5.0)
+    assert set(scenario_defaults(SCENARIOS_IN)) == set(SCENARIOS)
+    assert scenario_defaults(SCENARIOS_IN)["soak"] == {"users": users, "duration_s": duration_s}
+
+
+def test_the_drills_know_only_the_scenarios_handed_in() -> None:
+    """The controller does not import the load tests: any catalogue will do."""
+    mine = {"warm_up": ScenarioInfo(users=3, duration_s=20.0, max_users=5)}
+    assert check("warm_up", None, None, scenarios=mine) == DrillSpec("warm_up", 3, 20.0)
+    assert scenario_defaults(mine) == {"warm_up": {"users": 3, "duration_s": 20.0}}
+    with pytest.raises(DrillError) as caught:
+        check("warm_up", 6, None, scenarios=mine)
+    assert (caught.value.status, caught.value.message) == (422, "users must be in [1, 5], got 6")
+    with pytest.raises(DrillError) as caught:
+        check("spike", None, None, scenarios=mine)
+    assert caught.value.message == "unknown scenario 'spike': allowed are warm_up"
+    with pytest.raises(DrillError) as caught:
+        external_start(
+            "e", "soak", users=None, duration_s=None, who="w", reason="", at=T0, scenarios={}
+        )
+    assert caught.value.status == 404 and "no scenarios were given" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -56,7 +77,7 @@ def test_check_names_the_field_and_its_range(
     scenario: str, users: int | None, duration_s: float | None, status: int, says: str
 ) -> None:
     with pytest.raises(DrillError) as caught:
-        check(scenario, users, duration_s)
+        check(scenario, users, duration_s, scenarios=SCENARIOS_IN)
     assert caught.value.status == status and says in caught.value.message
 
 
@@ -89,7 +110,9 @@ def test_an_orphaned_controller_drill_is_failed_with_why() -> None:
 
 
 def test_an_external_run_starts_and_ends_once() -> None:
-    run = external_start("e1", "step", users=None, duration_s=None, who="w", reason="", at=T0)
+    run = external_start(
+        "e1", "step", users=None, duration_s=None, who="w", reason="", at=T0, scenarios=SCENARIOS_IN
+    )
     assert (run.source, run.status, run.pid, run.out_dir) == ("external", "running", None, None)
     done = external_end(run, at=T0 + 30)
     assert (done.status, done.ended_at) == ("finished", T0 + 30)
@@ -97,11 +120,22 @@ def test_an_external_run_starts_and_ends_once() -> None:
         external_end(done, at=T0 + 31)
     assert caught.value.status == 409
     with pytest.raises(DrillError):
-        external_start("e2", "flood", users=None, duration_s=None, who="w", reason="", at=T0)
+        external_start(
+            "e2",
+            "flood",
+            users=None,
+            duration_s=None,
+            who="w",
+            reason="",
+            at=T0,
+            scenarios=SCENARIOS_IN,
+        )
 
 
 def test_an_external_run_never_ended_reads_as_lost_after_its_expected_end() -> None:
-    run = external_start("e1", "step", users=10, duration_s=60, who="w", reason="", at=T0)
+    run = external_start(
+        "e1", "step", users=10, duration_s=60, who="w", reason="", at=T0, scenarios=SCENARIOS_IN
+    )
     assert settle(run, T0 + 60 + LOST_AFTER_S) == run
     lost = settle(run, T0 + 61 + LOST_AFTER_S)
     assert (lost.status, lost.ended_at) == ("lost", T0 + 60)
@@ -111,7 +145,14 @@ def test_an_external_run_never_ended_reads_as_lost_after_its_expected_end() -> N
 def test_an_end_mark_without_an_id_finds_the_newest_open_run_of_its_scenario() -> None:
     def run(drill_id: str, scenario: str) -> Drill:
         return external_start(
-            drill_id, scenario, users=None, duration_s=None, who="w", reason="", at=T0
+            drill_id,
+            scenario,
+            users=None,
+            duration_s=None,
+            who="w",
+            reason="",
+            at=T0,
+            scenarios=SCENARIOS_IN,
         )
 
     newest_first = [run("c", "soak"), run("b", "step"), run("a", "step")]

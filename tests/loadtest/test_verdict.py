@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from surgeguard_loadtest.load.run import LoadOptions, judged
+from surgeguard_loadtest.load.options import LoadOptions
+from surgeguard_loadtest.load.run import judged
 from surgeguard_loadtest.load.watch import Probe, Window
 from surgeguard_loadtest.scenarios import PhaseSpan, build
 from surgeguard_loadtest.verdict import (

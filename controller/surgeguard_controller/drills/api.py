@@ -28,10 +28,12 @@ from surgeguard_controller.api import Operator, Reason
 from surgeguard_controller.drills.drill import (
     Drill,
     DrillError,
+    Scenarios,
     check,
     external_end,
     external_start,
     find_open_external,
+    known_scenario,
     scenario_defaults,
     settle,
 )
@@ -43,7 +45,7 @@ DrillId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-
 
 class DrillIn(BaseModel):
     scenario: str = Field(min_length=1, max_length=64)
-    users: int | None = None  # checked by controller.drills.check: the message names the range
+    users: int | None = None  # checked by drill.check: the message names the range
     duration_s: float | None = None
     reason: Reason
 
@@ -65,7 +67,10 @@ def _fail(exc: DrillError) -> HTTPException:
     return HTTPException(exc.status, exc.message)
 
 
-def build_drills_api(controller: Controller, runner: DrillRunner) -> APIRouter:
+def build_drills_api(
+    controller: Controller, runner: DrillRunner, scenarios: Scenarios
+) -> APIRouter:
+    """The drills' routes; ``scenarios``: what a drill may run (handed in)."""
     router = APIRouter(prefix="/api/v1/drills")
 
     async def audit(who: str, what: str, old: Any, new: Any, reason: str) -> None:
@@ -82,7 +87,7 @@ def build_drills_api(controller: Controller, runner: DrillRunner) -> APIRouter:
         if current is None:  # else the newest external run still going, if any
             current = next((d for d in recent if d.source == "external" and d.running), None)
         return {
-            "scenarios": scenario_defaults(),
+            "scenarios": scenario_defaults(scenarios),
             "current": _json(current),
             "recent": [d.to_json() for d in recent],
         }
@@ -90,7 +95,7 @@ def build_drills_api(controller: Controller, runner: DrillRunner) -> APIRouter:
     @router.post("", status_code=202)
     async def start(body: DrillIn, who: Operator, request: Request) -> dict[str, Any]:
         try:
-            spec = check(body.scenario, body.users, body.duration_s)
+            spec = check(body.scenario, body.users, body.duration_s, scenarios=scenarios)
             drill = await runner.start(
                 spec, who=who, reason=body.reason, controller_url=str(request.base_url)
             )
@@ -113,9 +118,9 @@ def build_drills_api(controller: Controller, runner: DrillRunner) -> APIRouter:
     async def mark(body: MarkIn, who: Operator) -> JSONResponse:
         try:
             if body.event == "start":
-                drill = await _mark_start(runner, body, who, controller.wall())
+                drill = await _mark_start(runner, scenarios, body, who, controller.wall())
             else:
-                drill = await _mark_end(runner, body, controller.wall())
+                drill = await _mark_end(runner, scenarios, body, controller.wall())
         except DrillError as exc:
             raise _fail(exc) from None
         what = f"drill {drill.scenario} ({drill.source})"
@@ -125,9 +130,12 @@ def build_drills_api(controller: Controller, runner: DrillRunner) -> APIRouter:
     return router
 
 
-async def _mark_start(runner: DrillRunner, body: MarkIn, who: str, now: float) -> Drill:
+async def _mark_start(
+    runner: DrillRunner, scenarios: Scenarios, body: MarkIn, who: str, now: float
+) -> Drill:
     if body.users is not None or body.duration_s is not None:
-        check(body.scenario, body.users, body.duration_s)  # the same ranges as a drill's
+        # The same ranges as a drill's.
+        check(body.scenario, body.users, body.duration_s, scenarios=scenarios)
     drill_id = body.id or f"ext-{secrets.token_hex(4)}"
     if await runner.store.get(drill_id) is not None:
         raise DrillError(f"a drill with id {drill_id!r} is already recorded", 409)
@@ -139,13 +147,14 @@ async def _mark_start(runner: DrillRunner, body: MarkIn, who: str, now: float) -
         who=who,
         reason=body.reason,
         at=now,
+        scenarios=scenarios,
     )
     await runner.store.add(drill)
     return drill
 
 
-async def _mark_end(runner: DrillRunner, body: MarkIn, now: float) -> Drill:
-    check(body.scenario, None, None)  # 404 for an unknown scenario
+async def _mark_end(runner: DrillRunner, scenarios: Scenarios, body: MarkIn, now: float) -> Drill:
+    known_scenario(body.scenario, scenarios)  # 404 for an unknown scenario
     recent = await runner.store.recent()
     if body.id is not None:
         found = next((d for d in recent if d.id == body.id), None)

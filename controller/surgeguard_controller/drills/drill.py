@@ -1,10 +1,12 @@
 """Load-test drills: what one is, and how its record moves. Pure: no I/O, no clock.
 
-A drill is one run of a named load-test scenario (``surgeguard_loadtest.scenarios``) against
-the stack. The controller runs at most one itself (``source="controller"``, see
-``surgeguard_controller.drills.runner``); a ``surgeguard load`` started anywhere else records its
-start and end through the API (``source="external"``). The records exist so the
-dashboard can say what load the service was under, and mark it on its charts.
+A drill is one run of a named load-test scenario against the stack. Which scenarios
+there are is handed in (``Scenarios``, built by whoever builds the controller from the
+load tests' catalogue): the controller does not import the load tests. The controller
+runs at most one drill itself (``source="controller"``, see
+``surgeguard_controller.drills.runner``); a ``surgeguard load`` started anywhere else
+records its start and end through the API (``source="external"``). The records exist
+so the dashboard can say what load the service was under, and mark it on its charts.
 
 A record's life: ``running`` -> ``finished`` (exit 0 on its own), ``stopped`` (an
 operator, the controller's shutdown or its overrun watchdog stopped it) or ``failed``
@@ -20,8 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-from surgeguard_loadtest.scenarios import MAX_USERS, SCENARIOS, defaults
 
 MIN_USERS = 1
 MIN_DURATION_S = 5.0
@@ -44,6 +44,21 @@ class DrillError(ValueError):
 
 
 @dataclass(frozen=True)
+class ScenarioInfo:
+    """What a drill needs to know of one load-test scenario: the size it runs at when
+    not told otherwise (``users`` at most at once, ``duration_s`` seconds for the whole
+    run) and the most users it takes."""
+
+    users: int
+    duration_s: float
+    max_users: int
+
+
+# The scenarios a drill may run, by name, in the order they are offered.
+Scenarios = Mapping[str, ScenarioInfo]
+
+
+@dataclass(frozen=True)
 class DrillSpec:
     """What to run: a scenario, its most users at once, and the whole run in seconds."""
 
@@ -52,30 +67,33 @@ class DrillSpec:
     duration_s: float
 
 
-def scenario_defaults() -> dict[str, dict[str, float]]:
+def scenario_defaults(scenarios: Scenarios) -> dict[str, dict[str, float]]:
     """Each scenario's default size: {name: {"users": n, "duration_s": seconds}}."""
-    table: dict[str, dict[str, float]] = {}
-    for name in SCENARIOS:
-        users, duration_s = defaults(name)
-        table[name] = {"users": users, "duration_s": duration_s}
-    return table
+    return {
+        name: {"users": info.users, "duration_s": info.duration_s}
+        for name, info in scenarios.items()
+    }
 
 
-def known_scenario(scenario: str) -> str:
-    if scenario not in SCENARIOS:
-        raise DrillError(f"unknown scenario {scenario!r}: allowed are {', '.join(SCENARIOS)}", 404)
-    return scenario
+def known_scenario(scenario: str, scenarios: Scenarios) -> ScenarioInfo:
+    """The scenario's information; ``DrillError`` 404 naming the ones there are."""
+    info = scenarios.get(scenario)
+    if info is None:
+        allowed = ", ".join(scenarios) or "none (no scenarios were given)"
+        raise DrillError(f"unknown scenario {scenario!r}: allowed are {allowed}", 404)
+    return info
 
 
-def check(scenario: str, users: int | None, duration_s: float | None) -> DrillSpec:
+def check(
+    scenario: str, users: int | None, duration_s: float | None, *, scenarios: Scenarios
+) -> DrillSpec:
     """The spec to run, with the scenario's defaults where None; raises ``DrillError``
     naming the field and its range (404 for an unknown scenario, else 422)."""
-    known_scenario(scenario)
-    default_users, default_duration_s = defaults(scenario)
-    users = default_users if users is None else users
-    duration_s = default_duration_s if duration_s is None else duration_s
-    if not MIN_USERS <= users <= MAX_USERS:
-        raise DrillError(f"users must be in [{MIN_USERS}, {MAX_USERS}], got {users}", 422)
+    info = known_scenario(scenario, scenarios)
+    users = info.users if users is None else users
+    duration_s = info.duration_s if duration_s is None else duration_s
+    if not MIN_USERS <= users <= info.max_users:
+        raise DrillError(f"users must be in [{MIN_USERS}, {info.max_users}], got {users}", 422)
     if not (math.isfinite(duration_s) and MIN_DURATION_S <= duration_s <= MAX_DURATION_S):
         raise DrillError(
             f"duration_s must be in [{MIN_DURATION_S:g}, {MAX_DURATION_S:g}] seconds, "
@@ -182,11 +200,14 @@ def external_start(
     who: str,
     reason: str,
     at: float,
+    scenarios: Scenarios,
 ) -> Drill:
-    """The record of a ``surgeguard load`` run started outside the controller."""
+    """The record of a ``surgeguard load`` run started outside the controller; 404 for
+    a scenario not among ``scenarios``."""
+    known_scenario(scenario, scenarios)
     return Drill(
         id=drill_id,
-        scenario=known_scenario(scenario),
+        scenario=scenario,
         users=users,
         duration_s=duration_s,
         source="external",

@@ -37,7 +37,8 @@ from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard.settings import LOAD_CLIENT_KEYS, SettingsError
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_controller.sensing.signals import compute
-from surgeguard_loadtest.load.run import LoadOptions, run_load
+from surgeguard_loadtest.load.options import LoadOptions
+from surgeguard_loadtest.load.run import run_load
 from surgeguard_loadtest.load.watch import ms_or_none
 from surgeguard_loadtest.processes import HOST, child_env, free_port, running
 from surgeguard_loadtest.scenarios import build
@@ -305,11 +306,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return asdict(value) if hasattr(value, "__dataclass_fields__") else str(value)
-
-
-if (
-    __name__ == "__main__"
-):  # python -m surgeguard_loadtest.bench.spike = `surgeguard bench`
-    from surgeguard.cli.main import main
-
-    raise SystemExit(main(["bench", *sys.argv[1:]]))

@@ -15,8 +15,9 @@ import httpx
 from surgeguard.settings import SettingsError, load_settings
 from surgeguard_loadtest import verdict
 from surgeguard_loadtest.load import tune
+from surgeguard_loadtest.load.options import LoadOptions
 from surgeguard_loadtest.load.report import REPORT_HTML
-from surgeguard_loadtest.load.run import LoadError, LoadOptions, run_load
+from surgeguard_loadtest.load.run import LoadError, run_load
 from surgeguard_loadtest.load.watch import Window
 from surgeguard_loadtest.scenarios import ALL_SCENARIOS, ScenarioError, build
 from surgeguard_loadtest.storm.phase import StormOptions

@@ -9,14 +9,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from surgeguard_loadtest.load.locust_process import LocustOutput
-
-if TYPE_CHECKING:
-    from surgeguard_loadtest.load.run import LoadOptions
+from surgeguard_loadtest.load.options import LoadOptions
 
 
 class ControllerCalls:

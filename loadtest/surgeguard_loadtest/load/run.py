@@ -7,7 +7,7 @@ puts it back even if Locust dies, and announces the run to the controller so the
 dashboard can mark it. Locust's process only generates load.
 
 Files in ``--out``: ``summary.json`` (with the SLO, the phases and their verdicts, see
-``verdict.py``), ``surgeguard_report.html`` (the run's own charts, ``load_plots.py``, with
+``verdict.py``), ``surgeguard_report.html`` (the run's own charts, ``load/plots.py``, with
 ``plotly.min.js`` beside it), ``report.html`` (Locust's), ``locust_stats.csv``,
 ``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``,
 ``locust.log``.
@@ -26,10 +26,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -41,6 +40,7 @@ from surgeguard_loadtest import verdict
 from surgeguard_loadtest.load import report as load_report
 from surgeguard_loadtest.load.controller_calls import ChaosSchedule, ControllerCalls
 from surgeguard_loadtest.load.locust_process import LOCUSTFILE, STOP_FILE, LocustOutput, stop_locust
+from surgeguard_loadtest.load.options import LoadOptions
 from surgeguard_loadtest.load.watch import (
     HealthWatch,
     KnobWatch,
@@ -49,8 +49,7 @@ from surgeguard_loadtest.load.watch import (
     Window,
     span_totals,
 )
-from surgeguard_loadtest.scenarios import Scenario
-from surgeguard_loadtest.storm.phase import OPEN_FILES_SPARE, StormError, StormOptions, StormRun
+from surgeguard_loadtest.storm.phase import OPEN_FILES_SPARE, StormError, StormRun
 from surgeguard_loadtest.wrk import raise_open_files
 
 PROGRESS_EVERY_S = 2.0
@@ -58,25 +57,6 @@ PROGRESS_EVERY_S = 2.0
 
 class LoadError(RuntimeError):
     """A run that cannot start; the message is one line naming the problem."""
-
-
-@dataclass
-class LoadOptions:
-    scenario: Scenario
-    host: str
-    out: Path
-    controller_url: str | None = None
-    admin_token: str | None = None
-    client_keys: str = "demo-key"
-    processes: int = 1  # Locust worker processes (forked); 1 = one process
-    marks: bool = True  # announce start and end to the controller (for chart markers)
-    quiet: bool = False
-    user_classes: tuple[str, ...] = ()  # Locust user classes; () = by the population
-    keep_scrapes: bool = False  # keep every /metrics scrape (returned as "scrapes")
-    storm: StormOptions = field(default_factory=StormOptions)  # for a scenario with a storm
-    slo_p99_ms: float = 250.0  # the admitted p99 the run is judged against
-    thresholds: verdict.Thresholds = field(default_factory=verdict.Thresholds)
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
 def locust_command(opts: LoadOptions) -> list[str]:
