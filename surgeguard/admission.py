@@ -31,7 +31,7 @@ from surgeguard.client_keys import ClientKeys
 from surgeguard.client_watch import ClientWatch
 from surgeguard.limiter import Limiter, Waiter
 from surgeguard.metrics import REJECTED, AdmissionMetrics, outcome_of
-from surgeguard.modes import Mode
+from surgeguard.modes import READ_ONLY, SHED_SHEDDABLE
 from surgeguard.penalty_box import FULL, PenaltyBox
 from surgeguard.priority import Priority
 from surgeguard.reasons import (
@@ -148,10 +148,10 @@ class AdmissionMiddleware:
         if registry is not None:
             self._answers[metrics_path] = door_answers.metrics(registry)
 
-    def set_modes(self, modes: frozenset[Mode]) -> None:
+    def set_modes(self, modes: frozenset[str]) -> None:
         """Door-level modes; the others are the routes' business."""
-        self.shed_sheddable = Mode.SHED_SHEDDABLE in modes
-        self.read_only = Mode.READ_ONLY in modes
+        self.shed_sheddable = SHED_SHEDDABLE in modes
+        self.read_only = READ_ONLY in modes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.enabled:

@@ -8,9 +8,10 @@ at most ``limit`` requests hostage instead of the whole service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -169,10 +170,11 @@ class Bulkhead:
         self.in_flight -= 1
         self._wake()
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` inside the bulkhead. Raises ``BulkheadFull`` when no slot frees up
-        within ``max_wait_s``, ``BulkheadTimeout`` when ``fn`` runs past ``timeout_s``;
-        errors of ``fn`` itself propagate unchanged."""
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """``async with bulkhead.slot():`` runs the block inside the bulkhead. Raises
+        ``BulkheadFull`` when no slot frees up within ``max_wait_s``, ``BulkheadTimeout``
+        when the block runs past ``timeout_s``; errors of the block propagate unchanged."""
         self.calls += 1
         try:
             await self._acquire()
@@ -185,7 +187,7 @@ class Bulkhead:
         outcome = 0
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await fn()
+                yield
         except TimeoutError:
             outcome = 2
             self.timed_out += 1
@@ -202,6 +204,11 @@ class Bulkhead:
             self._release()
             if self._durations:
                 self._durations[outcome].observe(self._clock() - started)
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` inside the bulkhead (``slot``)."""
+        async with self.slot():
+            return await fn()
 
     def stats(self) -> BulkheadStats:
         return BulkheadStats(

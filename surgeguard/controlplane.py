@@ -29,8 +29,18 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from surgeguard.chaos import Chaos
-from surgeguard.knobs import DEPENDENCIES, Knobs, knob_spec
-from surgeguard.modes import Mode, parse_modes
+from surgeguard.declaration import DEPENDENCY_NAME
+from surgeguard.knobs import (
+    BULKHEAD_MINIMUM,
+    DOOR_KNOB_SPECS,
+    KnobError,
+    Knobs,
+    KnobSpec,
+    bulkhead_spec,
+    dependency_of,
+    knob_spec,
+)
+from surgeguard.modes import MODE_NAME, ModeSpec, parse_modes
 
 CONTROL_KEY = "surgeguard:control"
 CONTROL_CHANNEL = "surgeguard:control:changed"
@@ -45,7 +55,7 @@ class ControlState:
     version: int = 0
     knobs: Mapping[str, int] = field(default_factory=dict)
     replicas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    modes: frozenset[Mode] = frozenset()
+    modes: frozenset[str] = frozenset()
     chaos: Mapping[str, Chaos] = field(default_factory=dict)
     pins: frozenset[str] = frozenset()
     autopilot: bool = True  # False: the controller only says what it would have done
@@ -54,8 +64,29 @@ class ControlState:
 
     def knobs_for(self, replica: str, initial: Knobs) -> Knobs:
         """The effective knobs of one replica: its start-up values, then the global
-        values, then its own overrides. Raises ``KnobError`` on any invalid value."""
-        return initial.with_changes(self.knobs).with_changes(self.replicas.get(replica, {}))
+        values, then its own overrides. Knobs the replica does not declare (another
+        version of the app may) are left out; raises ``KnobError`` when a value of one
+        it does declare is outside its bounds, so nothing of the document applies."""
+        own = self.replicas.get(replica, {})
+        return initial.with_changes(initial.known(self.knobs)).with_changes(initial.known(own))
+
+    def modes_known(self, known: Mapping[str, ModeSpec]) -> frozenset[str]:
+        """The document's modes that a replica knowing ``known`` can act on."""
+        return frozenset(m for m in self.modes if m in known)
+
+    def check(self, specs: Mapping[str, KnobSpec], modes: Mapping[str, ModeSpec]) -> None:
+        """Every knob, pin and mode against what the replicas declare (the writer's
+        check: a replica leaves out names it does not know, so a typo would be silent
+        there). Raises ``ControlDocumentError`` naming the first problem."""
+        try:
+            for values in (self.knobs, *self.replicas.values()):
+                for name, value in values.items():
+                    knob_spec(name, specs).check(value)
+            for pin in self.pins:
+                knob_spec(pin, specs)
+            parse_modes(self.modes, modes)
+        except (KnobError, ValueError) as exc:
+            raise ControlDocumentError(str(exc)) from None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -63,7 +94,7 @@ class ControlState:
                 "version": self.version,
                 "knobs": dict(self.knobs),
                 "replicas": {r: {"knobs": dict(k)} for r, k in self.replicas.items()},
-                "modes": sorted(m.value for m in self.modes),
+                "modes": sorted(self.modes),
                 "chaos": {
                     d: {"latency_multiplier": c.latency_multiplier, "error_rate": c.error_rate}
                     for d, c in self.chaos.items()
@@ -78,7 +109,10 @@ class ControlState:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ControlState:
-        """Parse and validate a whole document (raises ``ControlDocumentError``)."""
+        """Parse a whole document and check it as far as any replica would: the door's
+        knobs within their bounds, bulkheads within the widest bulkhead bounds, names
+        that can be knobs and modes (raises ``ControlDocumentError``). What one app
+        declares is its replicas' to check (``knobs_for``) and the writer's (``check``)."""
         try:
             doc = json.loads(raw)
             if not isinstance(doc, dict):
@@ -90,9 +124,7 @@ class ControlState:
             }
             chaos: dict[str, Chaos] = {}
             for dep, values in dict(doc.get("chaos", {})).items():
-                if dep not in DEPENDENCIES:
-                    raise ControlDocumentError(f"chaos: unknown dependency {dep!r}")
-                chaos[dep] = Chaos(
+                chaos[str(dep)] = Chaos(
                     float(values.get("latency_multiplier", 1.0)),
                     float(values.get("error_rate", 0.0)),
                 )
@@ -100,9 +132,9 @@ class ControlState:
                 version=int(doc.get("version", 0)),
                 knobs=knobs,
                 replicas=replicas,
-                modes=parse_modes(list(doc.get("modes", []))),
+                modes=_mode_names(doc.get("modes", [])),
                 chaos=chaos,
-                pins=frozenset(knob_spec(p).name for p in doc.get("pins", [])),
+                pins=frozenset(_names(doc.get("pins", []), "pins")),
                 autopilot=bool(doc.get("autopilot", True)),
                 updated_at=float(doc.get("updated_at", 0.0)),
                 updated_by=str(doc.get("updated_by", "")),
@@ -116,8 +148,37 @@ class ControlState:
 def _knob_values(values: Any, where: str) -> dict[str, int]:
     if not isinstance(values, dict):
         raise ControlDocumentError(f"{where} must be an object of knob values")
-    checked = {name: knob_spec(name).check(value) for name, value in values.items()}
-    return checked
+    for name, value in values.items():
+        _possible_knob(str(name)).check(value)
+    return {str(name): value for name, value in values.items()}
+
+
+def _possible_knob(name: str) -> KnobSpec:
+    """The widest spec ``name`` can have in any replica: the door's knobs are the same
+    everywhere; a bulkhead's declared range lies within the bulkhead bounds."""
+    if name in DOOR_KNOB_SPECS:
+        return DOOR_KNOB_SPECS[name]
+    dependency = dependency_of(name)
+    if dependency is not None and DEPENDENCY_NAME.match(dependency):
+        return bulkhead_spec(dependency, BULKHEAD_MINIMUM)
+    raise KnobError(
+        f"unknown knob {name!r}: a knob is one of {', '.join(DOOR_KNOB_SPECS)} "
+        "or bulkhead.<dependency>"
+    )
+
+
+def _names(values: Any, where: str) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ControlDocumentError(f"{where} must be a list of names")
+    return list(values)
+
+
+def _mode_names(values: Any) -> frozenset[str]:
+    names = _names(values, "modes")
+    for name in names:
+        if not MODE_NAME.match(name):
+            raise ControlDocumentError(f"modes: {name!r} is not a mode name")
+    return frozenset(names)
 
 
 async def read_state(client: aioredis.Redis) -> ControlState:
@@ -150,10 +211,14 @@ class ControlPlaneWriter:
         *,
         writer: str = "controller",
         clock: Callable[[], float] = time.time,
+        check: Callable[[ControlState], None] | None = None,
     ) -> None:
+        """``check``: run on every new state before it is stored (the controller
+        checks it against the knobs and modes the replicas declare)."""
         self._client = client
         self._writer = writer
         self._clock = clock
+        self._check = check
 
     async def update(
         self, change: Callable[[ControlState], ControlState], *, attempts: int = 20
@@ -174,6 +239,8 @@ class ControlPlaneWriter:
                     )
                     encoded = new.to_json()
                     ControlState.from_json(encoded)  # never store what a replica would refuse
+                    if self._check is not None:
+                        self._check(new)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(CONTROL_KEY, encoded)
                     pipe.publish(CONTROL_CHANNEL, str(new.version))
@@ -195,12 +262,11 @@ class ControlPlaneWriter:
 
         return await self.update(change)
 
-    async def set_modes(self, modes: frozenset[Mode]) -> ControlState:
+    async def set_modes(self, modes: frozenset[str]) -> ControlState:
         return await self.update(lambda s: replace(s, modes=modes))
 
     async def set_chaos(self, dependency: str, chaos: Chaos) -> ControlState:
-        if dependency not in DEPENDENCIES:
-            raise ControlDocumentError(f"unknown dependency {dependency!r}")
+        """Chaos for one dependency (the caller checks that some replica has it)."""
 
         def change(state: ControlState) -> ControlState:
             updated = dict(state.chaos)

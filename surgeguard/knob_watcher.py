@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -31,7 +31,7 @@ from surgeguard.controlplane import (
     read_state,
 )
 from surgeguard.knobs import KnobError, Knobs
-from surgeguard.modes import Mode
+from surgeguard.modes import DOOR_MODE_NAMES
 
 log = logging.getLogger("surgeguard.control")
 
@@ -49,13 +49,19 @@ class Enforced:
 
     @classmethod
     def of(
-        cls, state: ControlState, replica: str, initial: Knobs, initial_modes: frozenset[Mode]
+        cls,
+        state: ControlState,
+        replica: str,
+        initial: Knobs,
+        initial_modes: frozenset[str],
+        known_modes: Collection[str] = DOOR_MODE_NAMES,
     ) -> Enforced:
-        """As the replica applies ``state`` (version 0, no document: the start-up modes)."""
+        """As the replica applies ``state`` (version 0, no document: the start-up modes;
+        modes it does not know are left out)."""
         modes = state.modes if state.version > 0 else initial_modes
         return cls(
             dict(state.knobs_for(replica, initial)),
-            frozenset(m.value for m in modes),
+            frozenset(m for m in modes if m in known_modes),
             {d: c for d, c in state.chaos.items() if c != Chaos()},
         )
 
@@ -94,7 +100,8 @@ class KnobWatcher:
         clock: Callable[[], float] = time.monotonic,
         replica: str = "",
         initial: Knobs | None = None,
-        initial_modes: frozenset[Mode] = frozenset(),
+        initial_modes: frozenset[str] = frozenset(),
+        known_modes: Collection[str] = DOOR_MODE_NAMES,
     ) -> None:
         """``replica``, ``initial`` and ``initial_modes``: whose knobs to describe in the
         log when they change, and what it enforces before any document."""
@@ -103,7 +110,10 @@ class KnobWatcher:
         self._replica = replica
         self._initial = initial if initial is not None else Knobs()
         self._initial_modes = initial_modes
-        self._enforced = Enforced.of(ControlState(), replica, self._initial, initial_modes)
+        self._known_modes = known_modes
+        self._enforced = Enforced.of(
+            ControlState(), replica, self._initial, initial_modes, known_modes
+        )
         self.poll_interval_s = poll_interval_s
         self._clock = clock
         self.applied_version = -1
@@ -145,7 +155,9 @@ class KnobWatcher:
         return True
 
     def _log_applied(self, state: ControlState, first: bool) -> None:
-        enforced = Enforced.of(state, self._replica, self._initial, self._initial_modes)
+        enforced = Enforced.of(
+            state, self._replica, self._initial, self._initial_modes, self._known_modes
+        )
         change = describe_change(self._enforced, enforced)
         self._enforced = enforced
         if state.version == 0:

@@ -1,5 +1,9 @@
 """The knobs: every number the control plane may tune, with its bounds.
 
+The door's three knobs (``DOOR_KNOB_SPECS``) exist in every replica. Each dependency
+an application declares (``surgeguard.declaration``) adds one more,
+``bulkhead.<name>``: its calls in flight at once, within the bounds it declared.
+
 A ``Knobs`` value is immutable and always valid: it is built through
 ``Knobs.build`` / ``with_changes``, which check every value against its spec
 before anything is applied, so a bad document can never half-apply.
@@ -11,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-DEPENDENCIES: tuple[str, ...] = ("db", "cache", "recommendations", "payments")
+BULKHEAD_PREFIX = "bulkhead."
 
 
 class KnobError(ValueError):
@@ -38,77 +42,114 @@ class KnobSpec:
         return value
 
 
-def _specs() -> dict[str, KnobSpec]:
-    specs = [
-        KnobSpec(
-            "concurrency_limit",
-            1,
-            10_000,
-            64,
-            "requests",
-            "requests handled at once by one replica",
-        ),
-        KnobSpec(
-            "queue_limit",
-            0,
-            100_000,
-            128,
-            "requests",
-            "requests that may wait for a slot (the shed threshold)",
-        ),
-        KnobSpec(
-            "queue_timeout_ms",
-            1,
-            60_000,
-            200,
-            "ms",
-            "longest a request may wait for a slot before a 429",
-        ),
-    ]
-    defaults = {"db": 16, "cache": 64, "recommendations": 8, "payments": 8}
-    for dep in DEPENDENCIES:
-        specs.append(
+DOOR_KNOB_SPECS: Mapping[str, KnobSpec] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
             KnobSpec(
-                f"bulkhead.{dep}",
+                "concurrency_limit",
                 1,
                 10_000,
-                defaults[dep],
-                "calls",
-                f"calls to {dep} in flight at once",
-            )
+                64,
+                "requests",
+                "requests handled at once by one replica",
+            ),
+            KnobSpec(
+                "queue_limit",
+                0,
+                100_000,
+                128,
+                "requests",
+                "requests that may wait for a slot (the shed threshold)",
+            ),
+            KnobSpec(
+                "queue_timeout_ms",
+                1,
+                60_000,
+                200,
+                "ms",
+                "longest a request may wait for a slot before a 429",
+            ),
         )
-    return {s.name: s for s in specs}
+    }
+)
+
+# What a bulkhead knob allows when nobody declared otherwise (calls in flight).
+BULKHEAD_MINIMUM, BULKHEAD_MAXIMUM = 1, 10_000
 
 
-KNOB_SPECS: Mapping[str, KnobSpec] = MappingProxyType(_specs())
+def bulkhead_knob(dependency: str) -> str:
+    return f"{BULKHEAD_PREFIX}{dependency}"
 
 
-def knob_spec(name: str) -> KnobSpec:
+def dependency_of(knob: str) -> str | None:
+    """The dependency a ``bulkhead.<name>`` knob limits; None for the door's knobs."""
+    return knob.removeprefix(BULKHEAD_PREFIX) if knob.startswith(BULKHEAD_PREFIX) else None
+
+
+def bulkhead_spec(
+    dependency: str,
+    default: int,
+    *,
+    minimum: int = BULKHEAD_MINIMUM,
+    maximum: int = BULKHEAD_MAXIMUM,
+    description: str = "",
+) -> KnobSpec:
+    spec = KnobSpec(
+        bulkhead_knob(dependency),
+        minimum,
+        maximum,
+        default,
+        "calls",
+        description or f"calls to {dependency} in flight at once",
+    )
+    if not 1 <= minimum <= default <= maximum:
+        raise KnobError(
+            f"{spec.name}: bounds must satisfy 1 <= min <= slots <= max, "
+            f"got min {minimum}, slots {default}, max {maximum}"
+        )
+    return spec
+
+
+def knob_spec(name: str, specs: Mapping[str, KnobSpec] = DOOR_KNOB_SPECS) -> KnobSpec:
     try:
-        return KNOB_SPECS[name]
+        return specs[name]
     except KeyError:
-        allowed = ", ".join(KNOB_SPECS)
+        allowed = ", ".join(specs)
         raise KnobError(f"unknown knob {name!r}: allowed are {allowed}") from None
 
 
 @dataclass(frozen=True)
 class Knobs(Mapping[str, int]):
-    """One complete, validated set of knob values (every knob present)."""
+    """One complete, validated set of knob values (every knob of ``specs`` present)."""
 
-    mapping: Mapping[str, int] = field(
-        default_factory=lambda: MappingProxyType({n: s.default for n, s in KNOB_SPECS.items()})
-    )
+    specs: Mapping[str, KnobSpec] = field(default_factory=lambda: DOOR_KNOB_SPECS)
+    mapping: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not self.mapping:  # the defaults of the specs
+            defaults = {n: s.default for n, s in self.specs.items()}
+            object.__setattr__(self, "mapping", MappingProxyType(defaults))
 
     @classmethod
-    def build(cls, changes: Mapping[str, object] | None = None) -> Knobs:
-        return cls().with_changes(changes or {})
+    def build(
+        cls,
+        changes: Mapping[str, object] | None = None,
+        specs: Mapping[str, KnobSpec] = DOOR_KNOB_SPECS,
+    ) -> Knobs:
+        return cls(specs).with_changes(changes or {})
 
     def with_changes(self, changes: Mapping[str, object]) -> Knobs:
         """A new ``Knobs`` with ``changes`` applied (raises ``KnobError``, changing nothing)."""
         merged = dict(self.mapping)
         for name, value in changes.items():
-            merged[name] = knob_spec(name).check(value)
-        return Knobs(MappingProxyType(merged))
+            merged[name] = knob_spec(name, self.specs).check(value)
+        return Knobs(self.specs, MappingProxyType(merged))
+
+    def known(self, changes: Mapping[str, object]) -> dict[str, object]:
+        """The part of ``changes`` naming knobs this set has (a control document may
+        carry knobs of dependencies another version of the app declares)."""
+        return {name: value for name, value in changes.items() if name in self.specs}
 
     def __getitem__(self, name: str) -> int:
         return self.mapping[name]
@@ -132,4 +173,4 @@ class Knobs(Mapping[str, int]):
         return self.mapping["queue_timeout_ms"]
 
     def bulkhead(self, dependency: str) -> int:
-        return self.mapping[f"bulkhead.{dependency}"]
+        return self.mapping[bulkhead_knob(dependency)]

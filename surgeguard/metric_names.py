@@ -73,6 +73,20 @@ REPLICA_INFO = "surgeguard_replica_info"
 # gauge {mode}: 1 while a degradation mode is on, else 0
 MODE_ACTIVE = "surgeguard_mode_active"
 
+# -- what the app declares (surgeguard.control_metrics); the controller's catalogue ----
+# gauge {mode, description, door, auto_degrade, order}: always 1; a mode the app knows
+MODE_INFO = "surgeguard_mode_info"
+# gauge {knob, unit, description}: always 1; a knob the replica has
+KNOB_INFO = "surgeguard_knob_info"
+# gauge {knob}: lowest value the knob may take (its unit: KNOB_INFO's)
+KNOB_MINIMUM = "surgeguard_knob_minimum"
+# gauge {knob}: highest value the knob may take
+KNOB_MAXIMUM = "surgeguard_knob_maximum"
+# gauge {knob}: the knob's value at start, before any control document
+KNOB_DEFAULT = "surgeguard_knob_default"
+# gauge {knob}: the knob's value now, as applied
+KNOB_VALUE = "surgeguard_knob_value"
+
 # -- background jobs, as a replica samples its queues (the demo) -----------------------
 # gauge {stream}: unfinished jobs (waiting plus in progress)
 JOBS_PENDING = "surgeguard_jobs_pending"
@@ -128,6 +142,11 @@ CONTROLLER_READS: tuple[str, ...] = (
     EVENT_LOOP_LAG_SECONDS,
     CONTROL_PLANE_VERSION,
     REPLICA_INFO,
+    MODE_INFO,
+    KNOB_INFO,
+    KNOB_MINIMUM,
+    KNOB_MAXIMUM,
+    KNOB_DEFAULT,
     JOBS_PENDING,
     JOBS_OLDEST_PENDING_AGE_SECONDS,
     JOBS_DEAD_LETTERS,

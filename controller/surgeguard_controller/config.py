@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from surgeguard.knobs import KNOB_SPECS
+from surgeguard.knobs import BULKHEAD_MAXIMUM, BULKHEAD_MINIMUM, DOOR_KNOB_SPECS
+from surgeguard_controller.catalogue import Catalogue
 
 
 @dataclass(frozen=True)
@@ -74,23 +75,46 @@ class ControllerConfig:
     # A replica whose applied control-document version has not followed the published
     # one for ``obey_grace_ticks`` ticks does not obey: its decisions are not applied.
     obey_grace_ticks: int = 3
+    # What the replicas declare (a one-element box, so the frozen config can follow
+    # deployments: see ``learn``).
+    known: list[Catalogue] = field(default_factory=lambda: [Catalogue()], compare=False)
 
     @property
     def target_s(self) -> float:
         """What admitted p99 is steered under: the SLO less the headroom, seconds."""
         return self.slo_s * (1 - self.headroom)
 
+    @property
+    def catalogue(self) -> Catalogue:
+        """What the replicas declare, as last read (``learn`` replaces it)."""
+        return self.known[0]
+
+    def learn(self, catalogue: Catalogue) -> None:
+        """The replicas' declarations as read this tick (the one thing in a config
+        that changes while the controller runs: replicas are deployed under it)."""
+        self.known[0] = catalogue
+
     def bounds_of(self, knob: str) -> tuple[int, int]:
-        spec = KNOB_SPECS[knob]
-        return self.bounds.get(knob, (spec.minimum, spec.maximum))
+        """The range the controller moves ``knob`` in: what the replicas declare,
+        narrowed by the operator's ``bounds``. A knob no replica has declared (yet)
+        gets a bulkhead's widest range; moves of it are not applied by anyone."""
+        spec = self.catalogue.knob_specs.get(knob)
+        low, high = (spec.minimum, spec.maximum) if spec else (BULKHEAD_MINIMUM, BULKHEAD_MAXIMUM)
+        if knob in self.bounds:
+            want_low, want_high = self.bounds[knob]
+            low, high = max(low, want_low), min(high, want_high)
+            if low > high:  # the operator's range is outside the declared one
+                low = high = min(max(want_low, low), high)
+        return low, high
 
     def __post_init__(self) -> None:
         for knob, (low, high) in self.bounds.items():
-            spec = KNOB_SPECS[knob]
-            if not spec.minimum <= low <= high <= spec.maximum:
+            door = DOOR_KNOB_SPECS.get(knob)
+            floor, ceiling = (door.minimum, door.maximum) if door else (0, BULKHEAD_MAXIMUM)
+            if not floor <= low <= high <= ceiling:
                 raise ValueError(
-                    f"bounds of {knob} must be within [{spec.minimum}, "
-                    f"{spec.maximum}] with min <= max, got [{low}, {high}]"
+                    f"bounds of {knob} must be within [{floor}, "
+                    f"{ceiling}] with min <= max, got [{low}, {high}]"
                 )
         if self.slo_s <= 0:
             raise ValueError(f"slo_s must be > 0 seconds, got {self.slo_s}")

@@ -26,7 +26,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from surgeguard.modes import Mode
 from surgeguard_controller import holds
 from surgeguard_controller.algorithms import (
     CUT,
@@ -137,7 +136,7 @@ class Decider:
         *,
         now: float,
         pins: frozenset[str] = frozenset(),
-        modes: frozenset[Mode] = frozenset(),
+        modes: frozenset[str] = frozenset(),
         autopilot: bool = True,
         obeyed: bool = True,
     ) -> TickResult:

@@ -7,17 +7,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from surgeguard.modes import Mode
 from surgeguard_controller.config import ControllerConfig
 from surgeguard_controller.sensing.signals import Signals
 from surgeguard_controller.text import ms
 
-DEGRADE_LADDER: tuple[Mode, ...] = (Mode.SHED_SHEDDABLE, Mode.RECOMMENDATIONS_OFF)
-
 
 @dataclass(frozen=True)
 class ModeDecision:
-    mode: Mode
+    mode: str
     active: bool
     reason: str
 
@@ -30,10 +27,10 @@ class DegradeLadder:
         self.config = config
         self._unhealthy_ticks = 0
         self._healthy_ticks = 0
-        self.auto_modes: list[Mode] = []
+        self.auto_modes: list[str] = []
 
     def step(
-        self, s: Signals, knobs: Mapping[str, int], modes: frozenset[Mode], autopilot: bool
+        self, s: Signals, knobs: Mapping[str, int], modes: frozenset[str], autopilot: bool
     ) -> tuple[ModeDecision, ...]:
         if not self.config.auto_degrade or not autopilot or math.isnan(s.p99_s):
             return ()
@@ -44,7 +41,8 @@ class DegradeLadder:
         self._healthy_ticks = self._healthy_ticks + 1 if healthy else 0
         if self._unhealthy_ticks >= self.config.degrade_after_ticks:
             self._unhealthy_ticks = 0
-            for mode in DEGRADE_LADDER:
+            # The modes the replicas declare for it, in their order (shed_sheddable first).
+            for mode in self.config.catalogue.ladder:
                 if mode not in modes:
                     self.auto_modes.append(mode)
                     return (
@@ -54,7 +52,7 @@ class DegradeLadder:
                             (
                                 f"p99 {ms(s.p99_s)} > SLO {ms(self.config.slo_s)} for "
                                 f"{self.config.degrade_after_ticks} ticks with "
-                                f"concurrency_limit at its minimum {floor}: {mode.value} on"
+                                f"concurrency_limit at its minimum {floor}: {mode} on"
                             ),
                         ),
                     )
@@ -68,7 +66,7 @@ class DegradeLadder:
                         False,
                         (
                             f"p99 {ms(s.p99_s)} within SLO for {self.config.recover_after_ticks} "
-                            f"ticks: {mode.value} off"
+                            f"ticks: {mode} off"
                         ),
                     ),
                 )

@@ -18,10 +18,11 @@ import time
 import httpx
 import streamlit as st
 
-from surgeguard.settings import SettingsError, load_settings
+from surgeguard.settings import SettingsError
 from surgeguard_dashboard import actions, drill_panel, views
 from surgeguard_dashboard.client import DEFAULT_TIMEOUT, ControllerClient
 from surgeguard_dashboard.feed import Feed
+from surgeguard_dashboard.settings import DashboardSettings
 
 REFRESHED_KEY = "refreshed_in_this_run"
 
@@ -36,7 +37,7 @@ def _config() -> tuple[str, float]:
     """(controller URL, refresh period in seconds), read once per session."""
     if "config" not in st.session_state:
         try:
-            settings = load_settings()
+            settings = DashboardSettings.load()
         except SettingsError as exc:
             st.error(f"The dashboard cannot start: {exc}")
             st.stop()

@@ -13,13 +13,13 @@ import os
 import sys
 from pathlib import Path
 
-from surgeguard.settings import Settings
+from surgeguard_dashboard.settings import DashboardSettings
 
 APP = Path(__file__).with_name("app.py")
 HEALTH_PATH = "/_stcore/health"  # Streamlit's own health check: 200 "ok"
 
 
-def streamlit_argv(settings: Settings) -> list[str]:
+def streamlit_argv(settings: DashboardSettings) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -41,7 +41,7 @@ def streamlit_argv(settings: Settings) -> list[str]:
     ]
 
 
-def streamlit_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
+def streamlit_env(settings: DashboardSettings, base: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k != "SURGEGUARD_ADMIN_TOKEN"}
     env["SURGEGUARD_CONTROLLER_URL"] = settings.controller_url
     env["SURGEGUARD_DASHBOARD_REFRESH_MS"] = str(settings.dashboard_refresh_ms)
@@ -52,7 +52,7 @@ def streamlit_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: DashboardSettings) -> int:
     """Never returns: the process becomes the Streamlit server."""
     print(
         f"dashboard on http://{settings.host}:{settings.dashboard_port} reading the "

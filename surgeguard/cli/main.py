@@ -12,11 +12,25 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from surgeguard import logs
-from surgeguard.modes import Mode
-from surgeguard.settings import SettingsError, load_settings
+from surgeguard.modes import DOOR_MODES
+from surgeguard.settings import SettingsError
 from surgeguard.version import installed_version
+
+if TYPE_CHECKING:
+    from surgeguard.cli.settings import StackSettings
+
+
+def _demo_mode_names() -> list[str]:
+    """The demo target's modes (the library's door modes where the demo is not installed)."""
+    try:
+        from surgeguard_target_app.declaration import DEMO
+    except ImportError:
+        return [m.name for m in DOOR_MODES]
+    return list(DEMO.all_modes)
+
 
 # The controller's flags that are settings fields of another name (for error messages).
 CONTROLLER_FLAGS = {
@@ -191,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODE",
-        help="degradation mode on at start (repeatable): " + ", ".join(m.value for m in Mode),
+        help="degradation mode on at start (repeatable): " + ", ".join(_demo_mode_names()),
     )
     target.add_argument(
         "--no-admission",
@@ -357,13 +371,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stack_settings() -> type[StackSettings]:
+    from surgeguard.cli.settings import StackSettings
+
+    return StackSettings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "status":
             from surgeguard.cli.stack_state import status
 
-            code, text = status(load_settings(data_dir=args.data_dir).data_dir)
+            code, text = status(_stack_settings().load(data_dir=args.data_dir).data_dir)
             print(text, file=sys.stdout if code == 0 else sys.stderr)
             return code
         log_config = logs.resolve(args.log_level, args.log_format, os.environ)
@@ -371,13 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "redis":
             from surgeguard.runtime.embedded_redis import run_forever
 
-            settings = load_settings(data_dir=args.data_dir)
+            settings = _stack_settings().load(data_dir=args.data_dir)
             return run_forever(args.port, settings.data_dir)
         if args.command == "up":
             from surgeguard.cli.stack import PassOn, up
 
             # Validated here, so a bad pass-through flag stops up before anything starts.
-            settings = load_settings(
+            settings = _stack_settings().load(
                 flags={**CONTROLLER_FLAGS, **DASHBOARD_FLAGS},
                 data_dir=args.data_dir,
                 host=args.host,
@@ -404,8 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "target":
             from surgeguard_target_app.server import serve
+            from surgeguard_target_app.settings import DemoSettings
 
-            settings = load_settings(
+            demo = DemoSettings.load(
                 host=args.host,
                 replica_id=args.replica_id,
                 health_port=args.health_port,
@@ -416,13 +437,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 no_admission=args.no_admission,
                 modes=",".join(args.mode) if args.mode else None,
             )
-            return serve(settings, args.port)
+            return serve(demo, args.port)
         if args.command == "controller":
             from surgeguard.cli.wiring import drill_scenarios
             from surgeguard.runtime.embedded_redis import redis_url_for
             from surgeguard_controller.server import serve as serve_controller
+            from surgeguard_controller.settings import ControllerSettings
 
-            settings = load_settings(
+            ctl = ControllerSettings.load(
                 flags={
                     **CONTROLLER_FLAGS,
                     "controller_port": "--port",
@@ -439,19 +461,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 controller_targets=",".join(args.target) if args.target else None,
                 data_dir=args.data_dir,
             )
-            targets = settings.controller_target_list
+            targets = ctl.controller_target_list
             if not targets:
                 raise SettingsError(
                     "no target to tune: give --target URL (or SURGEGUARD_CONTROLLER_TARGETS)"
                 )
-            with redis_url_for(settings.redis_url, settings.data_dir) as url:
+            with redis_url_for(ctl.redis_url, ctl.data_dir) as url:
                 return serve_controller(
-                    settings, url, targets, settings.controller_port, scenarios=drill_scenarios()
+                    ctl, url, targets, ctl.controller_port, scenarios=drill_scenarios()
                 )
         if args.command == "dashboard":
             from surgeguard_dashboard.server import serve as serve_dashboard
+            from surgeguard_dashboard.settings import DashboardSettings
 
-            settings = load_settings(
+            dash = DashboardSettings.load(
                 flags={
                     **DASHBOARD_FLAGS,
                     "controller_url": "--controller",
@@ -464,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             # Streamlit sets up its own loggers: it reads these from its environment.
             os.environ.update(logs.streamlit_env(log_config))
-            return serve_dashboard(settings)
+            return serve_dashboard(dash)
         if args.command == "load":
             from surgeguard_loadtest.load.command import run_load_command
 
@@ -478,9 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_bench_command(args)
         if args.command == "worker":
+            from surgeguard_target_app.settings import WorkerSettings
             from surgeguard_target_app.worker.server import run_worker
 
-            settings = load_settings(
+            work = WorkerSettings.load(
                 flags={
                     "worker_metrics_port": "--metrics-port",
                     "worker_concurrency": "--concurrency",
@@ -491,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 worker_concurrency=args.concurrency,
                 worker_id=args.consumer,
             )
-            return run_worker(settings)
+            return run_worker(work)
     except SettingsError as exc:
         print(f"surgeguard {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,11 +24,12 @@ from types import FrameType
 import httpx
 
 from surgeguard.cli import stack_state
+from surgeguard.cli.settings import StackSettings
 from surgeguard.cli.stack_state import Service, StackState
 from surgeguard.logs import LogConfig
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from surgeguard.runtime.process import die_with_parent, terminate
-from surgeguard.settings import DEMO_CLIENT_KEY, Settings
+from surgeguard.runtime.process import die_with_parent, free_port, terminate
+from surgeguard_target_app.settings import DEMO_CLIENT_KEY
 
 log = logging.getLogger("surgeguard.up")
 
@@ -51,14 +51,6 @@ def _spawn(
         [sys.executable, "-m", "surgeguard", *args], env=env, preexec_fn=die_with_parent()
     )
     return Child(name, url, process, health_path)
-
-
-def _free_port(host: str) -> int:
-    """A port nothing listens on right now (for a child asked to take "any" port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_healthy(child: Child, deadline: float) -> None:
@@ -103,7 +95,7 @@ def _keep_token(token: str, given: bool, data_dir: Path) -> str | None:
 
 
 def up(
-    settings: Settings,
+    settings: StackSettings,
     *,
     target_port: int,
     worker_metrics_port: int | None = None,
@@ -143,7 +135,7 @@ def up(
         env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url, "SURGEGUARD_ADMIN_TOKEN": token}
         host = settings.host
         # Liveness probes and scrapes that never wait behind a storm (health_listener).
-        health_port = settings.health_port or _free_port(host)
+        health_port = settings.health_port or free_port(host)
         children.append(
             _spawn(
                 "target",
@@ -153,7 +145,7 @@ def up(
             )
         )
         # One job worker; its /metrics (and /healthz) on a port of its own.
-        worker_port = worker_metrics_port or settings.worker_metrics_port or _free_port(host)
+        worker_port = worker_metrics_port or settings.worker_metrics_port or free_port(host)
         children.append(
             _spawn(
                 "worker",

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
@@ -21,7 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 from redis.exceptions import RedisError
 
 from surgeguard.bulkhead import BulkheadRejected
-from surgeguard.modes import Mode
+from surgeguard_target_app.declaration import RECOMMENDATIONS_OFF, SERVE_STALE
 from surgeguard_target_app.dependencies import DependencyError
 from surgeguard_target_app.jobs.streams import ANALYTICS_STREAM, enqueue_signup, signup_status
 
@@ -78,10 +76,8 @@ def _unavailable(what: str, detail: str) -> JSONResponse:
     )
 
 
-def build_api(
-    service: Service, lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]
-) -> FastAPI:
-    api = FastAPI(title="surgeguard target_app", lifespan=lifespan, docs_url=None, redoc_url=None)
+def add_routes(api: FastAPI, service: Service) -> None:
+    """The demo's routes and error answers, on the service's FastAPI app."""
     api.state.service = service
     deps = service.dependencies
     bulkheads = service.bulkheads
@@ -120,7 +116,7 @@ def build_api(
                 "last_error": watcher.last_error or None,
             },
             "knobs": dict(service.knobs),
-            "modes": sorted(m.value for m in service.modes),
+            "modes": sorted(service.modes),
         }
         return JSONResponse(body, status_code=200 if service.ready else 503)
 
@@ -144,7 +140,7 @@ def build_api(
             ).encode()
 
         result = await service.cache.get(
-            f"item:{item_id}", load, allow_stale=Mode.SERVE_STALE in service.modes
+            f"item:{item_id}", load, allow_stale=SERVE_STALE in service.modes
         )
         return _json(result.value, _cache_degraded(result.stale, result.cache_available))
 
@@ -158,12 +154,12 @@ def build_api(
             ).encode()
 
         result = await service.cache.get(
-            f"feed:{page}", load, allow_stale=Mode.SERVE_STALE in service.modes
+            f"feed:{page}", load, allow_stale=SERVE_STALE in service.modes
         )
         degraded = _cache_degraded(result.stale, result.cache_available)
         recommendations: list[int] = []
-        if Mode.RECOMMENDATIONS_OFF in service.modes:
-            degraded.append(Mode.RECOMMENDATIONS_OFF.value)
+        if RECOMMENDATIONS_OFF in service.modes:
+            degraded.append(RECOMMENDATIONS_OFF)
         else:
             try:
                 await use("recommendations")
@@ -226,13 +222,12 @@ def build_api(
         return {"id": entry.decode() if isinstance(entry, bytes) else str(entry)}
 
     api.include_router(router)
-    return api
 
 
 def _cache_degraded(stale: bool, cache_available: bool) -> list[str]:
     degraded = []
     if stale:
-        degraded.append(Mode.SERVE_STALE.value)
+        degraded.append(SERVE_STALE)
     if not cache_available:
         degraded.append("cache_unavailable")
     return degraded

@@ -5,19 +5,16 @@ from __future__ import annotations
 import uvicorn
 
 from surgeguard.gc_policy import quiet_full_collections
+from surgeguard.protect import connect_redis
 from surgeguard.runtime.embedded_redis import redis_url_for
-from surgeguard.settings import Settings
-from surgeguard_target_app.service import Service, connect_redis
+from surgeguard_target_app.app import build_service
+from surgeguard_target_app.settings import DemoSettings
 
 
-def build_service(settings: Settings, redis_url: str, port: int) -> Service:
-    return Service(settings, connect_redis(redis_url), replica=settings.replica_name(port))
-
-
-def serve(settings: Settings, port: int) -> int:
+def serve(settings: DemoSettings, port: int) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
     with redis_url_for(settings.redis_url, settings.data_dir) as url:
-        service = build_service(settings, url, port)
+        service = build_service(settings, connect_redis(url), replica=settings.replica_name(port))
         # Under a storm of held requests CPython's full collections stop the loop for
         # most of a second each and free nothing: make them rare (see gc_policy).
         quiet_full_collections()

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from surgeguard.modes import Mode
+from surgeguard.modes import SHED_SHEDDABLE, ModeSpec
+from surgeguard_controller.catalogue import Catalogue
 from surgeguard_controller.decide import ControllerConfig, Decider, current_knobs
 from surgeguard_controller.sensing.signals import DependencySignals, Signals
 from tests.support.clock import FakeClock
@@ -173,17 +174,27 @@ def test_auto_degrade_ladder_switches_on_then_off(fake_clock: FakeClock) -> None
         recover_after_ticks=2,
         bounds={"concurrency_limit": (4, 100)},
     )
+    # The replicas declare one mode of their own for the ladder, after the door's.
+    config.learn(
+        Catalogue(
+            modes={
+                **Catalogue().modes,
+                "search_off": ModeSpec("search_off", "No search.", auto_degrade=True),
+                "manual": ModeSpec("manual", "Only by hand."),
+            }
+        )
+    )
     decider = Decider(config)
     bad = signals(p99=0.6, limit=4, peak=4)
-    on: list[Mode] = []
-    modes: frozenset[Mode] = frozenset()
+    on: list[str] = []
+    modes: frozenset[str] = frozenset()
     for _ in range(6):
         for m in decider.decide(bad, current_knobs(bad), now=fake_clock(), modes=modes).modes:
             assert m.active and "for 3 ticks with concurrency_limit at its minimum 4" in m.reason
             on.append(m.mode)
             modes = modes | {m.mode}
         fake_clock.advance(1)
-    assert on == [Mode.SHED_SHEDDABLE, Mode.RECOMMENDATIONS_OFF]
+    assert on == [SHED_SHEDDABLE, "search_off"]  # not "manual": not declared for it
     good = signals(p99=0.05, limit=4, peak=4)
     off = []
     for _ in range(4):
@@ -192,7 +203,7 @@ def test_auto_degrade_ladder_switches_on_then_off(fake_clock: FakeClock) -> None
             off.append(m.mode)
             modes = modes - {m.mode}
         fake_clock.advance(1)
-    assert off == [Mode.RECOMMENDATIONS_OFF, Mode.SHED_SHEDDABLE]
+    assert off == ["search_off", SHED_SHEDDABLE]
 
 
 def test_ladder_is_off_by_default(fake_clock: FakeClock) -> None:

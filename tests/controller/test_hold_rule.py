@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from surgeguard.cli.main import _parser
-from surgeguard.settings import Settings
 from surgeguard_controller.decide import ControllerConfig, Decider, Decision, current_knobs
 from surgeguard_controller.sensing.signals import Signals
 from surgeguard_controller.server import build_controller
+from surgeguard_controller.settings import ControllerSettings
 from tests.controller.test_decide import dep, signals
 from tests.support.clock import FakeClock
 
@@ -376,14 +376,14 @@ def test_the_hold_rule_switch_reaches_the_controller(monkeypatch: pytest.MonkeyP
     assert _parser().parse_args(["controller", "--no-hold-rule"]).hold_rule is False
     assert _parser().parse_args(["controller"]).hold_rule is None  # the setting decides
     monkeypatch.setenv("SURGEGUARD_CONTROLLER_HOLD_RULE", "false")
-    assert Settings().controller_hold_rule is False
+    assert ControllerSettings().controller_hold_rule is False
     monkeypatch.delenv("SURGEGUARD_CONTROLLER_HOLD_RULE")
-    assert Settings().controller_hold_rule is True
+    assert ControllerSettings().controller_hold_rule is True
 
     async def built(hold_rule: bool) -> bool:
         async with httpx.AsyncClient() as http:
             controller = build_controller(
-                Settings(controller_hold_rule=hold_rule),
+                ControllerSettings(controller_hold_rule=hold_rule),
                 "redis://127.0.0.1:1",
                 ["http://127.0.0.1:1"],
                 http,

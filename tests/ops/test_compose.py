@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from surgeguard.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from surgeguard.cli.settings import StackSettings
+from surgeguard.settings import ENV_PREFIX, SettingsError
 from tests.support.tools import NOT_POSSIBLE_HERE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,7 +217,7 @@ def test_surgeguard_health_checks_probe_the_port_the_process_listens_on() -> Non
 
 
 def test_surgeguard_variables_are_settings_fields() -> None:
-    known = set(Settings.model_fields)
+    known = set(StackSettings.model_fields)
     used: dict[str, set[str]] = {}
     for name, svc in services().items():
         for variable in environment(svc):
@@ -232,7 +233,7 @@ def test_surgeguard_variables_are_settings_fields() -> None:
         for variable, where in used.items()
         if variable.removeprefix(ENV_PREFIX).lower() not in known
     }
-    assert not unknown, f"SURGEGUARD_* variables that Settings does not know: {unknown}"
+    assert not unknown, f"SURGEGUARD_* variables that the settings do not know: {unknown}"
 
 
 def test_each_surgeguard_service_environment_is_valid_settings() -> None:
@@ -244,7 +245,7 @@ def test_each_surgeguard_service_environment_is_valid_settings() -> None:
             if variable.startswith(ENV_PREFIX)
         }
         try:
-            load_settings(**values)
+            StackSettings.load(**values)
         except SettingsError as exc:
             pytest.fail(f"service {name}: {exc}")
 
@@ -287,14 +288,14 @@ def test_replicas_name_clients_by_the_address_nginx_saw() -> None:
     for name in replicas():
         env = environment(services()[name])
         assert env.get("SURGEGUARD_CLIENT_ADDRESS_HEADER") == "x-real-ip", name
-    settings = load_settings(client_address_header="x-real-ip")
+    settings = StackSettings.load(client_address_header="x-real-ip")
     assert settings.client_address_header.lower() == "x-real-ip"
 
 
 def test_replicas_default_to_the_settings_client_keys_and_their_ceilings() -> None:
     """Issue 11: a key's ceiling is the highest priority it may use; the compose default
     must be the settings' own (the demo's keys critical), not a list of bare keys."""
-    default = Settings.model_fields["client_keys"].default
+    default = StackSettings.model_fields["client_keys"].default
     for name in replicas():
         keys = resolve(environment(services()[name])["SURGEGUARD_CLIENT_KEYS"])
         assert keys == default, name

@@ -29,10 +29,10 @@ import httpx
 import pytest
 
 from surgeguard.asgi import Receive, Scope, Send
-from surgeguard.settings import Settings
-from surgeguard_loadtest.processes import free_port
+from surgeguard.settings import ReplicaSettings
 from tests.support.asgi import serve_lifespan
 from tests.support.polling import until
+from tests.support.processes import free_port, stop
 from tests.support.servers import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_nginx_waits_longer_than_a_replica_holds_an_early_client() -> None:
     """A held answer (a 429 after up to the longest Retry-After) must reach the client,
     not turn into nginx's own 504."""
     (read_timeout,) = directives("proxy_read_timeout")
-    longest_hold_s = Settings.model_fields["penalty_max_retry_after_s"].default
+    longest_hold_s = ReplicaSettings.model_fields["penalty_max_retry_after_s"].default
     assert seconds(read_timeout) > longest_hold_s
 
 
@@ -198,13 +198,7 @@ def nginx(config: str, run_dir: Path, port: int) -> Iterator[str]:
         until(ready, timeout_s=15.0, what="nginx answers /lb-healthz")
         yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGQUIT)  # graceful: workers finish, then exit
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process, sig=signal.SIGQUIT)  # graceful: workers finish, then exit
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from surgeguard.admission import AdmissionMiddleware, Route, RouteTable
 from surgeguard.asgi import Receive, Scope, Send
 from surgeguard.limiter import Limiter
 from surgeguard.metrics import AdmissionMetrics
-from surgeguard.modes import Mode
+from surgeguard.modes import READ_ONLY, SHED_SHEDDABLE
 from surgeguard.priority import Priority
 from tests.support.asgi import serve_lifespan
 from tests.support.servers import ServerThread
@@ -296,7 +296,7 @@ def test_health_bypasses_admission_while_saturated(door: Callable[..., Door]) ->
 
 def test_door_modes_reject_without_reaching_the_app(door: Callable[..., Door]) -> None:
     d = door()
-    d.middleware.set_modes(frozenset({Mode.SHED_SHEDDABLE, Mode.READ_ONLY}))
+    d.middleware.set_modes(frozenset({SHED_SHEDDABLE, READ_ONLY}))
     with httpx.Client(base_url=d.url, timeout=10) as client:
         shed = client.get("/work", headers={"X-Priority": "sheddable"})
         write = client.post("/order", content=b"{}")
@@ -310,7 +310,7 @@ def test_door_modes_reject_without_reaching_the_app(door: Callable[..., Door]) -
 
 def test_rejection_body_is_small_json(door: Callable[..., Door]) -> None:
     d = door(limit=1, queue_limit=0)
-    d.middleware.set_modes(frozenset({Mode.SHED_SHEDDABLE}))
+    d.middleware.set_modes(frozenset({SHED_SHEDDABLE}))
     with httpx.Client(base_url=d.url, timeout=10) as client:
         r = client.get("/work", headers={"X-Priority": "sheddable"})
     assert r.headers["content-type"] == "application/json"

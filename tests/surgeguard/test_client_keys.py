@@ -6,7 +6,8 @@ import pytest
 
 from surgeguard.client_keys import ClientKeyError, ClientKeys
 from surgeguard.priority import Priority
-from surgeguard.settings import SettingsError, load_settings
+from surgeguard.settings import SettingsError
+from surgeguard_target_app.settings import DemoSettings
 
 
 def test_each_key_carries_its_ceiling_and_a_bare_key_is_normal() -> None:
@@ -35,10 +36,10 @@ def test_a_bad_key_list_names_the_entry(text: str, message: str) -> None:
 
 def test_settings_refuse_a_bad_ceiling_in_one_line() -> None:
     with pytest.raises(SettingsError, match=r"--client-keys='a:urgent': .*unknown ceiling"):
-        load_settings(client_keys="a:urgent")
+        DemoSettings.load(client_keys="a:urgent")
 
 
 def test_the_demo_keys_may_be_critical() -> None:
-    keys = load_settings().client_key_ceilings
+    keys = DemoSettings.load().client_key_ceilings
     assert keys.ceiling(b"demo-key") is Priority.CRITICAL
     assert keys.ceiling(b"load-01") is Priority.CRITICAL

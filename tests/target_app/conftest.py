@@ -10,10 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from surgeguard.controlplane import ControlPlaneWriter
+from surgeguard.protect import connect_redis
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from surgeguard.settings import load_settings
-from surgeguard_target_app.server import build_service
+from surgeguard_target_app.app import build_service
 from surgeguard_target_app.service import Service
+from surgeguard_target_app.settings import DemoSettings
 from tests.support.servers import ServerThread
 
 API_KEY = {"X-Api-Key": "demo-key"}
@@ -38,8 +39,12 @@ def start_target(redis_server: EmbeddedRedis, redis_client: Any) -> Iterator[Sta
     def start(**overrides: Any) -> RunningTarget:
         overrides.setdefault("redis_url", redis_server.url)
         overrides.setdefault("control_poll_ms", 200)
-        settings = load_settings(**overrides)
-        service = build_service(settings, settings.redis_url or "", port=len(running))
+        settings = DemoSettings.load(**overrides)
+        service = build_service(
+            settings,
+            connect_redis(settings.redis_url or ""),
+            replica=settings.replica_name(len(running)),
+        )
         server = ServerThread(service.asgi)
         running.append(server)
         server.start()

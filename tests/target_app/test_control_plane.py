@@ -4,6 +4,7 @@ real HTTP. Fail static is shown with a Redis of the test's own that it stops."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from surgeguard.controlplane import CONTROL_KEY, ControlPlaneWriter
-from surgeguard.knobs import KNOB_SPECS
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard_target_app.declaration import DEMO
 from tests.support.polling import eventually
 from tests.target_app.conftest import API_KEY, StartTarget
 
@@ -62,7 +63,7 @@ async def test_a_knob_change_reaches_the_running_service_within_a_second(
     target = start_target()
     async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
         before = await readyz(client)
-        assert before["knobs"]["concurrency_limit"] == KNOB_SPECS["concurrency_limit"].default
+        assert before["knobs"]["concurrency_limit"] == DEMO.knob_specs["concurrency_limit"].default
 
         state = await writer.set_knobs({"concurrency_limit": 7, "bulkhead.db": 5})
         await arrives(
@@ -115,7 +116,7 @@ async def test_a_per_replica_override_applies_to_that_replica_only(
         await arrives(c1, state.version, {"concurrency_limit": 5, "bulkhead.payments": 3}, 1.0)
         # The other replica read the same version and kept the global value.
         await arrives(c2, state.version, {"concurrency_limit": 20}, 1.0)
-        assert (await readyz(c2))["knobs"]["bulkhead.payments"] == KNOB_SPECS[
+        assert (await readyz(c2))["knobs"]["bulkhead.payments"] == DEMO.knob_specs[
             "bulkhead.payments"
         ].default
     assert one.service.limiter.limit == 5
@@ -130,14 +131,22 @@ async def test_a_per_replica_override_applies_to_that_replica_only(
     [
         ('{"version": 99, "knobs": {"concurrency_limit": 0}}', "concurrency_limit"),
         ('{"version": 99, "knobs": {"queue_limit": 5, "bulkhead.db": 0}}', "bulkhead.db"),
-        ('{"version": 99, "knobs": {"queue_limit": 5}, "modes": ["turbo"]}', "turbo"),
+        ('{"version": 99, "knobs": {"queue_limit": 5}, "modes": ["Turbo!"]}', "Turbo!"),
+        ('{"version": 99, "knobs": {"queue_limit": 5, "bulkhead.db": true}}', "bulkhead.db"),
         (
             '{"version": 99, "knobs": {"queue_limit": 5}, "replicas": {"r": {"knobs": {"x": 1}}}}',
             "x",
         ),
         ('{"version": 99, "knobs": {"queue_limit": 5', "invalid control document"),
     ],
-    ids=["out-of-range", "one-bad-of-two", "unknown-mode", "bad-override", "not-json"],
+    ids=[
+        "out-of-range",
+        "one-bad-of-two",
+        "not-a-mode-name",
+        "not-a-number",
+        "not-a-knob-name",
+        "not-json",
+    ],
 )
 async def test_an_invalid_document_is_refused_whole(
     start_target: StartTarget,
@@ -165,8 +174,33 @@ async def test_an_invalid_document_is_refused_whole(
     assert ready["knobs"] == good["knobs"]
     assert ready["modes"] == good["modes"] == []
     assert target.service.limiter.limit == 9
-    assert target.service.limiter.queue_limit == KNOB_SPECS["queue_limit"].default
+    assert target.service.limiter.queue_limit == DEMO.knob_specs["queue_limit"].default
     assert target.service.watcher.rejected_documents >= 1
+
+
+async def test_names_this_replica_does_not_declare_are_left_out_and_the_rest_applies(
+    start_target: StartTarget, redis_client: redis.Redis
+) -> None:
+    """A rolling deploy: the controller tunes a dependency and a mode that only the new
+    version declares. The old replicas keep following the knobs they do have instead
+    of refusing the document (the controller's own writes are checked against what
+    the replicas declare, so a typo cannot reach the plane through it)."""
+    target = start_target()
+    me = target.service.replica
+    document = {
+        "version": 7,
+        "knobs": {"queue_limit": 5, "bulkhead.search": 3},
+        "replicas": {me: {"knobs": {"concurrency_limit": 11, "bulkhead.search": 2}}},
+        "modes": ["search_off", "read_only"],
+    }
+    redis_client.set(CONTROL_KEY, json.dumps(document))
+    async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as client:
+        await arrives(client, 7, {"queue_limit": 5, "concurrency_limit": 11}, 2.0)
+        ready = await readyz(client)
+    assert ready["control_plane"]["last_error"] is None
+    assert "bulkhead.search" not in ready["knobs"]
+    assert ready["modes"] == ["read_only"]  # the one it knows, at the door
+    assert target.service.limiter.limit == 11 and target.service.limiter.queue_limit == 5
 
 
 async def test_a_valid_document_after_a_refused_one_is_applied_and_clears_the_error(

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from surgeguard.settings import SettingsError, load_settings
+from surgeguard.settings import SettingsError
 from surgeguard_target_app.jobs.job import Effect, Entry, MalformedJob, parse_entry
 from surgeguard_target_app.jobs.streams import JOB_STATE_KEY, OUTBOX_STREAM, SIGNUP_KEY
+from surgeguard_target_app.settings import WorkerSettings
 from surgeguard_target_app.worker.mailer import Mailer, MailerError
 from surgeguard_target_app.worker.retry_policy import RetryPolicy
 from surgeguard_target_app.worker.server import worker_config
@@ -170,19 +171,19 @@ async def test_an_analytics_event_counts_one() -> None:
 def test_reclaim_idle_must_exceed_the_job_timeout() -> None:
     with pytest.raises(ValueError, match=r"reclaim idle \(500 ms\) must exceed the job timeout"):
         WorkerConfig("w", job_timeout_s=1.0, reclaim_idle_ms=500)
-    settings = load_settings(job_timeout_ms=1000, job_reclaim_idle_ms=500)
+    settings = WorkerSettings.load(job_timeout_ms=1000, job_reclaim_idle_ms=500)
     with pytest.raises(SettingsError, match="SURGEGUARD_JOB_RECLAIM_IDLE_MS"):
         worker_config(settings)
 
 
 def test_backoff_max_below_base_is_refused_naming_both() -> None:
-    settings = load_settings(job_backoff_base_ms=500, job_backoff_max_ms=100)
+    settings = WorkerSettings.load(job_backoff_base_ms=500, job_backoff_max_ms=100)
     with pytest.raises(SettingsError, match=r"BACKOFF_MAX_MS \(100\) must be >= .*BASE_MS \(500\)"):
         worker_config(settings)
 
 
 def test_worker_config_from_settings() -> None:
-    settings = load_settings(
+    settings = WorkerSettings.load(
         worker_concurrency=7, job_max_attempts=3, job_backoff_base_ms=50, worker_id="w9"
     )
     config = worker_config(settings)

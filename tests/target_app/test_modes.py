@@ -9,8 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from surgeguard.chaos import Chaos
 from surgeguard.controlplane import ControlPlaneWriter
-from surgeguard.modes import Mode
+from surgeguard.modes import READ_ONLY, SHED_SHEDDABLE
 from surgeguard_target_app.cache import ReadThroughCache
+from surgeguard_target_app.declaration import RECOMMENDATIONS_OFF, SERVE_STALE
 from surgeguard_target_app.jobs.streams import EMAIL_STREAM
 from tests.support.clock import FakeClock
 from tests.support.polling import eventually
@@ -22,11 +23,11 @@ CRITICAL = {**API_KEY, "X-Priority": "critical"}
 ORDER = {"item_id": 1, "quantity": 1}
 
 
-async def switch(writer: ControlPlaneWriter, client: httpx.AsyncClient, *modes: Mode) -> None:
+async def switch(writer: ControlPlaneWriter, client: httpx.AsyncClient, *modes: str) -> None:
     """Set exactly ``modes`` through the control plane and wait until the replica has them."""
     state = await writer.set_modes(frozenset(modes))
     await eventually(lambda: applied(client, state.version), what=f"modes {sorted(modes)} applied")
-    assert (await client.get("/readyz")).json()["modes"] == sorted(m.value for m in modes)
+    assert (await client.get("/readyz")).json()["modes"] == sorted(modes)
 
 
 async def mode_active(client: httpx.AsyncClient) -> dict[str, float]:
@@ -93,7 +94,7 @@ async def test_shed_sheddable_switched_at_runtime(
     target = start_target()
     async with connect(target) as client:
         await assert_sheddable_served(client)
-        await switch(writer, client, Mode.SHED_SHEDDABLE)
+        await switch(writer, client, SHED_SHEDDABLE)
         await assert_sheddable_shed(client)
         await switch(writer, client)
         await assert_sheddable_served(client)
@@ -127,7 +128,7 @@ async def test_recommendations_off_switched_at_runtime(
         assert "X-Degraded" not in full.headers
         assert recommendations.calls == 1
 
-        await switch(writer, client, Mode.RECOMMENDATIONS_OFF)
+        await switch(writer, client, RECOMMENDATIONS_OFF)
         for _ in range(3):
             feed = await client.get("/feed", headers=API_KEY)
             assert feed.status_code == 200
@@ -205,7 +206,7 @@ async def test_serve_stale_switched_at_runtime_keeps_items_up_while_the_db_fails
         assert failing.status_code == 503  # stale copy not used, the db fails
         assert failing.json()["dependency"] == "db"
 
-        await switch(writer, client, Mode.SERVE_STALE)
+        await switch(writer, client, SERVE_STALE)
         calls = target.service.dependencies["db"].calls
         stale = await client.get("/items/9", headers=API_KEY)
         assert stale.status_code == 200
@@ -247,7 +248,7 @@ async def test_read_only_switched_at_runtime(
         assert (await client.post("/orders", json=ORDER, headers=API_KEY)).status_code == 201
         assert (await client.post("/signup", json=SIGNUP, headers=API_KEY)).status_code == 202
 
-        await switch(writer, client, Mode.READ_ONLY)
+        await switch(writer, client, READ_ONLY)
         await assert_writes_refused(client)
         assert redis_client.xlen(EMAIL_STREAM) == 1
 

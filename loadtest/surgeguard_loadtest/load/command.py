@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 
-from surgeguard.settings import SettingsError, load_settings
+from surgeguard.settings import SettingsError
 from surgeguard_loadtest import verdict
 from surgeguard_loadtest.load import tune
 from surgeguard_loadtest.load.options import LoadOptions
 from surgeguard_loadtest.load.report import REPORT_HTML
 from surgeguard_loadtest.load.run import LoadError, run_load
+from surgeguard_loadtest.load.settings import LoadSettings
 from surgeguard_loadtest.load.watch import Window
 from surgeguard_loadtest.scenarios import ALL_SCENARIOS, ScenarioError, build
 from surgeguard_loadtest.storm.phase import StormOptions
@@ -47,7 +48,7 @@ def _storm(args: argparse.Namespace, keys: list[str]) -> tuple[StormOptions, lis
 
 
 def options(args: argparse.Namespace) -> LoadOptions:
-    settings = load_settings(
+    settings = LoadSettings.load(
         flags={"controller_url": "--controller"}, controller_url=args.controller
     )
     name = "step" if args.tune else args.scenario

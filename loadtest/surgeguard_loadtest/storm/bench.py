@@ -42,9 +42,9 @@ from typing import Any
 import httpx
 import redis
 
-from surgeguard.knobs import KNOB_SPECS
+from surgeguard.knobs import DOOR_KNOB_SPECS
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from surgeguard.settings import DEMO_CLIENT_KEY, SettingsError
+from surgeguard.settings import SettingsError
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_loadtest import verdict
 from surgeguard_loadtest.load.watch import Probe, window_between
@@ -63,6 +63,7 @@ from surgeguard_loadtest.wrk import (
     raise_open_files,
     wrk_command,
 )
+from surgeguard_target_app.settings import DEMO_CLIENT_KEY
 
 PATH = "/feed"
 OPEN_FILES_SPARE = 1_000
@@ -275,7 +276,7 @@ def run_configuration(
     judged = judge_phases([p for p in phases if p.kind != "idle"], metrics.scrapes, health.probes)
     for line in judged["verdicts"]:
         say(f"  {line['line']}")
-    minimum = KNOB_SPECS["concurrency_limit"].minimum
+    minimum = DOOR_KNOB_SPECS["concurrency_limit"].minimum
     return {
         "about": config.about,
         "env": {

@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from surgeguard.settings import Settings, SettingsError
+from surgeguard.settings import SettingsError
 from surgeguard_target_app.jobs.store import JobStore
+from surgeguard_target_app.settings import WorkerSettings
 from surgeguard_target_app.worker.http import WorkerHttp
 from surgeguard_target_app.worker.mailer import Mailer
 from surgeguard_target_app.worker.metrics import WorkerMetrics
@@ -34,7 +35,7 @@ SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 1.0
 
 
-def worker_config(settings: Settings, consumer: str | None = None) -> WorkerConfig:
+def worker_config(settings: WorkerSettings, consumer: str | None = None) -> WorkerConfig:
     """The worker's configuration from ``settings``; raises ``SettingsError``."""
     if settings.job_reclaim_idle_ms <= settings.job_timeout_ms:
         raise SettingsError(
@@ -64,7 +65,7 @@ def worker_config(settings: Settings, consumer: str | None = None) -> WorkerConf
         raise SettingsError(f"invalid worker settings: {exc}") from None
 
 
-def build_mailer(settings: Settings, sender: str) -> Mailer:
+def build_mailer(settings: WorkerSettings, sender: str) -> Mailer:
     try:
         return Mailer(
             latency_s=settings.mailer_latency_ms / 1000.0,
@@ -87,7 +88,7 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
-def run_worker(settings: Settings, *, consumer: str | None = None) -> int:
+def run_worker(settings: WorkerSettings, *, consumer: str | None = None) -> int:
     """Run one worker until SIGTERM/SIGINT; returns the exit status (0 after a stop).
 
     Raises ``SettingsError`` before starting anything when the settings cannot work."""
@@ -101,7 +102,7 @@ def run_worker(settings: Settings, *, consumer: str | None = None) -> int:
     return 0
 
 
-async def _serve(settings: Settings, url: str, config: WorkerConfig, mailer: Mailer) -> None:
+async def _serve(settings: WorkerSettings, url: str, config: WorkerConfig, mailer: Mailer) -> None:
     client = connect(url)
     handlers = build_handlers(mailer)
     store = JobStore(client)
