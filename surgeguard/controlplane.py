@@ -23,10 +23,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+from typing import TYPE_CHECKING, Any
 
 from surgeguard.chaos import Chaos
 from surgeguard.declaration import DEPENDENCY_NAME
@@ -41,6 +38,9 @@ from surgeguard.knobs import (
     knob_spec,
 )
 from surgeguard.modes import MODE_NAME, ModeSpec, parse_modes
+
+if TYPE_CHECKING:  # redis-py is the control plane's extra; the document needs none
+    import redis.asyncio as aioredis
 
 CONTROL_KEY = "surgeguard:control"
 CONTROL_CHANNEL = "surgeguard:control:changed"
@@ -225,6 +225,8 @@ class ControlPlaneWriter:
     ) -> ControlState:
         """Apply ``change`` to the current state and store it as the next version.
         ``change`` must return a valid state; it is validated again before writing."""
+        from redis.exceptions import WatchError
+
         for _ in range(attempts):
             async with self._client.pipeline(transaction=True) as pipe:
                 try:

@@ -10,3 +10,7 @@ names over time), ``jobs`` and ``door`` (rejections by reason, the penalty box) 
 ``strip``, ``views`` and ``actions`` draw them; ``app`` is the script ``streamlit run``
 executes.
 """
+
+from surgeguard.extras import require
+
+require("surgeguard_dashboard", "dashboard", "streamlit", "plotly", "httpx")
