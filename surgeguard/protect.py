@@ -101,7 +101,7 @@ class Protection:
             registry, slo_seconds=settings.slo_seconds, routes=routes.names
         )
         self.admission_metrics.bind_limiter(self.limiter)
-        self.client_keys = settings.client_key_ceilings if settings.client_keys else None
+        self.client_keys = settings.client_key_ceilings if settings.client_keys.strip() else None
         # Clients that ignore Retry-After wait for it before they are answered again.
         self.penalty_box = (
             PenaltyBox(

@@ -120,7 +120,8 @@ class ReplicaSettings(SettingsBase):
     @field_validator("client_keys")
     @classmethod
     def _keys_parse(cls, value: str) -> str:
-        ClientKeys.parse(value)  # ClientKeyError (a ValueError) names the bad entry
+        if value.strip():  # empty: no key is asked for at the door
+            ClientKeys.parse(value)  # ClientKeyError (a ValueError) names the bad entry
         return value
 
     @field_validator("modes")
@@ -149,7 +150,8 @@ class ReplicaSettings(SettingsBase):
 
     @property
     def client_key_ceilings(self) -> ClientKeys:
-        return ClientKeys.parse(self.client_keys)
+        """The keys and their ceilings (none when no key is asked for)."""
+        return ClientKeys.parse(self.client_keys) if self.client_keys.strip() else ClientKeys({})
 
     @property
     def mode_names(self) -> list[str]:
