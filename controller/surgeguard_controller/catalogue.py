@@ -56,7 +56,12 @@ class Catalogue:
                 seen.add(knob)
             for mode in _modes_of(scrape):
                 modes.setdefault(mode.name, mode)
-        return cls(MappingProxyType(specs), MappingProxyType(modes))
+        # The door's knobs first, then the declared ones by name (replicas' scrapes
+        # and Prometheus answers come in no order worth keeping).
+        ordered = {k: specs[k] for k in DOOR_KNOB_SPECS} | {
+            k: specs[k] for k in sorted(specs) if k not in DOOR_KNOB_SPECS
+        }
+        return cls(MappingProxyType(ordered), MappingProxyType(modes))
 
 
 def _knobs_of(scrape: Scrape) -> dict[str, KnobSpec]:
