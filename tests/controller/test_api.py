@@ -193,7 +193,10 @@ def test_pinned_knob_is_not_moved_by_the_controller(
     start_target: StartTarget, start_controller: StartController
 ) -> None:
     target = start_target(concurrency_limit=40)
-    ctl = start_controller([target.url], slo_s=0.0001)  # everything is "too slow"
+    # Everything is "too slow"; the loop-lag hold is off (cpu_saturated=0): on a busy
+    # machine the test server's own loop lag would otherwise hold the limit (correctly)
+    # and there would be no move for the pin to stop.
+    ctl = start_controller([target.url], slo_s=0.0001, cpu_saturated=0)
     with httpx.Client(timeout=10) as client:
         client.put(
             f"{ctl.url}/api/v1/knobs/concurrency_limit",
