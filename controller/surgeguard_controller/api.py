@@ -4,13 +4,15 @@ Reads are open. Writes need ``Authorization: Bearer <SURGEGUARD_ADMIN_TOKEN>``, 
 validated whole before anything changes (404 for an unknown knob, mode or
 dependency; 422 naming the field and its range), become one new version of the
 control document, and are audited: what, old -> new, when, from where, and why.
+The writes themselves are plain functions (``surgeguard_controller.operator_writes``);
+these routes check the token and translate.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import replace
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
@@ -18,13 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from surgeguard.chaos import LATENCY_MULTIPLIER_RANGE, Chaos
+from surgeguard.chaos import LATENCY_MULTIPLIER_RANGE
 from surgeguard.controlplane import ControlState, read_state
-from surgeguard.knobs import DEPENDENCIES, KNOB_SPECS, KnobError, knob_spec
-from surgeguard.modes import Mode
-from surgeguard_controller.loop import Controller, jsonable
+from surgeguard_controller import operator_writes as writes
+from surgeguard_controller.catalogue import Catalogue
+from surgeguard_controller.loop import Controller
+from surgeguard_controller.records import jsonable
 
-Reason = Annotated[str, Field(min_length=1, max_length=200)]
+Reason = Annotated[str, Field(min_length=1, max_length=writes.REASON_MAX)]
 LOW, HIGH = LATENCY_MULTIPLIER_RANGE
 
 
@@ -86,50 +89,26 @@ def operator(request: Request, authorization: Annotated[str | None, Header()] = 
 Operator = Annotated[str, Depends(operator)]
 
 
-def build_api(controller: Controller) -> APIRouter:
-    """Routes; the app that includes them sets ``app.state.admin_token``."""
-    router = APIRouter(prefix="/api/v1")
+def desk_of(controller: Controller) -> writes.Desk:
+    """Where the controller's operator writes go (its Redis, writer and records)."""
+    return writes.Desk(controller.redis, controller.writer, controller.store, controller.wall)
 
-    async def audit(who: str, what: str, old: Any, new: Any, reason: str) -> None:
-        await controller.store.add_audit(
-            {
-                "at": controller.wall(),
-                "who": who,
-                "what": what,
-                "old": old,
-                "new": new,
-                "reason": reason,
-            }
-        )
+
+def build_api(controller: Controller) -> APIRouter:
+    """Routes; the app that includes them sets ``app.state.admin_token``. A write's
+    route only translates: the body into a call of ``operator_writes`` with what the
+    replicas declare, a ``WriteError`` into its status (404 unknown, 422 invalid)."""
+    router = APIRouter(prefix="/api/v1")
+    desk = desk_of(controller)
+
+    async def declared(**name: str) -> Catalogue:
+        """What the replicas declare, read again first when ``name`` is not in it."""
+        await controller.learn_if_unknown(**name)
+        return controller.catalogue
 
     @router.get("/state")
     async def state() -> dict[str, Any]:
-        control = await read_state(controller.redis)
-        return {
-            "slo_p99_ms": controller.config.slo_s * 1000,
-            "algorithm": controller.config.algorithm,
-            "scope": controller.scope,
-            "tick_s": controller.tick_s,
-            "last_tick_at": jsonable(controller.last_tick_at),
-            "tick": controller.health.json(),
-            "last_change": controller.last_change,
-            "control": _control_json(control),
-            "replicas": {
-                v.replica: {
-                    "target": v.target,
-                    "knobs": v.knobs,
-                    "signals": jsonable(v.signals),
-                    "reasons": controller.latest_reasons.get(v.replica, {}),
-                    **v.obedience_json(),
-                }
-                for v in controller.replicas.values()
-            },
-            "aggregate": jsonable(controller.aggregate),
-            "bottleneck": controller.bottleneck,
-            "staleness_s": controller.staleness(),
-            "bounds": {k: list(controller.config.bounds_of(k)) for k in KNOB_SPECS},
-            "modes_available": {m.value: m.description for m in Mode},
-        }
+        return state_json(controller, await read_state(controller.redis))
 
     @router.get("/history")
     async def history(
@@ -154,107 +133,114 @@ def build_api(controller: Controller) -> APIRouter:
 
     @router.put("/modes/{mode}")
     async def set_mode(mode: str, body: ModeIn, who: Operator) -> dict[str, Any]:
-        try:
-            chosen = Mode(mode)
-        except ValueError:
-            raise HTTPException(
-                404, f"unknown mode {mode!r}: allowed are {', '.join(m.value for m in Mode)}"
-            ) from None
-        before = await read_state(controller.redis)
-
-        def change(s: ControlState) -> ControlState:
-            modes = s.modes | {chosen} if body.active else s.modes - {chosen}
-            return replace(s, modes=frozenset(modes))
-
-        after = await controller.writer.update(change)
-        await audit(who, f"mode {chosen.value}", chosen in before.modes, body.active, body.reason)
-        return _control_json(after)
+        catalogue = await declared(mode=mode)
+        return await _answer(
+            writes.set_mode(desk, catalogue, mode, body.active, who=who, reason=body.reason)
+        )
 
     @router.put("/knobs/{knob}")
     async def set_knob(knob: str, body: KnobIn, who: Operator) -> dict[str, Any]:
-        spec = _known_knob(knob)
-        before = await read_state(controller.redis)
-        if body.value is None and body.pin is None:
-            raise HTTPException(422, "give a value, a pin, or both")
-        value = body.value if body.value is not None else before.knobs.get(knob)
-        if value is None:
-            raise HTTPException(422, f"value is required: {knob} has no published value yet")
-        try:
-            spec.check(value)
-        except KnobError as exc:
-            raise HTTPException(422, f"value: {exc}") from None
-
-        def change(s: ControlState) -> ControlState:
-            knobs = {**s.knobs, knob: value}
-            # An operator's value is for every replica: drop per-replica tuning of it.
-            replicas = {
-                r: {k: v for k, v in ks.items() if k != knob} for r, ks in s.replicas.items()
-            }
-            pins = set(s.pins)
-            if body.pin is not None:
-                (pins.add if body.pin else pins.discard)(knob)
-            return replace(s, knobs=knobs, replicas=replicas, pins=frozenset(pins))
-
-        after = await controller.writer.update(change)
-        await audit(
-            who,
-            f"knob {knob}",
-            {"value": _observed(controller, before, knob), "pinned": knob in before.pins},
-            {"value": value, "pinned": knob in after.pins},
-            body.reason,
+        catalogue = await declared(knob=knob)
+        reported = {v.replica: v.knobs for v in controller.replicas.values()}
+        return await _answer(
+            writes.set_knob(
+                desk,
+                catalogue,
+                knob,
+                value=body.value,
+                pin=body.pin,
+                who=who,
+                reason=body.reason,
+                reported=reported,
+            )
         )
-        return _control_json(after)
 
     @router.delete("/knobs/{knob}/pin")
     async def unpin(
         knob: str,
         who: Operator,
-        reason: Annotated[str, Query(min_length=1, max_length=200)] = "unpinned",
+        reason: Annotated[str, Query(min_length=1, max_length=writes.REASON_MAX)] = "unpinned",
     ) -> dict[str, Any]:
-        _known_knob(knob)
-        before = await read_state(controller.redis)
-        after = await controller.writer.update(lambda s: replace(s, pins=s.pins - {knob}))
-        await audit(who, f"pin {knob}", knob in before.pins, False, reason)
-        return _control_json(after)
+        catalogue = await declared(knob=knob)
+        return await _answer(writes.unpin(desk, catalogue, knob, who=who, reason=reason))
 
     @router.put("/autopilot")
     async def set_autopilot(body: AutopilotIn, who: Operator) -> dict[str, Any]:
-        before = await read_state(controller.redis)
-        after = await controller.writer.update(lambda s: replace(s, autopilot=body.enabled))
-        await audit(who, "autopilot", before.autopilot, body.enabled, body.reason)
-        return _control_json(after)
+        return await _answer(writes.set_autopilot(desk, body.enabled, who=who, reason=body.reason))
 
     @router.put("/chaos/{dependency}")
     async def set_chaos(
         dependency: Annotated[str, Path()], body: ChaosIn, who: Operator
     ) -> dict[str, Any]:
-        if dependency not in DEPENDENCIES:
-            raise HTTPException(
-                404, f"unknown dependency {dependency!r}: allowed are {', '.join(DEPENDENCIES)}"
-            )
-        chaos = Chaos(body.latency_multiplier, body.error_rate)
-        before = await read_state(controller.redis)
-        after = await controller.writer.set_chaos(dependency, chaos)
-        old = before.chaos.get(dependency, Chaos())
-        await audit(who, f"chaos {dependency}", jsonable(old), jsonable(chaos), body.reason)
-        return _control_json(after)
+        catalogue = await declared(dependency=dependency)
+        write = writes.set_chaos(
+            desk,
+            catalogue,
+            dependency,
+            latency_multiplier=body.latency_multiplier,
+            error_rate=body.error_rate,
+            who=who,
+            reason=body.reason,
+        )
+        return await _answer(write)
 
     return router
 
 
-def _known_knob(knob: str) -> Any:
+async def _answer(write: Awaitable[ControlState]) -> dict[str, Any]:
+    """The control document after ``write``; its ``WriteError`` as an HTTP error."""
     try:
-        return knob_spec(knob)
-    except KnobError as exc:
-        raise HTTPException(404, str(exc)) from None
+        return _control_json(await write)
+    except writes.WriteError as exc:
+        raise HTTPException(exc.status, exc.message) from None
 
 
-def _observed(controller: Controller, state: ControlState, knob: str) -> Any:
-    """What the knob was before a write: the published value, else what replicas report."""
-    if knob in state.knobs:
-        return state.knobs[knob]
-    seen = {v.replica: v.knobs[knob] for v in controller.replicas.values() if knob in v.knobs}
-    return seen or None
+def state_json(controller: Controller, control: ControlState) -> dict[str, Any]:
+    """``GET /state``: the controller's view, the control document, and what the
+    replicas declare."""
+    catalogue = controller.catalogue
+    return {
+        "slo_p99_ms": controller.config.slo_s * 1000,
+        "algorithm": controller.config.algorithm,
+        "scope": controller.scope,
+        "tick_s": controller.tick_s,
+        "last_tick_at": jsonable(controller.last_tick_at),
+        "tick": controller.health.json(),
+        "last_change": controller.last_change,
+        "control": _control_json(control),
+        "replicas": {
+            v.replica: {
+                "target": v.target,
+                "knobs": v.knobs,
+                "signals": jsonable(v.signals),
+                "reasons": controller.latest_reasons.get(v.replica, {}),
+                **v.obedience_json(),
+            }
+            for v in controller.replicas.values()
+        },
+        "aggregate": jsonable(controller.aggregate),
+        "bottleneck": controller.bottleneck,
+        "staleness_s": controller.staleness(),
+        # What the replicas declare: the knobs, the range the controller moves
+        # each in, the dependencies and the modes (the dashboard lists these).
+        "bounds": {k: list(controller.config.bounds_of(k)) for k in catalogue.knob_specs},
+        "knob_specs": {
+            k: {
+                "minimum": spec.minimum,
+                "maximum": spec.maximum,
+                "default": spec.default,
+                "unit": spec.unit,
+                "description": spec.description,
+            }
+            for k, spec in catalogue.knob_specs.items()
+        },
+        "dependencies": list(catalogue.dependencies),
+        "modes_available": {m.name: m.description for m in catalogue.modes.values()},
+        "modes_declared": {
+            m.name: {"door": m.door, "auto_degrade": m.auto_degrade}
+            for m in catalogue.modes.values()
+        },
+    }
 
 
 def _control_json(state: ControlState) -> dict[str, Any]:
@@ -263,7 +249,7 @@ def _control_json(state: ControlState) -> dict[str, Any]:
         "knobs": dict(state.knobs),
         "replicas": {r: dict(k) for r, k in state.replicas.items()},
         "pins": sorted(state.pins),
-        "modes": sorted(m.value for m in state.modes),
+        "modes": sorted(state.modes),
         "chaos": jsonable(dict(state.chaos)),
         "autopilot": state.autopilot,
         "updated_at": state.updated_at,

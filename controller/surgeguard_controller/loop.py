@@ -15,7 +15,6 @@ its error (``surgeguard_controller.health``); and the bottleneck's name holds st
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
@@ -25,12 +24,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from surgeguard import metric_names as names
 from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
 from surgeguard_controller.bottleneck import Bottleneck, Held, held_json, hold_name
+from surgeguard_controller.catalogue import Catalogue
 from surgeguard_controller.decide import (
     ControllerConfig,
     Decider,
@@ -39,7 +39,9 @@ from surgeguard_controller.decide import (
     current_knobs,
 )
 from surgeguard_controller.health import TickHealth, error_text, readiness
+from surgeguard_controller.metrics import ControllerMetrics
 from surgeguard_controller.obey import Obedience, follow
+from surgeguard_controller.records import compact, jsonable
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_controller.sensing.signals import (
     Signals,
@@ -53,51 +55,6 @@ from surgeguard_controller.store import RecordStore
 log = logging.getLogger("controller")
 
 SCOPES = ("replica", "global")
-
-
-def jsonable(value: Any) -> Any:
-    """Dataclasses to dicts with NaN/inf as None, for JSON."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
-# Per dependency, what history keeps (the rest is in the live state only).
-_HISTORY_DEPENDENCY_FIELDS = ("p99_s", "utilisation", "limit", "error_rate", "timeout_rate")
-
-
-def _round(value: Any) -> Any:
-    """Floats to 4 significant digits, recursively: history is read far more often
-    than it is written, and 17-digit floats were most of its bytes."""
-    if isinstance(value, float):
-        return float(f"{value:.4g}")
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round(v) for v in value]
-    return value
-
-
-def compact(signals: Signals | None) -> dict[str, Any] | None:
-    """Signals as one history point: every field, dependencies trimmed to what the
-    charts use, numbers rounded, NaN as null."""
-    if signals is None:
-        return None
-    point: dict[str, Any] = jsonable(signals)
-    point["dependencies"] = {
-        name: {f: dep[f] for f in _HISTORY_DEPENDENCY_FIELDS}
-        for name, dep in point["dependencies"].items()
-    }
-    rounded: dict[str, Any] = _round(point)
-    return rounded
 
 
 @dataclass
@@ -121,63 +78,6 @@ class ReplicaView:
             "obeying": self.obeying,
             "disobeying_since": o.since if o is not None else None,
         }
-
-
-class ControllerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.knob = Gauge(
-            "surgeguard_controller_knob",
-            "Knob value the controller last saw.",
-            ["replica", "knob"],
-            registry=registry,
-        )
-        self.decisions = Counter(
-            "surgeguard_controller_decisions",
-            "Knob moves decided, by knob and action (cut, grow).",
-            ["knob", "action", "applied"],
-            registry=registry,
-        )
-        self.mode_switches = Counter(
-            "surgeguard_controller_mode_switches",
-            "Automatic degradation-mode switches.",
-            ["mode", "active"],
-            registry=registry,
-        )
-        self.scrape_errors = Counter(
-            "surgeguard_controller_scrape_errors",
-            "Failed reads of a replica's signals.",
-            ["target"],
-            registry=registry,
-        )
-        self.tick = Histogram(
-            "surgeguard_controller_tick_seconds",
-            "Duration of one control tick, seconds.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=registry,
-        )
-        self.stale = Gauge(
-            "surgeguard_controller_replica_stale",
-            "1 while a replica could not be read.",
-            ["replica"],
-            registry=registry,
-        )
-        self.p99 = Gauge(
-            "surgeguard_controller_p99_seconds",
-            "Admitted p99 of the last window, seconds.",
-            ["replica"],
-            registry=registry,
-        )
-        self.tick_failures = Counter(
-            "surgeguard_controller_tick_failures",
-            "Control ticks that failed (an exception, or the control plane unreachable).",
-            registry=registry,
-        )
-        self.obeying = Gauge(
-            "surgeguard_controller_replica_obeying",
-            "1 while a replica applies the published control document, 0 while it does not.",
-            ["replica"],
-            registry=registry,
-        )
 
 
 class Controller:
@@ -213,7 +113,10 @@ class Controller:
         self.tick_s = tick_s
         self.redis = redis_client
         self.store = RecordStore(redis_client)
-        self.writer = ControlPlaneWriter(redis_client, writer="controller")
+        # Nothing is stored that names a knob or mode no replica declares.
+        self.writer = ControlPlaneWriter(
+            redis_client, writer="controller", check=lambda state: self.catalogue.check(state)
+        )
         self.registry = registry or CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
         self._clock, self.wall = clock, wall
@@ -268,6 +171,8 @@ class Controller:
     async def _tick(self) -> list[Decision]:
         started = self._clock()
         scrapes = await self.source.read()
+        if any(scrape is not None for scrape in scrapes.values()):
+            self.config.learn(Catalogue.from_scrapes(scrapes.values()))
         try:
             self.control = await read_state(self.redis)
         except RedisError as exc:
@@ -280,6 +185,26 @@ class Controller:
         self.metrics.tick.observe(self._clock() - started)
         self.ticks += 1
         return decisions
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The knobs, bounds and modes the replicas declare, as last read."""
+        return self.config.catalogue
+
+    async def learn_if_unknown(
+        self, *, knob: str | None = None, mode: str | None = None, dependency: str | None = None
+    ) -> None:
+        """Read the replicas now when an operator names something the last tick did not
+        see (the controller just started, or a new version was just deployed)."""
+        known = self.catalogue
+        if (
+            (knob is not None and knob not in known.knob_specs)
+            or (mode is not None and mode not in known.modes)
+            or (dependency is not None and dependency not in known.dependencies)
+        ):
+            scrapes = await self.source.read()
+            if any(scrape is not None for scrape in scrapes.values()):
+                self.config.learn(Catalogue.from_scrapes(scrapes.values()))
 
     def ready(self) -> str | None:
         """Why the controller is not ready (``/readyz`` 503), or None when it is."""
@@ -445,12 +370,12 @@ class Controller:
         for d in moves:
             self.metrics.decisions.labels(d.knob, d.action, str(d.applied).lower()).inc()
         for m in modes:
-            self.metrics.mode_switches.labels(m.mode.value, str(m.active).lower()).inc()
+            self.metrics.mode_switches.labels(m.mode, str(m.active).lower()).inc()
         records: list[Mapping[str, Any]] = [{"at": at, **jsonable(d)} for d in moves]
         switches: list[Mapping[str, Any]] = [
             {
                 "at": at,
-                "knob": f"mode.{m.mode.value}",
+                "knob": f"mode.{m.mode}",
                 "action": "on" if m.active else "off",
                 "reason": m.reason,
                 "applied": True,
@@ -480,7 +405,7 @@ class Controller:
             },
             "aggregate": compact(self.aggregate),
             "bottleneck": self.bottleneck,
-            "modes": sorted(m.value for m in self.control.modes),
+            "modes": sorted(self.control.modes),
             "autopilot": self.control.autopilot,
             "decisions": [jsonable(d) for d in moves],
         }

@@ -7,17 +7,17 @@ from collections.abc import Sequence
 import httpx
 import uvicorn
 
-from surgeguard.settings import Settings
 from surgeguard_controller.app import build_app, connect
 from surgeguard_controller.decide import ControllerConfig
 from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
 from surgeguard_controller.sensing.sources import DirectSource, PrometheusSource, SignalSource
+from surgeguard_controller.settings import ControllerSettings
 
 
 def build_controller(
-    settings: Settings, redis_url: str, targets: Sequence[str], http: httpx.AsyncClient
+    settings: ControllerSettings, redis_url: str, targets: Sequence[str], http: httpx.AsyncClient
 ) -> Controller:
     tick_s = settings.controller_tick_ms / 1000.0
     config = ControllerConfig(
@@ -40,7 +40,7 @@ def build_controller(
 
 
 def serve(
-    settings: Settings,
+    settings: ControllerSettings,
     redis_url: str,
     targets: Sequence[str],
     port: int,

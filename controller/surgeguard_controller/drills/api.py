@@ -24,7 +24,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from surgeguard_controller.api import Operator, Reason
+from surgeguard_controller import operator_writes as writes
+from surgeguard_controller.api import Operator, Reason, desk_of
 from surgeguard_controller.drills.drill import (
     Drill,
     DrillError,
@@ -72,10 +73,10 @@ def build_drills_api(
 ) -> APIRouter:
     """The drills' routes; ``scenarios``: what a drill may run (handed in)."""
     router = APIRouter(prefix="/api/v1/drills")
+    desk = desk_of(controller)
 
     async def audit(who: str, what: str, old: Any, new: Any, reason: str) -> None:
-        record = {"at": controller.wall(), "who": who, "what": what, "old": old, "new": new}
-        await controller.store.add_audit({**record, "reason": reason})
+        await writes.audit(desk, who=who, what=what, old=old, new=new, reason=reason)
 
     def _json(drill: Drill | None) -> dict[str, Any] | None:
         return None if drill is None else settle(drill, controller.wall()).to_json()

@@ -1,0 +1,62 @@
+"""The controller's own Prometheus metrics: what it saw, decided and failed at."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.knob = Gauge(
+            "surgeguard_controller_knob",
+            "Knob value the controller last saw.",
+            ["replica", "knob"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "surgeguard_controller_decisions",
+            "Knob moves decided, by knob and action (cut, grow).",
+            ["knob", "action", "applied"],
+            registry=registry,
+        )
+        self.mode_switches = Counter(
+            "surgeguard_controller_mode_switches",
+            "Automatic degradation-mode switches.",
+            ["mode", "active"],
+            registry=registry,
+        )
+        self.scrape_errors = Counter(
+            "surgeguard_controller_scrape_errors",
+            "Failed reads of a replica's signals.",
+            ["target"],
+            registry=registry,
+        )
+        self.tick = Histogram(
+            "surgeguard_controller_tick_seconds",
+            "Duration of one control tick, seconds.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.stale = Gauge(
+            "surgeguard_controller_replica_stale",
+            "1 while a replica could not be read.",
+            ["replica"],
+            registry=registry,
+        )
+        self.p99 = Gauge(
+            "surgeguard_controller_p99_seconds",
+            "Admitted p99 of the last window, seconds.",
+            ["replica"],
+            registry=registry,
+        )
+        self.tick_failures = Counter(
+            "surgeguard_controller_tick_failures",
+            "Control ticks that failed (an exception, or the control plane unreachable).",
+            registry=registry,
+        )
+        self.obeying = Gauge(
+            "surgeguard_controller_replica_obeying",
+            "1 while a replica applies the published control document, 0 while it does not.",
+            ["replica"],
+            registry=registry,
+        )
