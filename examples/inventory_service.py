@@ -70,7 +70,7 @@ class Reservation(BaseModel):
     quantity: int = Field(ge=1, le=1000)
 
 
-# -- protect: the README shows from here to the end of reserve() ------------------------
+# -- the README shows from here to the end marker (tests/examples/test_readme_example.py)
 app = FastAPI(title="inventory")
 guard = surgeguard.protect(
     app,
