@@ -31,3 +31,16 @@ def test_mypy_strict_is_clean() -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean_on_the_examples() -> None:
+    """The examples are a user's code beside the packages (pyproject lists only the
+    packages), checked on their own with the same strict settings."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
