@@ -42,8 +42,16 @@ def test_a_replica_that_does_not_read_the_control_plane_is_flagged_and_not_obeye
     ignores = start_target(
         replica_id="ignores", concurrency_limit=40, redis_url=f"{redis_server.url}/3"
     )
-    # Without the hold rule, which would give up cutting a limit that does not help.
-    ctl = start_controller([obeys.url, ignores.url], slo_s=0.0001, cooldown_s=0.0, hold_rule=False)
+    # Without the hold rule, which would give up cutting a limit that does not help, and
+    # without the loop-lag hold (cpu_saturated=0), which on a busy machine holds the
+    # limit for the test servers' own loop lag.
+    ctl = start_controller(
+        [obeys.url, ignores.url],
+        slo_s=0.0001,
+        cooldown_s=0.0,
+        hold_rule=False,
+        cpu_saturated=0,
+    )
     ticks = 0
     with httpx.Client(timeout=10) as client:
 
