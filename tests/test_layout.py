@@ -42,7 +42,6 @@ KNOWN_CIRCLES: list[frozenset[str]] = []
 # an entry that no longer matches an import fails the test too.
 _SIGNALS = "a run is judged by the controller's own signals of the replica's /metrics"
 _SCRAPE = "a replica's /metrics is read as the controller reads it"
-_DEMO_KEYS = "the load tests send the client keys the demo accepts"
 CROSS_APP_ALLOWED: dict[tuple[str, str], str] = {
     ("surgeguard_loadtest.load.watch", "surgeguard_controller.sensing.scrape"): _SCRAPE,
     ("surgeguard_loadtest.load.watch", "surgeguard_controller.sensing.signals"): _SIGNALS,
@@ -58,9 +57,6 @@ CROSS_APP_ALLOWED: dict[tuple[str, str], str] = {
     ("surgeguard_loadtest.bench.jobs", "surgeguard_target_app.jobs.streams"): (
         "the jobs benchmark enqueues signups on the demo's streams and counts its outbox"
     ),
-    ("surgeguard_loadtest.load.settings", "surgeguard_target_app.settings"): _DEMO_KEYS,
-    ("surgeguard_loadtest.bench.spike", "surgeguard_target_app.settings"): _DEMO_KEYS,
-    ("surgeguard_loadtest.storm.bench", "surgeguard_target_app.settings"): _DEMO_KEYS,
 }
 
 

@@ -11,8 +11,9 @@ from pydantic import Field
 from surgeguard.settings import ReplicaSettings, SettingsBase
 
 DEMO_CLIENT_KEY = "demo-key"
-# Keys the load generator spreads its users over by default: one key for a whole
-# Locust run would be one client, and the per-client share would shed it as such.
+# Keys the load generator spreads its users over by default (surgeguard_loadtest.keys
+# holds the same list): one key for a whole Locust run would be one client, and the
+# per-client share would shed it as such.
 LOAD_CLIENT_KEYS: tuple[str, ...] = tuple(f"load-{n:02d}" for n in range(1, 17))
 
 # Simulated dependencies: (parallel slots, base latency in ms).

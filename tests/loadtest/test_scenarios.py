@@ -3,6 +3,8 @@ on a fake clock (no Locust run, no sleeping)."""
 
 from __future__ import annotations
 
+from surgeguard.priority import Priority
+
 import json
 import os
 import subprocess
@@ -168,3 +170,14 @@ def test_shapes_take_their_size_from_the_environment(
     shape_ticks: dict[str, list[object]],
 ) -> None:
     assert shape_ticks["from_env"] == [120, 30.0, 7]
+
+
+def test_the_demo_accepts_the_load_generators_default_keys_at_critical() -> None:
+    """The two apps keep their own lists (neither imports the other): they must agree."""
+    from surgeguard_loadtest import keys
+    from surgeguard_target_app.settings import DemoSettings
+
+    accepted = DemoSettings.load().client_key_ceilings.ceilings
+    for key in (keys.DEMO_CLIENT_KEY, *keys.LOAD_CLIENT_KEYS):
+        assert accepted.get(key.encode()) == Priority.CRITICAL, key
+    assert len(keys.LOAD_CLIENT_KEYS) == 16

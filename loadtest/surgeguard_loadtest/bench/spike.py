@@ -37,12 +37,12 @@ from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard.settings import SettingsError
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_controller.sensing.signals import compute
+from surgeguard_loadtest.keys import LOAD_CLIENT_KEYS
 from surgeguard_loadtest.load.options import LoadOptions
 from surgeguard_loadtest.load.run import run_load
 from surgeguard_loadtest.load.watch import ms_or_none
 from surgeguard_loadtest.processes import HOST, child_env, free_port, running
 from surgeguard_loadtest.scenarios import build
-from surgeguard_target_app.settings import LOAD_CLIENT_KEYS
 
 SLO_S = 0.25
 POLICIES = ("none", "static", "aimd", "gradient")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from surgeguard.settings import SettingsBase
-from surgeguard_target_app.settings import DEMO_CLIENT_KEY, LOAD_CLIENT_KEYS
+from surgeguard_loadtest.keys import DEMO_CLIENT_KEY, LOAD_CLIENT_KEYS
 
 
 class LoadSettings(SettingsBase):

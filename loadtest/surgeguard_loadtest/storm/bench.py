@@ -47,6 +47,7 @@ from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard.settings import SettingsError
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_loadtest import verdict
+from surgeguard_loadtest.keys import DEMO_CLIENT_KEY
 from surgeguard_loadtest.load.watch import Probe, window_between
 from surgeguard_loadtest.processes import HOST, child_env, free_port, running
 from surgeguard_loadtest.scenarios import PhaseSpan
@@ -63,7 +64,6 @@ from surgeguard_loadtest.wrk import (
     raise_open_files,
     wrk_command,
 )
-from surgeguard_target_app.settings import DEMO_CLIENT_KEY
 
 PATH = "/feed"
 OPEN_FILES_SPARE = 1_000
