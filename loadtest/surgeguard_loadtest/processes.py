@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from surgeguard.runtime.process import die_with_parent
+from surgeguard.runtime.process import die_with_parent, terminate
+from surgeguard.runtime.process import free_port as free_port  # re-exported
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
@@ -24,14 +22,6 @@ READY_TIMEOUT_S = 30.0
 
 class ChildError(RuntimeError):
     """A child did not start, with the tail of its log."""
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def child_env(redis_url: str | None = None, **settings: str) -> dict[str, str]:
@@ -91,17 +81,6 @@ def wait_healthy(
     raise ChildError(f"{url} did not answer within {timeout_s:.0f} s:\n{tail(log)}")
 
 
-def stop(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout_s`` seconds; always reaped."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def running(
     args: Sequence[str], env: dict[str, str], health_url: str, log: Path | None = None
@@ -112,4 +91,4 @@ def running(
         wait_healthy(health_url, process, log)
         yield process
     finally:
-        stop(process)
+        terminate(process)

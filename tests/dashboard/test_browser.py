@@ -21,10 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from surgeguard_loadtest.processes import wait_healthy
 from tests.dashboard.labels import BOXES_JS, CUT_OFF_JS, collisions, kinds
 from tests.support.polling import until
-from tests.support.processes import clean_env, free_port
+from tests.support.processes import clean_env, free_port, stop, wait_healthy
 from tests.support.rawhttp import closed_loop
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -92,12 +91,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
         wait_healthy(f"{stack.dashboard}/_stcore/health", proc, timeout_s=60)
         yield stack
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout_s=30, sig=signal.SIGINT)
 
 
 def _spike(target: str, seconds: float) -> threading.Thread:

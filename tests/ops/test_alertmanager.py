@@ -19,8 +19,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,9 +30,9 @@ import httpx
 import pytest
 import yaml
 
-from surgeguard_loadtest.processes import free_port, stop, tail, wait_healthy
 from tests.ops.exporter import StaticExporter
 from tests.support.polling import until_truthy
+from tests.support.processes import child, free_port, tail
 from tests.support.prometheus import PROMETHEUS, prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,18 +262,6 @@ def test_the_receiver_logs_one_line_per_alert() -> None:
 # --- live: Prometheus -> Alertmanager -> webhook -------------------------------------------
 
 
-@contextmanager
-def process(args: list[str], log: Path, health_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process until the block ends (stopped by its pid), healthy before."""
-    with log.open("wb") as out:
-        child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    try:
-        wait_healthy(health_url, child, log)
-        yield child
-    finally:
-        stop(child)
-
-
 def alertmanager_config(receiver_url: str, path: Path) -> Path:
     """The project's config, its webhooks aimed at the test's receiver (same paths) and
     the first wait of a group shortened from seconds to one."""
@@ -315,15 +303,15 @@ def test_a_firing_rule_reaches_the_webhook_with_its_labels_and_annotations(
     with ExitStack() as cleanup:
         cleanup.callback(http.close)
         receiver = cleanup.enter_context(
-            process(
+            child(
                 [sys.executable, str(RECEIVER), "--port", str(receiver_port)],
-                tmp_path / "receiver.log",
-                f"{receiver_url}/healthz",
+                log=tmp_path / "receiver.log",
+                health_url=f"{receiver_url}/healthz",
             )
         )
         config = alertmanager_config(receiver_url, tmp_path / "alertmanager.yml")
         manager = cleanup.enter_context(
-            process(
+            child(
                 [
                     ALERTMANAGER,
                     f"--config.file={config}",
@@ -332,8 +320,8 @@ def test_a_firing_rule_reaches_the_webhook_with_its_labels_and_annotations(
                     "--cluster.listen-address=",
                     "--log.level=warn",
                 ],
-                tmp_path / "alertmanager.log",
-                f"{am_url}/-/ready",
+                log=tmp_path / "alertmanager.log",
+                health_url=f"{am_url}/-/ready",
             )
         )
         exporter = cleanup.enter_context(StaticExporter())

@@ -35,9 +35,9 @@ import redis
 import yaml
 
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from surgeguard_loadtest.processes import child_env, free_port, spawn, stop, tail, wait_healthy
 from tests.ops.exporter import StaticExporter
 from tests.support.polling import until_truthy
+from tests.support.processes import child_env, free_port, spawn, stop, tail, wait_healthy
 from tests.support.prometheus import prometheus as running_prometheus
 from tests.support.prometheus import scrape_config
 

@@ -1,14 +1,43 @@
-"""Real ``surgeguard`` subcommands as child processes, stopped by pid however a test ends."""
+"""Child processes for tests, stopped by pid however a test ends: the one door tests use.
+
+A free port and stopping a child are the runtime's own helpers
+(``surgeguard.runtime.process``); starting a ``surgeguard`` subcommand and waiting for
+it are the benchmarks' (``surgeguard_loadtest.processes``). ``child`` runs any other
+program (Prometheus, Alertmanager) the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from subprocess import Popen
+from pathlib import Path
 
-from surgeguard_loadtest.processes import child_env, free_port, running, stop
+from surgeguard.runtime.process import die_with_parent, free_port, terminate
+from surgeguard.runtime.process import terminate as stop
+from surgeguard_loadtest.processes import (
+    ChildError,
+    child_env,
+    running,
+    spawn,
+    tail,
+    wait_healthy,
+)
 
-__all__ = ["clean_env", "db_bound_env", "free_port", "stop", "surgeguard"]
+__all__ = [
+    "ChildError",
+    "child",
+    "child_env",
+    "clean_env",
+    "db_bound_env",
+    "free_port",
+    "running",
+    "spawn",
+    "stop",
+    "surgeguard",
+    "tail",
+    "wait_healthy",
+]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -19,10 +48,43 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def surgeguard(*args: str, env: dict[str, str], health_url: str) -> Iterator[Popen[bytes]]:
+def surgeguard(
+    *args: str, env: dict[str, str], health_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``surgeguard ARGS`` until the block ends, healthy before it starts."""
     with running(args, env, health_url) as process:
         yield process
+
+
+@contextmanager
+def child(
+    args: Sequence[str],
+    *,
+    health_url: str,
+    log: Path | None = None,
+    timeout_s: float = 30.0,
+    stop_signal: int = signal.SIGTERM,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Any program until the block ends, answering 200 on ``health_url`` before it
+    starts; its output goes to ``log`` (quoted when it fails to come up). Stopped with
+    ``stop_signal``, then SIGKILL after 10 s; it dies with the test run if that dies."""
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),
+        )
+    finally:
+        if not isinstance(out, int):
+            out.close()
+    try:
+        wait_healthy(health_url, process, log, timeout_s=timeout_s)
+        yield process
+    finally:
+        terminate(process, sig=stop_signal)
 
 
 def db_bound_env(redis_url: str, keys: list[str], **extra: str) -> dict[str, str]:

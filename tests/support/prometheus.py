@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from surgeguard_loadtest.processes import free_port, stop, wait_healthy
+from tests.support.processes import child, free_port
 
 PROMETHEUS = shutil.which("prometheus")
 needs_prometheus = pytest.mark.skipif(
@@ -39,7 +38,7 @@ def prometheus(config_text: str, work: Path) -> Iterator[str]:
     config.write_text(config_text)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
+    with child(
         [
             PROMETHEUS,
             f"--config.file={config}",
@@ -47,11 +46,7 @@ def prometheus(config_text: str, work: Path) -> Iterator[str]:
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_healthy(f"{url}/-/ready", proc, timeout_s=20)
+        health_url=f"{url}/-/ready",
+        timeout_s=20,
+    ):
         yield url
-    finally:
-        stop(proc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.processes import free_port
 
 SURGEGUARD = [sys.executable, "-m", "surgeguard"]
 
@@ -26,13 +27,6 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         timeout=60,
         env={**os.environ, **(env or {})},
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize(
@@ -150,7 +144,7 @@ def _description(lines: list[str]) -> list[str]:
 
 
 def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port, ctl_port = _free_port(), _free_port()
+    port, ctl_port = free_port(), free_port()
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGUARD_")}
     proc = subprocess.Popen(
@@ -170,9 +164,9 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
             "--controller-port",
             str(ctl_port),
             "--worker-metrics-port",
-            str(_free_port()),
+            str(free_port()),
             "--dashboard-port",
-            str(dash_port := _free_port()),
+            str(dash_port := free_port()),
             "--data-dir",
             str(data),
         ],

@@ -14,9 +14,8 @@ import redis.asyncio as aioredis
 
 from surgeguard.controlplane import CONTROL_KEY, ControlPlaneWriter
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from surgeguard_loadtest.processes import running
 from tests.support.polling import eventually
-from tests.support.processes import clean_env, free_port
+from tests.support.processes import clean_env, free_port, running
 
 pytestmark = pytest.mark.usefixtures("redis_client")  # a flushed Redis: no document yet
 

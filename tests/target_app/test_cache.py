@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from surgeguard.bulkhead import Bulkhead
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard_target_app.cache import CacheResult, ReadThroughCache
 from tests.support.clock import FakeClock
+from tests.support.processes import free_port
 
 PREFIX = "surgeguard:cache:"
 
@@ -55,9 +55,7 @@ async def aredis(redis_server: EmbeddedRedis) -> AsyncIterator[redis.asyncio.Red
 @pytest.fixture
 async def dead_redis() -> AsyncIterator[redis.asyncio.Redis]:
     """A client for a loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # No retries: the test is about the cache's fallback, not redis-py's backoff.
     client = redis.asyncio.Redis(
         host="127.0.0.1", port=port, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)

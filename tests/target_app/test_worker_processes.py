@@ -37,6 +37,7 @@ from surgeguard_target_app.jobs.streams import (
     SIGNUP_KEY,
     enqueue_signups,
 )
+from tests.support.processes import child_env
 from tests.target_app.conftest import API_KEY, StartTarget
 
 SURGEGUARD = [sys.executable, "-m", "surgeguard"]
@@ -88,9 +89,7 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     started: list[WorkerProcess] = []
 
     def start(name: str, redis_url: str, **settings: Any) -> WorkerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGUARD_")}
-        env["SURGEGUARD_REDIS_URL"] = redis_url
-        env.update({f"SURGEGUARD_{k.upper()}": str(v) for k, v in settings.items()})
+        env = child_env(redis_url, **{k: str(v) for k, v in settings.items()})
         log = tmp_path / f"worker-{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(

@@ -15,7 +15,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from surgeguard_loadtest.processes import stop
+from surgeguard.runtime.process import terminate as stop
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STOP_FILE = "stop-requested"  # the shape ends the run when this appears in --out

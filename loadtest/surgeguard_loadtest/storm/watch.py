@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import httpx
 
 from surgeguard.runtime.process import die_with_parent
+from surgeguard.runtime.process import terminate as stop
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_loadtest.load.watch import MetricsWatch
-from surgeguard_loadtest.processes import stop
 
 PROBE_TIMEOUT_S = 15.0  # a probe slower than this counts as failed, seconds
 HEALTH_EVERY_S = 0.25
