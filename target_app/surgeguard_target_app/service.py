@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 from redis.exceptions import RedisError
 
+from surgeguard import metric_names as names
 from surgeguard.admission import Route, RouteTable
 from surgeguard.aio import cancel_and_wait
 from surgeguard.bulkhead import Bulkhead
@@ -153,13 +154,13 @@ class Service:
     def _jobs_metrics(self) -> None:
         registry = self.registry
         self._jobs_pending = Gauge(
-            "surgeguard_jobs_pending",
+            names.JOBS_PENDING,
             "Jobs not yet acknowledged by a worker, per stream.",
             ["stream"],
             registry=registry,
         )
         self._jobs_lag = Gauge(
-            "surgeguard_jobs_oldest_pending_age_seconds",
+            names.JOBS_OLDEST_PENDING_AGE_SECONDS,
             "Age of each stream's oldest unfinished job, seconds (0 when empty).",
             ["stream"],
             registry=registry,
@@ -168,12 +169,12 @@ class Service:
             self._jobs_pending.labels(stream).set(0)
             self._jobs_lag.labels(stream).set(0)
         self._jobs_dead = Gauge(
-            "surgeguard_jobs_dead_letters",
+            names.JOBS_DEAD_LETTERS,
             "Jobs in the dead-letter stream.",
             registry=registry,
         )
         Gauge(
-            "surgeguard_jobs_backlog_limit",
+            names.JOBS_BACKLOG_LIMIT,
             "Backlog (jobs) past which signups are answered with X-Degraded: jobs_backlog.",
             registry=registry,
         ).set(self.settings.job_backlog_limit)
