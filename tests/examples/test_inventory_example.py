@@ -12,6 +12,7 @@ from this process over loopback.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import sys
@@ -238,6 +239,9 @@ def test_the_dashboard_offers_the_apps_dependency_and_mode(
     mode_buttons = {b.key for b in at.button if b.key and b.key.startswith("mode_submit_")}
     assert mode_buttons == {f"mode_submit_{m}" for m in ("read_only", "shed_sheddable", MODE)}
     assert any("stock reads keep working" in c.value for c in at.caption)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    bottleneck = next(c for c in charts if c["layout"]["uirevision"] == "bottleneck")
+    assert list(bottleneck["data"][0]["x"]) == ["inventory_db"]
 
     # An operator switches the app's own mode from the dashboard; the app honours it.
     at.text_input(key="admin_token").input(TOKEN).run()
