@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -41,6 +42,12 @@ class SettingsBase(BaseSettings):
             return cls(**given)
         except ValidationError as exc:
             raise SettingsError(_one_line(cls, exc, given, flags or {})) from None
+
+
+class DataSettings(SettingsBase):
+    """Where a process keeps its data (``surgeguard redis``, ``surgeguard status``)."""
+
+    data_dir: Path = Field(Path(".surgeguard"), description="embedded Redis data directory")
 
 
 def _knob_field(name: str) -> Any:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from surgeguard import logs
 from surgeguard.modes import DOOR_MODES
-from surgeguard.settings import SettingsError
+from surgeguard.settings import DataSettings, SettingsError
 from surgeguard.version import installed_version
 
 if TYPE_CHECKING:
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             from surgeguard.cli.stack_state import status
 
-            code, text = status(_stack_settings().load(data_dir=args.data_dir).data_dir)
+            code, text = status(DataSettings.load(data_dir=args.data_dir).data_dir)
             print(text, file=sys.stdout if code == 0 else sys.stderr)
             return code
         log_config = logs.resolve(args.log_level, args.log_format, os.environ)
@@ -391,8 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "redis":
             from surgeguard.runtime.embedded_redis import run_forever
 
-            settings = _stack_settings().load(data_dir=args.data_dir)
-            return run_forever(args.port, settings.data_dir)
+            data = DataSettings.load(data_dir=args.data_dir)
+            return run_forever(args.port, data.data_dir)
         if args.command == "up":
             from surgeguard.cli.stack import PassOn, up
 
