@@ -242,6 +242,8 @@ def test_the_dashboard_offers_the_apps_dependency_and_mode(
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     bottleneck = next(c for c in charts if c["layout"]["uirevision"] == "bottleneck")
     assert list(bottleneck["data"][0]["x"]) == ["inventory_db"]
+    knobs = next(c for c in charts if c["layout"]["uirevision"] == "controller")
+    assert KNOB in [t["name"] for t in knobs["data"]]
 
     # An operator switches the app's own mode from the dashboard; the app honours it.
     at.text_input(key="admin_token").input(TOKEN).run()
