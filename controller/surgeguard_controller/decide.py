@@ -214,7 +214,9 @@ class Decider:
         algorithm = self._algorithm(*key)
         state, proposed = algorithm.step(algorithm.state, sample)
         new = proposed.limit
-        if knob == "queue_limit":
+        if knob == "queue_limit" and s.admitted_per_s > 0:
+            # No traffic says nothing about how much may wait: an idle replica keeps
+            # its queue for the next burst instead of having it cut to Little's 0.
             new = min(new, max(self.config.bounds_of(knob)[0], int(inputs["little_cap"])))
         action = CUT if new < sample.limit else GROW if new > sample.limit else HOLD
         update = Update(new, action, proposed.why)

@@ -370,3 +370,17 @@ def test_lag_thresholds_are_config_and_validated(fake_clock: FakeClock) -> None:
         ControllerConfig(lag_share=1.5)
     with pytest.raises(ValueError, match="cpu_saturated must be >= 0 cores, got -1"):
         ControllerConfig(cpu_saturated=-1)
+
+
+def test_an_idle_replica_keeps_its_queue_for_the_next_burst(fake_clock: FakeClock) -> None:
+    """No admitted traffic is no evidence: Little's law would say 0 may wait and cut the
+    queue to nothing, so the first burst after a quiet spell found no queue."""
+    idle = signals(p99=math.nan, peak=0, admitted_per_s=0.0, good_per_s=0.0)
+    knobs = {**current_knobs(idle), "queue_limit": 128}
+    decider = Decider()
+    for _ in range(5):
+        result = decider.decide(idle, knobs, now=fake_clock())
+        queue = by_knob(result).get("queue_limit")
+        if queue is not None:
+            assert queue.new >= 128, queue  # type: ignore[attr-defined]
+        fake_clock.advance(1)
