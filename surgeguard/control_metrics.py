@@ -24,7 +24,14 @@ def export_control(
     modes_on: Callable[[], frozenset[str]],
     knobs: Callable[[], Mapping[str, int]],
     declaration: Declaration,
+    slo_s: float = 0.25,
 ) -> None:
+    Gauge(
+        names.SLO_SECONDS,
+        "The admitted p99 objective this replica's latency buckets are cut at, seconds "
+        "(a controller steering to another one is told so).",
+        registry=registry,
+    ).set(slo_s)
     Gauge(
         names.CONTROL_PLANE_STALENESS_SECONDS,
         "Seconds since this replica last read the control plane (fail static meanwhile).",

@@ -74,6 +74,8 @@ REPLICA_INFO = "surgeguard_replica_info"
 MODE_ACTIVE = "surgeguard_mode_active"
 
 # -- what the app declares (surgeguard.control_metrics); the controller's catalogue ----
+# gauge, no labels: the admitted p99 objective the replica's buckets are cut at, seconds
+SLO_SECONDS = "surgeguard_slo_seconds"
 # gauge {mode, description, door, auto_degrade, order}: always 1; a mode the app knows
 MODE_INFO = "surgeguard_mode_info"
 # gauge {knob, unit, description}: always 1; a knob the replica has
@@ -142,6 +144,7 @@ CONTROLLER_READS: tuple[str, ...] = (
     EVENT_LOOP_LAG_SECONDS,
     CONTROL_PLANE_VERSION,
     REPLICA_INFO,
+    SLO_SECONDS,
     MODE_INFO,
     KNOB_INFO,
     KNOB_MINIMUM,

@@ -162,6 +162,7 @@ class Protection:
             modes_on=lambda: self.modes,
             knobs=lambda: self.knobs,
             declaration=declaration,
+            slo_s=settings.slo_seconds,
         )
         self.door = AdmissionMiddleware(
             BodySizeLimitMiddleware(app, settings.max_body_bytes),
@@ -291,6 +292,7 @@ def protect(
     replica: str | None = None,
     settings: ReplicaSettings | None = None,
     registry: CollectorRegistry | None = None,
+    on_control: OnControl | None = None,
 ) -> Protection:
     """Protect ``app``; serve what this returns.
 
@@ -302,7 +304,10 @@ def protect(
     objective. ``redis_url``: the control plane (None: static knobs). ``settings``:
     everything else (default: read from ``SURGEGUARD_*`` variables); the explicit
     arguments win over it. ``replica``: this replica's name on the control plane
-    (default: the settings' ``replica_id`` or ``host:pid``).
+    (default: the settings' ``replica_id``, else ``host:pid``, which changes at every
+    restart: set ``SURGEGUARD_REPLICA_ID`` where the controller tunes replicas one by
+    one). ``on_control``: called with each control document applied (its ``chaos``
+    is the app's to inject, for drills).
     """
     given: dict[str, Any] = {
         k: v
@@ -322,6 +327,7 @@ def protect(
         settings=chosen,
         replica=name,
         registry=registry,
+        on_control=on_control,
     )
 
 

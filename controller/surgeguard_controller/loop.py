@@ -133,6 +133,7 @@ class Controller:
         self.control = ControlState()
         self.ticks = 0
         self.last_tick_at = math.nan  # unix seconds
+        self._slo_warned: set[str] = set()  # replicas told about a different SLO
         self.health = TickHealth()
         self.last_change: dict[str, Any] | None = None  # the latest move, as recorded
         self.started = clock()
@@ -233,6 +234,7 @@ class Controller:
                 view = self.replicas[target] = ReplicaView(target, replica, stale(replica))
             view.replica, view.last_ok = replica, scrape.at
             self.metrics.stale.labels(replica).set(0)
+            self._check_slo(view, scrape)
             if new:
                 self._judge_obedience(view, scrape)
             if before is None or scrape.at <= before.at:
@@ -247,6 +249,25 @@ class Controller:
             aggregate([(b, n) for _, b, n in windows], slo_s=self.config.slo_s) if windows else None
         )
         return windows
+
+    def _check_slo(self, view: ReplicaView, scrape: Scrape) -> None:
+        """Say once when a replica's own objective is not the one steered to: its
+        buckets are cut at its SLO, so goodput and p99 near the controller's are off."""
+        if not any(name == names.SLO_SECONDS for name, _ in scrape.samples):
+            return
+        theirs = scrape.total(names.SLO_SECONDS)
+        differs = abs(theirs - self.config.slo_s) > 1e-3 * self.config.slo_s
+        if differs and view.replica not in self._slo_warned:
+            log.warning(
+                "replica %s declares an SLO of %.0f ms, the controller steers to %.0f ms: "
+                "give both the same SURGEGUARD_SLO_P99_MS",
+                view.replica,
+                theirs * 1000,
+                self.config.slo_s * 1000,
+            )
+            self._slo_warned.add(view.replica)
+        elif not differs:
+            self._slo_warned.discard(view.replica)
 
     def _judge_obedience(self, view: ReplicaView, scrape: Scrape) -> None:
         applied = (

@@ -35,6 +35,7 @@ class Shop:
     def __init__(self, **settings: Any) -> None:
         self.events: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.chaos: list[dict[str, float]] = []  # what each applied document asked
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +54,9 @@ class Shop:
             modes=[ModeSpec(PAUSED, "New reservations get 503; stock reads go on.")],
             settings=ReplicaSettings(**settings),
             replica="shop-1",
+            on_control=lambda state: self.chaos.append(
+                {d: c.latency_multiplier for d, c in state.chaos.items()}
+            ),
         )
         guard = self.guard
 
@@ -142,6 +146,7 @@ def test_metrics_say_what_the_app_declared_and_the_lifespan_runs_both_sides() ->
         assert by_order == ["shed_sheddable", "read_only", PAUSED]
         assert modes[PAUSED]["door"] == "false" and modes["read_only"]["door"] == "true"
         assert found[("surgeguard_control_plane_version", frozenset())] == -1  # no Redis
+        assert found[("surgeguard_slo_seconds", frozenset())] == 0.25
         assert ("surgeguard_dependency_limit", frozenset({("dependency", "inventory_db")})) in found
         # The loop-lag monitor runs once the protection has started.
         until_truthy(
@@ -184,6 +189,7 @@ def test_the_control_plane_tunes_the_apps_own_knobs_and_switches_its_own_mode(
             "version": 5,
             "knobs": {"bulkhead.inventory_db": 7, "concurrency_limit": 30, "bulkhead.db": 2},
             "modes": [PAUSED],
+            "chaos": {"inventory_db": {"latency_multiplier": 4.0, "error_rate": 0.0}},
         }
         redis_client.set(CONTROL_KEY, json.dumps(document))
         redis_client.publish(CONTROL_CHANNEL, "5")
@@ -191,6 +197,7 @@ def test_the_control_plane_tunes_the_apps_own_knobs_and_switches_its_own_mode(
         assert shop.guard.bulkheads["inventory_db"].limit == 7
         assert shop.guard.limiter.limit == 30
         assert "bulkhead.db" not in shop.guard.knobs  # another app's knob: left out
+        assert shop.chaos[-1] == {"inventory_db": 4.0}  # the app's to inject (drills)
         paused = httpx.post(f"{server.url}/reservations", timeout=10)
         assert paused.status_code == 503 and paused.json() == {"paused": True}
         found = samples(server.url)
