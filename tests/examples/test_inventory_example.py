@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,9 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamlit.testing.v1 import AppTest
 
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from surgeguard.runtime.process import die_with_parent, free_port, terminate
 from tests.support.polling import until, until_truthy
-from tests.support.processes import clean_env, surgeguard
+from tests.support.processes import child, clean_env, free_port, surgeguard
 from tests.support.rawhttp import closed_loop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,18 +68,6 @@ class Stack:
         )
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    def answered() -> bool | None:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args!r} exited: {log.read_text(errors='replace')}")
-        try:
-            return httpx.get(url, timeout=1).status_code == 200 or None
-        except httpx.HTTPError:
-            return None
-
-    until(answered, 30, f"{url} answering", every_s=0.05)
-
-
 @pytest.fixture(scope="module")
 def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The example and a controller on one control plane, as the README runs them. The
@@ -97,18 +83,8 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     log = tmp_path_factory.mktemp("inventory") / "example.log"
     port, cport = free_port(), free_port()
     app, controller = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{cport}"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(EXAMPLE), "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent(),
-        )
-    try:
-        _wait_healthy(f"{app}/healthz", process, log)
+    example = [sys.executable, str(EXAMPLE), "--port", str(port)]
+    with child(example, health_url=f"{app}/healthz", log=log, env=env, cwd=ROOT):
         args = ("controller", "--target", app, "--port", str(cport), "--tick-ms", "250")
         with surgeguard(*args, env=env, health_url=f"{controller}/healthz"):
             running = Stack(app, controller)
@@ -116,8 +92,6 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
                 lambda: running.api("/state")["dependencies"], 15, "the controller reading the app"
             )
             yield running
-    finally:
-        terminate(process)
 
 
 def test_the_controller_learns_the_apps_own_dependency_knobs_and_modes(stack: Stack) -> None:

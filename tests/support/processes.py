@@ -62,16 +62,21 @@ def child(
     *,
     health_url: str,
     log: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
     timeout_s: float = 30.0,
     stop_signal: int = signal.SIGTERM,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Any program until the block ends, answering 200 on ``health_url`` before it
-    starts; its output goes to ``log`` (quoted when it fails to come up). Stopped with
-    ``stop_signal``, then SIGKILL after 10 s; it dies with the test run if that dies."""
+    starts; its output goes to ``log`` (quoted when it fails to come up). ``env``: its
+    whole environment (None: ours). Stopped with ``stop_signal``, then SIGKILL after
+    10 s; it dies with the test run if that dies."""
     out = log.open("ab") if log is not None else subprocess.DEVNULL
     try:
         process = subprocess.Popen(
             list(args),
+            env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
