@@ -51,9 +51,13 @@ CallLater = Callable[[float, Callable[[Any], None], Any], Cancellable]
 
 
 class Waiter:
-    """One request waiting for a slot. ``future`` resolves to None (slot held) or a reason."""
+    """One request waiting for a slot. ``future`` resolves to None (slot held) or a reason.
 
-    __slots__ = ("client", "enqueued_at", "future", "priority", "timer")
+    ``pending`` and ``result`` are the limiter's own record of the wait, apart from the
+    future: a task cancelled while waiting cancels the future too, and the waiter must
+    still leave the queue (and give back its client's hold) afterwards."""
+
+    __slots__ = ("client", "enqueued_at", "future", "pending", "priority", "result", "timer")
 
     def __init__(
         self,
@@ -67,6 +71,8 @@ class Waiter:
         self.enqueued_at = enqueued_at
         self.future = future
         self.timer: Cancellable | None = None
+        self.pending = True  # still counted in ``waiting``
+        self.result: str | None = None  # once not pending: None (slot granted) or a reason
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,7 @@ class Limiter:
             queue = self._queues[victim_class]
             while queue:
                 victim = queue.pop()
-                if not victim.future.done():
+                if victim.pending:
                     self._finish_waiter(victim, PRIORITY)
                     self.rejected[PRIORITY] += 1
                     return True
@@ -235,13 +241,17 @@ class Limiter:
 
     def _finish_waiter(self, waiter: Waiter, result: str | None) -> None:
         """Take ``waiter`` out of the count and resolve it (it may still sit in a deque;
-        done waiters are skipped when popped)."""
+        finished waiters are skipped when popped)."""
         self.waiting -= 1
+        waiter.pending = False
+        waiter.result = result
         if waiter.timer is not None:
             waiter.timer.cancel()
+            waiter.timer = None
         if waiter.client is not None and result is not None:
             self._drop_hold(waiter.client)
-        waiter.future.set_result(result)
+        if not waiter.future.done():  # a cancelled wait cancelled its future
+            waiter.future.set_result(result)
 
     def _wake(self) -> None:
         """Hand free slots to waiters, most important first. The slot is taken on the
@@ -249,7 +259,7 @@ class Limiter:
         for queue in self._queues:
             while queue and self.in_flight < self.limit:
                 waiter = queue.popleft()
-                if waiter.future.done():
+                if not waiter.pending:
                     continue
                 self._finish_waiter(waiter, None)
                 self.in_flight += 1
@@ -261,7 +271,7 @@ class Limiter:
                 return
 
     def _expire(self, waiter: Waiter) -> None:
-        if not waiter.future.done():
+        if waiter.pending:
             waiter.timer = None
             self._finish_waiter(waiter, QUEUE_TIMEOUT)
             self.rejected[QUEUE_TIMEOUT] += 1
@@ -276,13 +286,17 @@ class Limiter:
             self.abandon(waiter)
             raise
 
-    def abandon(self, waiter: Waiter) -> None:
-        """The request behind ``waiter`` went away (client disconnected, task cancelled)."""
-        future = waiter.future
-        if not future.done():
+    def abandon(self, waiter: Waiter, *, disconnected: bool = True) -> None:
+        """The request behind ``waiter`` went away (client disconnected, task cancelled,
+        or refused by the door while waiting: ``disconnected=False`` then). It leaves the
+        queue, or gives back the slot it was just granted; once only, however often
+        this is called."""
+        if waiter.pending:
             self._finish_waiter(waiter, DISCONNECTED)
-            self.disconnected += 1
-        elif not future.cancelled() and future.result() is None:
+            if disconnected:
+                self.disconnected += 1
+        elif waiter.result is None:
+            waiter.result = DISCONNECTED  # the slot goes back once
             self.release(waiter.client)
 
     # -- observation --------------------------------------------------------------------
@@ -309,7 +323,7 @@ class Limiter:
             in_flight=self.in_flight,
             waiting=self.waiting,
             waiting_by_priority={
-                p.label: sum(1 for w in self._queues[p] if not w.future.done()) for p in _PRIORITIES
+                p.label: sum(1 for w in self._queues[p] if w.pending) for p in _PRIORITIES
             },
             peak_in_flight=self.peak_in_flight,
             admitted=self.admitted,
