@@ -3,8 +3,6 @@ on a fake clock (no Locust run, no sleeping)."""
 
 from __future__ import annotations
 
-from surgeguard.priority import Priority
-
 import json
 import os
 import subprocess
@@ -12,6 +10,7 @@ import sys
 
 import pytest
 
+from surgeguard.priority import Priority
 from surgeguard_loadtest.scenarios import (
     ALL_SCENARIOS,
     MAX_USERS,
