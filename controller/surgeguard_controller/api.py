@@ -1,9 +1,12 @@
 """The controller's HTTP API under ``/api/v1``: the one door for operator writes.
 
-Reads are open. Writes need ``Authorization: Bearer <SURGEGUARD_ADMIN_TOKEN>``, are
-validated whole before anything changes (404 for an unknown knob, mode or
-dependency; 422 naming the field and its range), become one new version of the
-control document, and are audited: what, old -> new, when, from where, and why.
+Reads are open. Writes need an operator's bearer token (``Authorization: Bearer
+<token>``, checked by ``surgeguard_controller.operators.WriteDoor`` before the body is
+read; bodies are limited to ``BODY_LIMIT`` bytes), are validated whole before anything
+changes (404 for an unknown knob, mode or dependency; 422 naming the field and its
+range; true, "41" and 40.0 are not a knob value), become one new version of the
+control document, and are audited in the same transaction: what, old -> new, when,
+who (the operator's name), and why.
 The writes themselves are plain functions (``surgeguard_controller.operator_writes``);
 these routes check the token and translate.
 """
@@ -11,45 +14,51 @@ these routes check the token and translate.
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt
+from redis.exceptions import RedisError
 
 from surgeguard.chaos import LATENCY_MULTIPLIER_RANGE
-from surgeguard.controlplane import ControlState, read_state
+from surgeguard.controlplane import ControlDocumentError, ControlState, NotHolder, read_state
 from surgeguard_controller import operator_writes as writes
 from surgeguard_controller.catalogue import Catalogue
+from surgeguard_controller.health import error_text
 from surgeguard_controller.loop import Controller
+from surgeguard_controller.operators import OPERATOR_STATE
 from surgeguard_controller.records import jsonable
 
 Reason = Annotated[str, Field(min_length=1, max_length=writes.REASON_MAX)]
 LOW, HIGH = LATENCY_MULTIPLIER_RANGE
 
 
+# Strict types: true, "41" and 40.0 are not a knob value (a bool is an int to Python:
+# true pinned a limit at 1), and 1 is not a switch.
+
+
 class ModeIn(BaseModel):
-    active: bool
+    active: StrictBool
     reason: Reason
 
 
 class KnobIn(BaseModel):
-    value: int | None = None
-    pin: bool | None = None
+    value: StrictInt | None = None
+    pin: StrictBool | None = None
     reason: Reason
 
 
 class AutopilotIn(BaseModel):
-    enabled: bool
+    enabled: StrictBool
     reason: Reason
 
 
 class ChaosIn(BaseModel):
-    latency_multiplier: float = Field(1.0, ge=LOW, le=HIGH)
-    error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    latency_multiplier: StrictFloat = Field(1.0, ge=LOW, le=HIGH)
+    error_rate: StrictFloat = Field(0.0, ge=0.0, le=1.0)
     reason: Reason
 
 
@@ -73,17 +82,15 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def operator(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """Who is writing (their address), once their bearer token checks out; else 401."""
-    admin_token: str | None = request.app.state.admin_token
-    if not admin_token:
-        raise HTTPException(401, "no admin token is configured: operator writes are off")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token, admin_token):
+def operator(request: Request) -> str:
+    """Who is writing: the operator's name, put there by the ``WriteDoor`` once their
+    bearer token checked out (before the body was read); else 401."""
+    name = getattr(request.state, OPERATOR_STATE, None)
+    if not isinstance(name, str):
         raise HTTPException(
             401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
-    return request.client.host if request.client else "unknown"
+    return name
 
 
 Operator = Annotated[str, Depends(operator)]
@@ -95,7 +102,7 @@ def desk_of(controller: Controller) -> writes.Desk:
 
 
 def build_api(controller: Controller) -> APIRouter:
-    """Routes; the app that includes them sets ``app.state.admin_token``. A write's
+    """Routes; the app that includes them puts a ``WriteDoor`` in front. A write's
     route only translates: the body into a call of ``operator_writes`` with what the
     replicas declare, a ``WriteError`` into its status (404 unknown, 422 invalid)."""
     router = APIRouter(prefix="/api/v1")
@@ -108,7 +115,15 @@ def build_api(controller: Controller) -> APIRouter:
 
     @router.get("/state")
     async def state() -> dict[str, Any]:
-        return state_json(controller, await read_state(controller.redis))
+        """Answers while Redis is down or its document is invalid: ``control`` is then
+        the last good document, with ``control_stale`` and ``control_error`` set."""
+        stale: dict[str, Any] = {}
+        try:
+            control = await read_state(controller.redis)
+        except (RedisError, OSError, ControlDocumentError) as exc:
+            control = controller.known
+            stale = {"control_stale": True, "control_error": error_text(exc)}
+        return {**state_json(controller, control), **controller.state_json(), **stale}
 
     @router.get("/history")
     async def history(
@@ -193,6 +208,8 @@ async def _answer(write: Awaitable[ControlState]) -> dict[str, Any]:
         return _control_json(await write)
     except writes.WriteError as exc:
         raise HTTPException(exc.status, exc.message) from None
+    except NotHolder as exc:  # another controller writes: send the write there
+        raise HTTPException(409, f"{exc}: write through that controller") from None
 
 
 def state_json(controller: Controller, control: ControlState) -> dict[str, Any]:
@@ -254,6 +271,8 @@ def _control_json(state: ControlState) -> dict[str, Any]:
         "autopilot": state.autopilot,
         "updated_at": state.updated_at,
         "updated_by": state.updated_by,
+        "epoch": state.epoch,
+        "restored_from": list(state.restored_from) if state.restored_from else None,
     }
 
 

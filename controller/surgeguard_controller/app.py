@@ -16,14 +16,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from surgeguard.aio import cancel_and_wait
-from surgeguard_controller.api import build_api, install_validation_handler
+from surgeguard.body_limit import BodySizeLimitMiddleware
+from surgeguard_controller.api import build_api, desk_of, install_validation_handler
 from surgeguard_controller.drills.api import build_drills_api
 from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
+from surgeguard_controller.operators import Operators, WriteDoor
 
 log = logging.getLogger("controller")
 DEFAULT_DRILLS_DIR = Path(".surgeguard") / "drills"
+BODY_LIMIT = 64 * 1024  # bytes: the largest write body is a few hundred
 
 
 def build_app(
@@ -31,6 +34,8 @@ def build_app(
     *,
     admin_token: str | None,
     scenarios: Scenarios,
+    operators: Operators | None = None,
+    body_limit: int = BODY_LIMIT,
     http: httpx.AsyncClient | None = None,
     run_loop: bool = True,
     drills: DrillRunner | None = None,
@@ -39,24 +44,35 @@ def build_app(
     ``scenarios``: the load-test scenarios a drill may run (the composition root hands
     in the load tests' catalogue; the controller does not import the load tests).
     ``drills`` runs load-test drills (default: against the first target, reports under
-    ``.surgeguard/drills``); a running drill is stopped when the app shuts down."""
+    ``.surgeguard/drills``); a running drill is stopped when the app shuts down.
+    ``operators``: who may write (default: ``admin_token`` as the operator "admin");
+    ``body_limit``: the largest request body, bytes (413 past it)."""
+    if operators is None:
+        operators = Operators({"admin": admin_token} if admin_token else {})
     runner = drills or DrillRunner(
         controller.redis,
         target=controller.source.targets[0],
         out_root=DEFAULT_DRILLS_DIR,
         admin_token=admin_token,
     )
+    runner.bind(desk_of(controller))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
+        try:  # before the loop and the API: chaos a vanished drill left goes first
             await runner.recover()
         except RedisError as exc:  # the controller still starts; drills will say why
             log.warning("could not check for drills left running: %s", exc)
+        # Again until done (the lease of a controller just killed may still be held).
+        cleanup = asyncio.create_task(runner.recover_until_clean(), name="drill-cleanup")
         task = asyncio.create_task(controller.run(), name="control-loop") if run_loop else None
         try:
             yield
         finally:
+            await cancel_and_wait(cleanup)
+            # uvicorn has closed its socket by now: a drill's own undo cannot reach this
+            # API any more, so the runner puts its chaos back in Redis itself, before the
+            # Redis client closes.
             await runner.shutdown()
             if task is not None:
                 await cancel_and_wait(task)
@@ -66,7 +82,9 @@ def build_app(
 
     app = FastAPI(title="surgeguard controller", lifespan=lifespan)
     install_validation_handler(app)
-    app.state.admin_token = admin_token
+    # Outermost first: the operator's token, then the body's size, then the routes.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=body_limit)
+    app.add_middleware(WriteDoor, operators=operators, registry=controller.registry)
     app.state.drills = runner
     app.include_router(build_api(controller))
     app.include_router(build_drills_api(controller, runner, scenarios))

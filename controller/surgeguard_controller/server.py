@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 import httpx
@@ -12,6 +13,7 @@ from surgeguard_controller.decide import ControllerConfig
 from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
+from surgeguard_controller.operators import Operators
 from surgeguard_controller.sensing.sources import DirectSource, PrometheusSource, SignalSource
 from surgeguard_controller.settings import ControllerSettings
 
@@ -47,7 +49,15 @@ def serve(
     *,
     scenarios: Scenarios,
 ) -> int:
-    """Run until stopped; ``scenarios``: the load-test scenarios drills may run."""
+    """Run until stopped; ``scenarios``: the load-test scenarios drills may run.
+    Raises ``SettingsError`` (one line) for a bad operator token before anything starts."""
+    operators = Operators(settings.operator_tokens())
+    # A drill's load generator writes chaos through this API as the operator "drill",
+    # with a token made for this run (none when operator writes are off).
+    own = bool(operators) and "drill" not in operators.names
+    drill_token = secrets.token_urlsafe(24) if own else None
+    if drill_token is not None:
+        operators = operators.with_operator("drill", drill_token)
     http = httpx.AsyncClient()
     controller = build_controller(settings, redis_url, targets, http)
     # Drills load the first target and reach this controller on loopback (its chaos API).
@@ -57,10 +67,15 @@ def serve(
         target=targets[0],
         out_root=settings.data_dir / "drills",
         controller_url=f"http://{local}:{port}",
-        admin_token=settings.admin_token,
+        admin_token=drill_token,
     )
     app = build_app(
-        controller, admin_token=settings.admin_token, scenarios=scenarios, http=http, drills=drills
+        controller,
+        admin_token=None,
+        operators=operators,
+        scenarios=scenarios,
+        http=http,
+        drills=drills,
     )
     config = uvicorn.Config(
         app,
@@ -71,7 +86,8 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    writes = "on" if settings.admin_token else "OFF (no SURGEGUARD_ADMIN_TOKEN)"
+    people = [n for n in operators.names if n != "drill"]
+    writes = f"on for {', '.join(people)}" if people else "OFF (no SURGEGUARD_ADMIN_TOKEN(S))"
     print(
         f"controller on http://{settings.host}:{port} tuning {', '.join(targets)} "
         f"every {controller.tick_s:g} s with {controller.config.algorithm}; "

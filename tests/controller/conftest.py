@@ -20,7 +20,7 @@ from surgeguard_controller.sensing.sources import DirectSource
 from tests.support.servers import ServerThread
 from tests.target_app.conftest import start_target  # noqa: F401 - a fixture, re-exported
 
-TOKEN = "test-admin-token"
+TOKEN = "test-admin-token-of-24-chars"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

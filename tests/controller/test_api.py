@@ -156,7 +156,7 @@ def test_a_mode_switched_through_the_api_reaches_the_replica_within_2s(
         audit = client.get(f"{ctl.url}/api/v1/audit").json()
     assert audit[0]["what"] == "mode read_only"
     assert (audit[0]["old"], audit[0]["new"], audit[0]["reason"]) == (False, True, "db failover")
-    assert audit[0]["who"] == "127.0.0.1" and audit[0]["at"] > 0
+    assert audit[0]["who"] == "admin" and audit[0]["at"] > 0
 
 
 def test_an_operator_knob_with_pin_reaches_the_replica_and_is_audited(

@@ -36,7 +36,7 @@ def stack(redis_server: EmbeddedRedis, redis_client: object) -> Iterator[Stack]:
         KEYS,
         SURGEGUARD_QUEUE_LIMIT="50",
         SURGEGUARD_QUEUE_TIMEOUT_MS="100",
-        SURGEGUARD_ADMIN_TOKEN="e2e",
+        SURGEGUARD_ADMIN_TOKEN="e2e-admin-token-of-24-chars",
     )
     tport, cport = free_port(), free_port()
     target = f"http://127.0.0.1:{tport}"

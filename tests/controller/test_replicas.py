@@ -16,7 +16,7 @@ from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.processes import db_bound_env, free_port, surgeguard
 from tests.support.rawhttp import closed_loop
 
-TOKEN = "replicas"
+TOKEN = "replicas-admin-token-24-chars"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KEYS = [f"client-{n}" for n in range(10)]
 

@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed"),
     pytest.mark.slow,
 ]
-TOKEN = "browser-test-token"
+TOKEN = "browser-test-token-24-chars"
 ARTIFACTS = Path(os.environ.get("SURGEGUARD_ARTIFACTS", "artifacts"))
 # Without these Chromium keeps calling home, which this machine's network refuses.
 CHROMIUM_ARGS = [

@@ -34,7 +34,7 @@ from tests.support.rawhttp import closed_loop
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "inventory_service.py"
 DASHBOARD = ROOT / "dashboard" / "surgeguard_dashboard" / "app.py"
-TOKEN = "inventory-admin"
+TOKEN = "inventory-admin-token-24-chars"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KNOB = "bulkhead.inventory_db"
 MODE = "reservations_paused"

@@ -21,7 +21,7 @@ from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard_loadtest.verdict import judge_summary
 from tests.support.processes import clean_env, free_port, surgeguard
 
-TOKEN = "load-test-token"
+TOKEN = "load-test-token-of-24-chars"
 LOAD_TIMEOUT_S = 120
 
 

@@ -67,7 +67,7 @@ COMPOSE_TARGETS = {
     "prometheus": ["localhost:9090"],
 }
 REPLICA = "replica-a"
-TOKEN = "ops-test-token"
+TOKEN = "ops-test-token-of-24-chars"
 API_KEY = {"X-Api-Key": "demo-key"}
 # Dashboard variables as Grafana fills them: one replica and one dependency selected; the
 # intervals as small as Grafana makes them for the datasource's 1 s scrape interval

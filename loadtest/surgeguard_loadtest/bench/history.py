@@ -25,7 +25,7 @@ from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard_controller.store import HISTORY_KEY, MAX_HISTORY
 from surgeguard_loadtest.processes import HOST, child_env, free_port, running
 
-TOKEN = "bench"
+TOKEN = "bench-admin-token-of-24-chars"  # operator tokens are 24 characters or more
 
 
 def fill_history(redis_url: str, template: dict[str, object], replicas: int) -> int:

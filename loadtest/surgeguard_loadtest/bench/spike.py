@@ -46,7 +46,7 @@ from surgeguard_loadtest.scenarios import build
 
 SLO_S = 0.25
 POLICIES = ("none", "static", "aimd", "gradient")
-ADMIN_TOKEN = "bench"
+ADMIN_TOKEN = "bench-admin-token-of-24-chars"  # operator tokens are 24 characters or more
 SETTLE_S = 5.0  # windows before this (after the spike starts) do not count for the SLO share
 SPIKE_FACTOR = 5.0  # the spike's users, in multiples of the capacity (req/s) x 1 s
 CAPACITY_USERS = 600  # enough closed-loop users to keep the db saturated (~200 req/s)
