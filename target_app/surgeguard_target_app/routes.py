@@ -21,7 +21,12 @@ from redis.exceptions import RedisError
 from surgeguard.bulkhead import BulkheadRejected
 from surgeguard_target_app.declaration import RECOMMENDATIONS_OFF, SERVE_STALE
 from surgeguard_target_app.dependencies import DependencyError
-from surgeguard_target_app.jobs.streams import ANALYTICS_STREAM, enqueue_signup, signup_status
+from surgeguard_target_app.jobs.streams import (
+    ANALYTICS_STREAM,
+    Retention,
+    signup_status,
+    store_signup,
+)
 
 if TYPE_CHECKING:
     from surgeguard_target_app.service import Service
@@ -29,6 +34,14 @@ if TYPE_CHECKING:
 ITEM_COUNT = 100_000
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s.]{2,63}$")
 RETRY_AFTER_S = "1"
+# Printable ASCII, no spaces (a UUID, a ULID, any token a client makes up).
+IDEMPOTENCY_KEY = Header(
+    alias="Idempotency-Key",
+    min_length=1,
+    max_length=255,
+    pattern=r"^[\x21-\x7e]+$",
+    description="the same key within the window returns the same signup (one email)",
+)
 
 
 class SignupIn(BaseModel):
@@ -189,14 +202,40 @@ def add_routes(api: FastAPI, service: Service) -> None:
             "status": "confirmed",
         }
 
+    retention = Retention(
+        signup_ttl_s=service.settings.signup_ttl_s,
+        idempotency_window_s=service.settings.idempotency_window_s,
+        analytics_maxlen=service.settings.analytics_maxlen,
+    )
+
     @router.post("/signup", status_code=202)
-    async def signup(body: SignupIn, _: Client, response: Response) -> dict[str, str]:
-        signup_id = await enqueue_signup(service.redis, body.email, body.name)
+    async def signup(
+        body: SignupIn,
+        client: Client,
+        response: Response,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> dict[str, str]:
+        stored = await store_signup(
+            service.redis,
+            body.email,
+            body.name,
+            idempotency_key=idempotency_key,
+            client_key=client,
+            retention=retention,
+        )
+        if stored.conflict:
+            raise HTTPException(
+                422,
+                "Idempotency-Key was already used for a different signup (another email "
+                "or name); use a new key for a new signup",
+            )
+        if stored.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
         # Stored all the same (202), but the email will be late: say so, from the
         # last backlog sample (no extra Redis call on the request path).
         if service.jobs_backlog > service.settings.job_backlog_limit:
             response.headers["X-Degraded"] = "jobs_backlog"
-        return {"id": signup_id, "status_url": f"/signups/{signup_id}"}
+        return {"id": stored.id, "status_url": f"/signups/{stored.id}"}
 
     @router.get("/signups/{signup_id}")
     async def signup_state(

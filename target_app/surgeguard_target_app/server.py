@@ -13,7 +13,7 @@ from surgeguard_target_app.settings import DemoSettings
 
 def serve(settings: DemoSettings, port: int) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
-    with redis_url_for(settings.redis_url, settings.data_dir) as url:
+    with redis_url_for(settings.redis_url, settings.data_dir, settings.redis_fsync) as url:
         service = build_service(settings, connect_redis(url), replica=settings.replica_name(port))
         # Under a storm of held requests CPython's full collections stop the loop for
         # most of a second each and free nothing: make them rare (see gc_policy).

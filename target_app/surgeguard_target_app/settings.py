@@ -5,6 +5,7 @@ limit) and its job worker (``WorkerSettings``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +33,11 @@ class DemoSettings(ReplicaSettings):
         None, description="Redis to use (jobs, cache, control plane); unset: the embedded one"
     )
     data_dir: Path = Field(Path(".surgeguard"), description="embedded Redis data directory")
+    redis_fsync: Literal["everysec", "always"] = Field(
+        "everysec",
+        description="embedded Redis: sync its append-only file once a second (a machine "
+        "crash may lose ~1 s of 202s) or before every reply (always: slower, loses nothing)",
+    )
     client_keys: str = Field(
         ",".join(f"{key}:critical" for key in (DEMO_CLIENT_KEY, *LOAD_CLIENT_KEYS)),
         description="comma-separated client keys, each key[:ceiling] (critical|normal|"
@@ -54,6 +60,15 @@ class DemoSettings(ReplicaSettings):
 
     job_backlog_limit: int = Field(
         10_000, ge=0, le=1_000_000_000, description="backlog (jobs) past which signups say so"
+    )
+    signup_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, le=366 * 24 * 3600, description="a signup's status kept, s"
+    )
+    idempotency_window_s: int = Field(
+        24 * 3600, ge=1, le=366 * 24 * 3600, description="an Idempotency-Key is remembered, s"
+    )
+    analytics_maxlen: int = Field(
+        100_000, ge=100, le=100_000_000, description="analytics events kept waiting (about)"
     )
 
     def dependency(self, name: str) -> tuple[int, float]:
@@ -99,6 +114,12 @@ class WorkerSettings(SettingsBase):
         ge=10,
         le=86_400_000,
         description="a job held this long by a silent worker is taken over, ms",
+    )
+    outbox_maxlen: int = Field(
+        100_000, ge=100, le=100_000_000, description="delivered emails kept in the outbox (about)"
+    )
+    dead_letters_maxlen: int = Field(
+        10_000, ge=100, le=100_000_000, description="dead letters kept (about)"
     )
     mailer_latency_ms: float = Field(5.0, ge=0.0, le=60_000, description="demo send time, ms")
     mailer_failure_rate: float = Field(

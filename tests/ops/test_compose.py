@@ -35,7 +35,11 @@ PROMETHEUS_YML = ROOT / "prometheus" / "prometheus.yml"
 GRAFANA_DASHBOARD_PROVIDERS = ROOT / "grafana" / "provisioning" / "dashboards"
 
 # Variables that must be given to `docker compose` (the file refuses to start without).
-REQUIRED_VARIABLES = {"SURGEGUARD_ADMIN_TOKEN": "test-token", "GRAFANA_ADMIN_PASSWORD": "pw"}
+REQUIRED_VARIABLES = {
+    "SURGEGUARD_ADMIN_TOKEN": "test-token",
+    "GRAFANA_ADMIN_PASSWORD": "pw",
+    "REDIS_PASSWORD": "redis-pw",
+}
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 INTERPOLATION = re.compile(
@@ -350,6 +354,37 @@ def test_redis_persists_to_a_volume() -> None:
     assert "--appendonly yes" in " ".join(command(redis_svc))
     named = set(compose().get("volumes") or {})
     assert any(str(v).split(":")[0] in named for v in redis_svc.get("volumes", []))
+
+
+def test_redis_requires_a_password_from_a_secret() -> None:
+    """Issue 13: Redis takes its password from a compose secret, and every process that
+    talks to it carries that password in its URL."""
+    redis_name, redis_svc = next(
+        (n, s) for n, s in services().items() if "redis" in str(s.get("image", ""))
+    )
+    assert compose()["secrets"]["redis_password"] == {"environment": "REDIS_PASSWORD"}
+    assert redis_svc.get("secrets") == ["redis_password"]
+    started = " ".join(command(redis_svc))
+    assert '--requirepass "$$(cat /run/secrets/redis_password)"' in started
+    assert "docker-entrypoint.sh redis-server" in started  # still drops root
+    assert "--maxmemory-policy noeviction" in started
+    probe = " ".join(redis_svc["healthcheck"]["test"])
+    assert "/run/secrets/redis_password" in probe  # an unauthenticated PING is refused
+    for name, svc in surgeguard_services().items():
+        url = resolve(environment(svc).get("SURGEGUARD_REDIS_URL", ""))
+        if url:
+            parts = urlsplit(url)
+            assert parts.hostname == redis_name
+            assert parts.password == REQUIRED_VARIABLES["REDIS_PASSWORD"], f"service {name}"
+
+
+def test_redis_names_both_durability_settings() -> None:
+    """What a 202 survives is a choice: the file says which it made and the other one."""
+    text = COMPOSE.read_text()
+    assert "--appendfsync everysec" in " ".join(
+        command(next(s for s in services().values() if "redis" in str(s.get("image", ""))))
+    )
+    assert "`--appendfsync always`" in text
 
 
 def test_prometheus_and_grafana_mount_their_provisioning() -> None:

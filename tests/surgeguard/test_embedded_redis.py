@@ -8,6 +8,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -138,7 +139,7 @@ def test_start_serves_and_persists_to_the_append_only_file(server: EmbeddedRedis
     assert not server.data_dir.exists()  # created on start
     server.start()
     assert server.running and server.pid is not None
-    assert server.url == f"redis://127.0.0.1:{server.port}/0"
+    assert server.url == f"redis://:{server.password}@127.0.0.1:{server.port}/0"
     client = _client(server)
     try:
         assert client.ping() is True
@@ -147,6 +148,8 @@ def test_start_serves_and_persists_to_the_append_only_file(server: EmbeddedRedis
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("save") == {"save": ""}
         assert client.config_get("bind") == {"bind": "127.0.0.1"}
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         assert client.info("server")["process_id"] == server.pid
     finally:
         client.close()
@@ -183,7 +186,49 @@ def test_start_twice_is_an_error(server: EmbeddedRedis) -> None:
 def test_port_before_start_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedRedisError, match="start"):
         _ = EmbeddedRedis(data_dir=tmp_path).url
-    assert EmbeddedRedis(data_dir=tmp_path, port=6390).url == "redis://127.0.0.1:6390/0"
+    assert not (tmp_path / "redis.password").exists()
+    known = EmbeddedRedis(data_dir=tmp_path, port=6390)
+    assert known.url == f"redis://:{known.password}@127.0.0.1:6390/0"
+    assert known.safe_url == "redis://127.0.0.1:6390/0"
+
+
+def test_a_client_without_the_password_is_refused(tmp_path: Path) -> None:
+    """Issue 13: Redis requires a password, made at first start and kept (0600)."""
+    with EmbeddedRedis(data_dir=tmp_path) as srv:
+        kept = tmp_path / "redis.password"
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        assert kept.read_text().strip() == srv.password and len(srv.password) >= 32
+        stranger = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
+        wrong = redis.Redis(host="127.0.0.1", port=srv.port, password="guess", socket_timeout=5)
+        try:
+            with pytest.raises(redis.AuthenticationError):
+                stranger.set("k", "v")
+            with pytest.raises(redis.AuthenticationError):
+                wrong.ping()
+        finally:
+            stranger.close()
+            wrong.close()
+        # Not on the command line, where any local user's ps would show it.
+        assert srv.password not in Path(f"/proc/{srv.pid}/cmdline").read_text()
+        first = srv.password
+    with EmbeddedRedis(data_dir=tmp_path) as again:  # the same password on every start
+        assert again.password == first
+        client = redis.Redis.from_url(again.url, socket_timeout=5)
+        try:
+            assert client.ping() is True
+        finally:
+            client.close()
+
+
+def test_fsync_always_is_a_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="everysec, always"):
+        EmbeddedRedis(data_dir=tmp_path, fsync="sometimes")  # type: ignore[arg-type]
+    with EmbeddedRedis(data_dir=tmp_path, fsync="always") as srv:
+        client = redis.Redis.from_url(srv.url, socket_timeout=5)
+        try:
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        finally:
+            client.close()
 
 
 def test_restart_with_the_same_data_dir_keeps_data(tmp_path: Path) -> None:
@@ -369,10 +414,13 @@ def test_run_forever_serves_until_signalled(tmp_path: Path, sig: signal.Signals)
     try:
         line = _read_line(child)
         prefix = "redis ready at "
-        assert line.startswith(prefix) and line.endswith(f" (data in {tmp_path.resolve()})")
+        kept = tmp_path.resolve() / "redis.password"
+        assert line.startswith(prefix) and line.endswith(
+            f" (data in {tmp_path.resolve()}, password in {kept}, appendfsync everysec)"
+        )
         url = line[len(prefix) :].split(" ", 1)[0]
-        assert url.startswith("redis://127.0.0.1:") and url.endswith("/0")
-        client = redis.Redis.from_url(url, socket_timeout=5)
+        assert url.startswith("redis://127.0.0.1:") and url.endswith("/0")  # no password
+        client = redis.Redis.from_url(url, password=kept.read_text().strip(), socket_timeout=5)
         try:
             client.set("k", "v")
             redis_pid = int(client.info("server")["process_id"])

@@ -36,6 +36,7 @@ from surgeguard_target_app.jobs.streams import (
     OUTBOX_STREAM,
     SIGNUP_KEY,
     enqueue_signups,
+    store_signup,
 )
 from tests.support.processes import child_env
 from tests.target_app.conftest import API_KEY, StartTarget
@@ -235,6 +236,77 @@ def test_sigterm_hands_back_running_jobs_and_exits_0(
     spawn("fast", redis_server.url, mailer_latency_ms=0, job_reclaim_idle_ms=60_000)
     wait_until(drained(redis_client, ids), "the handed-back jobs done by the next worker")
     assert set(delivered(redis_client).values()) == {1}
+
+
+def test_a_retried_signup_sends_one_email(
+    spawn: Spawn, start_target: StartTarget, redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    """Issue 13: the same Idempotency-Key is the same signup, so one welcome email."""
+    target = start_target()
+    lost = asyncio.run(_store_as_the_route_does(redis_server.url, "k-lost"))
+    with httpx.Client(base_url=target.url, headers=API_KEY, timeout=5.0) as http:
+        body = {"email": "ada@example.com", "name": "Ada"}
+        twice = [
+            http.post("/signup", json=body, headers={"Idempotency-Key": "k-1"}) for _ in range(2)
+        ]
+        retry = http.post("/signup", json=body, headers={"Idempotency-Key": "k-lost"})
+    assert [r.status_code for r in twice] == [202, 202]
+    assert twice[0].json() == twice[1].json()
+    assert retry.status_code == 202 and retry.json()["id"] == lost
+    ids = [twice[0].json()["id"], lost]
+    spawn("once", redis_server.url, mailer_latency_ms=0, **FAST)
+    wait_until(drained(redis_client, ids), "both signups done")
+    assert delivered(redis_client) == {ids[0]: 1, lost: 1}
+
+
+async def _store_as_the_route_does(url: str, key: str) -> str:
+    """A signup stored whose answer was lost (the client saw a 503 or its timeout)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        stored = await store_signup(
+            client, "ada@example.com", "Ada", idempotency_key=key, client_key="demo-key"
+        )
+        return stored.id
+    finally:
+        await client.aclose()
+
+
+def test_the_outbox_and_the_dead_letters_are_trimmed(
+    spawn: Spawn, redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    """Issue 13: retention. Delivered emails and dead letters keep about their MAXLEN."""
+    seed(redis_server.url, 400)
+    poisoned = asyncio.run(_seed_people(redis_server.url, "bounce", 400))
+    spawn(
+        "trim",
+        redis_server.url,
+        mailer_latency_ms=0,
+        mailer_poison_pattern="@bounce[.]",
+        job_max_attempts=1,
+        outbox_maxlen=100,
+        dead_letters_maxlen=100,
+        **FAST,
+    )
+    wait_until(
+        lambda: (
+            signup_statuses(redis_client, poisoned) == {"dead": len(poisoned)}
+            and redis_client.xlen(EMAIL_STREAM) + redis_client.xlen(ANALYTICS_STREAM) == 0
+        ),
+        "every job settled",
+    )
+    # MAXLEN ~ trims whole nodes of 100 entries: about 100 each, never all 400.
+    assert 100 <= redis_client.xlen(OUTBOX_STREAM) < 200
+    assert 100 <= redis_client.xlen(DEAD_STREAM) < 200
+
+
+async def _seed_people(url: str, domain: str, count: int) -> list[str]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return await enqueue_signups(
+            client, [(f"u{i}@{domain}.example", "U") for i in range(count)]
+        )
+    finally:
+        await client.aclose()
 
 
 def test_redis_restart_while_signups_flow_loses_no_accepted_job(

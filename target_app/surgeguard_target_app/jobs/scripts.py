@@ -25,16 +25,17 @@ return {{attempts, redis.call('HGET', KEYS[3], 'last_error')}}
 """
 
 # The effect and its record in one step: a second run finds the record and skips both.
-# KEYS: stream, done, status, effect key. ARGV: group, entry id, done ttl, kind, args...
+# KEYS: stream, done, status, effect key.
+# ARGV: group, entry id, done ttl, kind, maxlen of an xadd effect's stream, args...
 # -> -2 no longer pending, 0 duplicate (effect skipped), 1 effect applied.
 _SUCCEED = f"""
 if not ({_PENDING}) then return -2 end
 local fresh = redis.call('SET', KEYS[2], 'done', 'NX', 'EX', ARGV[3])
 if fresh then
   if ARGV[4] == 'xadd' then
-    redis.call('XADD', KEYS[4], '*', unpack(ARGV, 5))
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
   elseif ARGV[4] == 'hincrby' then
-    redis.call('HINCRBY', KEYS[4], ARGV[5], ARGV[6])
+    redis.call('HINCRBY', KEYS[4], ARGV[6], ARGV[7])
   end
   redis.call('HSET', KEYS[3], 'status', 'done')
 end
@@ -62,12 +63,13 @@ return parked
 """
 
 # KEYS: stream, done, status, dead stream.
-# ARGV: group, entry id, done ttl, error, attempts, report ('1'/'0'), dead fields...
+# ARGV: group, entry id, done ttl, error, attempts, report ('1'/'0'), dead letters maxlen,
+# dead fields...
 _DEAD = f"""
 if not ({_PENDING}) then return -2 end
 local fresh = redis.call('SET', KEYS[2], 'dead', 'NX', 'EX', ARGV[3])
 if fresh then
-  redis.call('XADD', KEYS[4], '*', unpack(ARGV, 7))
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 8))
   if ARGV[6] == '1' then
     redis.call('HSET', KEYS[3], 'status', 'dead', 'last_error', ARGV[4], 'attempts', ARGV[5])
   end
@@ -105,6 +107,38 @@ return #due
 """
 
 
+# A signup, its two jobs and its Idempotency-Key record in one step, so a retry either
+# finds the record (and the signup the first attempt stored) or stores everything anew:
+# never a record without its signup, nor a signup stored twice under one key.
+# KEYS: key record ('': no key), signup hash, email stream, analytics stream.
+# ARGV: signup id, email, name, created at, fingerprint of the body, key window s,
+# signup ttl s, analytics maxlen.
+# -> {1, id} stored; {0, id} the key's earlier signup; {-1, id} the key names another body.
+_SIGNUP = """
+if KEYS[1] ~= '' then
+  local seen = redis.call('GET', KEYS[1])
+  if seen then
+    local cut = string.find(seen, ' ', 1, true)
+    local id = string.sub(seen, 1, cut - 1)
+    if string.sub(seen, cut + 1) == ARGV[5] then return {0, id} end
+    return {-1, id}
+  end
+end
+redis.call('HSET', KEYS[2], 'status', 'queued', 'attempts', 0, 'email', ARGV[2],
+  'name', ARGV[3], 'created_at', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+-- The job's own idempotency key travels with it so a retried job has its effect once.
+redis.call('XADD', KEYS[3], '*', 'task', 'welcome_email', 'signup_id', ARGV[1],
+  'email', ARGV[2], 'name', ARGV[3], 'idempotency_key', 'welcome_email:' .. ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'task', 'analytics',
+  'event', 'signup', 'signup_id', ARGV[1], 'idempotency_key', 'analytics:' .. ARGV[1])
+if KEYS[1] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[5], 'EX', ARGV[6])
+end
+return {1, ARGV[1]}
+"""
+
+
 @dataclass(frozen=True)
 class Script:
     name: str
@@ -121,4 +155,5 @@ RETRY = Script("retry", _RETRY)
 DEAD = Script("dead", _DEAD)
 HAND_BACK = Script("hand_back", _HAND_BACK)
 PROMOTE = Script("promote", _PROMOTE)
-SCRIPTS = (BEGIN, SUCCEED, RETRY, DEAD, HAND_BACK, PROMOTE)
+SIGNUP = Script("signup", _SIGNUP)
+SCRIPTS = (BEGIN, SUCCEED, RETRY, DEAD, HAND_BACK, PROMOTE, SIGNUP)

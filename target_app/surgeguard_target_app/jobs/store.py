@@ -38,7 +38,14 @@ from surgeguard_target_app.jobs.scripts import (
     SUCCEED,
     Script,
 )
-from surgeguard_target_app.jobs.streams import DEAD_STREAM, GROUP, JOB_STREAMS, RETRY_KEY
+from surgeguard_target_app.jobs.streams import (
+    DEAD_LETTERS_MAXLEN,
+    DEAD_STREAM,
+    GROUP,
+    JOB_STREAMS,
+    OUTBOX_MAXLEN,
+    RETRY_KEY,
+)
 
 DONE_TTL_S = 7 * 24 * 3600  # how long a job's idempotency record outlives it, seconds
 JOB_STATE_TTL_S = 7 * 24 * 3600  # status hashes of jobs without a signup, seconds
@@ -78,11 +85,18 @@ class JobStore:
         group: str = GROUP,
         streams: Sequence[str] = JOB_STREAMS,
         done_ttl_s: int = DONE_TTL_S,
+        effect_maxlen: int = OUTBOX_MAXLEN,
+        dead_letters_maxlen: int = DEAD_LETTERS_MAXLEN,
     ) -> None:
+        """``effect_maxlen``: entries a stream written by a job's effect (the outbox) keeps,
+        ``dead_letters_maxlen``: dead letters kept; both trimmed approximately (MAXLEN ~,
+        the oldest go first), so they may run a little over."""
         self._client = client
         self.group = group
         self.streams = tuple(streams)
         self._done_ttl_s = done_ttl_s
+        self._effect_maxlen = effect_maxlen
+        self._dead_letters_maxlen = dead_letters_maxlen
         self._reclaim_cursor = dict.fromkeys(self.streams, "0-0")
 
     # -- reading ----------------------------------------------------------------------
@@ -172,7 +186,7 @@ class JobStore:
             return (
                 SUCCEED,
                 (job.stream, job.done_key, job.status_key, key),
-                (self.group, job.entry_id, self._done_ttl_s, kind, *args),
+                (self.group, job.entry_id, self._done_ttl_s, kind, self._effect_maxlen, *args),
             )
         if isinstance(outcome, RetryLater):
             job = outcome.job
@@ -214,6 +228,7 @@ class JobStore:
                 dead.error,
                 dead.attempts,
                 "1" if job is not None and dead.report else "0",
+                self._dead_letters_maxlen,
                 *[x for pair in letter.items() for x in pair],
             ),
         )

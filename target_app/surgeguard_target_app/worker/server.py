@@ -105,7 +105,11 @@ def run_worker(settings: WorkerSettings, *, consumer: str | None = None) -> int:
 async def _serve(settings: WorkerSettings, url: str, config: WorkerConfig, mailer: Mailer) -> None:
     client = connect(url)
     handlers = build_handlers(mailer)
-    store = JobStore(client)
+    store = JobStore(
+        client,
+        effect_maxlen=settings.outbox_maxlen,
+        dead_letters_maxlen=settings.dead_letters_maxlen,
+    )
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, tasks=handlers, streams=store.streams)
     worker = Worker(store, handlers, config, metrics)
