@@ -10,7 +10,10 @@ Per request, in this order, before any routing:
    key's ceiling (on a public route: never above the route's default);
 4. the door-level degradation modes, then the limiter: run the app, or answer at
    once with a prebuilt 429/503 whose ``Retry-After`` grows for repeat offenders.
-No await happens before the decision except a penalty hold. ``/healthz`` and
+No await happens before the decision except a penalty hold. With ``max_body_bytes``
+the door also keeps the body limit while a request waits (held or queued): a
+declared ``Content-Length`` over it is a 413 before the limiter is asked, and a body
+that passes it while waiting is a 413 at once, read no further. ``/healthz`` and
 ``/metrics`` are answered by the door itself; the other bypass routes go straight
 to the app.
 """
@@ -27,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from surgeguard import door_answers
 from surgeguard.asgi import ASGIApp, Message, Receive, Scope, Send
+from surgeguard.body_limit import declared_length, too_large
 from surgeguard.client_keys import ClientKeys
 from surgeguard.client_watch import ClientWatch
 from surgeguard.limiter import Limiter, Waiter
@@ -45,6 +49,8 @@ from surgeguard.reasons import (
 from surgeguard.rejection import RejectionResponses
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # as the body limit skips them
+_TOO_LARGE = "payload_too_large"  # a wait ended because the body passed max_body_bytes
 READ_ONLY_DETAIL = (
     "The service is in read-only mode during a traffic spike: "
     "writes are paused, reads still work. Retry later."
@@ -102,7 +108,8 @@ class AdmissionMiddleware:
     the app's business). ``penalty_box``: hold clients that ignore ``Retry-After``
     (None: off). ``address_header``: identify a client by this header's value (a
     trusted proxy's ``X-Real-IP``) instead of its TCP connection. ``registry``: answer
-    ``/metrics`` at the door from it."""
+    ``/metrics`` at the door from it. ``max_body_bytes``: the body limit the app
+    enforces (``BodySizeLimitMiddleware``), kept while a request waits (None: off)."""
 
     def __init__(
         self,
@@ -122,6 +129,7 @@ class AdmissionMiddleware:
         metrics_path: str = "/metrics",
         clock: Callable[[], float] = time.perf_counter,
         enabled: bool = True,
+        max_body_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
@@ -133,6 +141,8 @@ class AdmissionMiddleware:
         self.address_header = address_header.lower() if address_header else None
         self.clock = clock
         self.enabled = enabled
+        self.max_body_bytes = max_body_bytes
+        self._too_large = too_large(max_body_bytes) if max_body_bytes is not None else None
         self.shed_sheddable = False
         self.read_only = False
         self.rejections = rejections or RejectionResponses(retry_after_s)
@@ -192,10 +202,12 @@ class AdmissionMiddleware:
                     if delay == FULL:
                         await self._reject(send, route.name, route.priority, PENALTY_FULL, 429, who)
                         return
-                    held = await self._hold(box, delay, receive)
-                    if held is None:
+                    gone, receive = await self._hold(box, delay, receive)
+                    if gone == _TOO_LARGE:
+                        await self._refuse_body(send, route.name, route.priority)
+                        return
+                    if gone is not None:
                         return  # it gave up while held: nothing to decide, nobody to tell
-                    receive = held
 
         # 2. who is it?
         if keys > 1:
@@ -223,6 +235,13 @@ class AdmissionMiddleware:
             await self._reject(send, route.name, priority, MODE, 429, who)
             return
 
+        max_body = self.max_body_bytes
+        if max_body is not None and scope["method"] not in _BODILESS_METHODS:
+            declared = declared_length(scope)
+            if declared is not None and declared > max_body:
+                await self._refuse_body(send, route.name, priority)  # no slot for it
+                return
+
         clock = self.clock
         ticket = self.limiter.try_acquire(priority, key)
         if ticket is None:
@@ -234,7 +253,9 @@ class AdmissionMiddleware:
             arrived = clock()
             reason, receive = await self._wait(ticket, receive)
             if reason is not None:
-                if reason != DISCONNECTED:
+                if reason == _TOO_LARGE:
+                    await self._refuse_body(send, route.name, priority)
+                elif reason != DISCONNECTED:
                     await self._reject(send, route.name, priority, reason, 429, who)
                 return
             self.metrics.queue_wait.observe(clock() - arrived)
@@ -274,22 +295,42 @@ class AdmissionMiddleware:
             seconds = box.told_to_wait(who, seconds)
         await rejections.send(send, status, reason, seconds)
 
+    async def _refuse_body(self, send: Send, route: str, priority: Priority) -> None:
+        """413 for a body over ``max_body_bytes`` seen at the door (it never ran)."""
+        assert self._too_large is not None
+        self.metrics.requests[(route, priority, outcome_of(413))].inc()
+        await self._too_large.send(send)
+
     async def _wait(self, waiter: Waiter, receive: Receive) -> tuple[str | None, Receive]:
-        """Wait for a slot while watching for the client to go away."""
-        watch = ClientWatch(receive, on_gone=lambda: self.limiter.abandon(waiter))
+        """Wait for a slot while watching for the client to go away (DISCONNECTED) or
+        its body to pass the limit (_TOO_LARGE)."""
+
+        def gone() -> None:
+            self.limiter.abandon(waiter, disconnected=not watch.too_large)
+
+        watch = ClientWatch(receive, on_gone=gone, max_bytes=self.max_body_bytes)
         try:
             reason = await self.limiter.wait(waiter)
         finally:
             receive = watch.stop()
-        return (DISCONNECTED if watch.gone else reason), receive
+        return _watch_outcome(watch) or reason, receive
 
-    async def _hold(self, box: PenaltyBox, delay: float, receive: Receive) -> Receive | None:
+    async def _hold(
+        self, box: PenaltyBox, delay: float, receive: Receive
+    ) -> tuple[str | None, Receive]:
         """Hold an early request ``delay`` seconds (its hold already counted by the box);
-        None when its client went away meanwhile (then nothing is decided or sent)."""
-        watch = ClientWatch(receive)
+        DISCONNECTED when its client went away meanwhile (then nothing is decided or
+        sent), _TOO_LARGE when its body passed the limit."""
+        watch = ClientWatch(receive, max_bytes=self.max_body_bytes)
         try:
             await asyncio.wait((watch.task,), timeout=delay)
         finally:
             box.released()
             receive = watch.stop()
-        return None if watch.gone else receive
+        return _watch_outcome(watch), receive
+
+
+def _watch_outcome(watch: ClientWatch) -> str | None:
+    if watch.too_large:
+        return _TOO_LARGE
+    return DISCONNECTED if watch.gone else None

@@ -4,7 +4,9 @@ While a request waits (held in the penalty box, or queued for a slot) nothing re
 its connection, so a client that gives up would still be decided, and perhaps
 admitted, for nobody. ``ClientWatch`` reads the client's messages meanwhile: a
 disconnect ends the wait at once (``gone``), and anything else it read (a request
-body) is replayed to the app afterwards.
+body) is replayed to the app afterwards. It reads no more than ``max_bytes`` of a
+body: past that it stops reading (``too_large``) and ends the wait the same way, so
+a waiting request's body is never buffered past the limit the app would enforce.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ from surgeguard.asgi import Message, Receive
 
 
 class ClientWatch:
-    """Start watching ``receive`` now; ``on_gone()`` runs the moment the client leaves."""
+    """Start watching ``receive`` now; ``on_gone()`` runs the moment the client leaves
+    or its body passes ``max_bytes`` (bytes; None: no limit)."""
 
-    def __init__(self, receive: Receive, on_gone: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        on_gone: Callable[[], None] | None = None,
+        *,
+        max_bytes: int | None = None,
+    ) -> None:
         self._receive = receive
         self._on_gone = on_gone
+        self._room = max_bytes
         self._buffered: list[Message] = []
         self.gone = False
+        self.too_large = False
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
@@ -30,10 +41,17 @@ class ClientWatch:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.gone = True
-                if self._on_gone is not None:
-                    self._on_gone()
-                return
+                break
+            if self._room is not None:
+                self._room -= len(message.get("body", b""))
+                if self._room < 0:
+                    # Stop reading: the server buffers a little, then stops reading too.
+                    self.too_large = True
+                    self._buffered.clear()
+                    break
             self._buffered.append(message)
+        if self._on_gone is not None:
+            self._on_gone()
 
     def stop(self) -> Receive:
         """Stop watching; the ``receive`` to hand the app (replays what was read)."""

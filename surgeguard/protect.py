@@ -165,7 +165,9 @@ class Protection:
             slo_s=settings.slo_seconds,
         )
         self.door = AdmissionMiddleware(
-            BodySizeLimitMiddleware(app, settings.max_body_bytes),
+            BodySizeLimitMiddleware(
+                app, settings.max_body_bytes, timeout_s=settings.body_timeout_ms / 1000.0
+            ),
             self.limiter,
             routes,
             self.admission_metrics,
@@ -175,6 +177,7 @@ class Protection:
             retry_after_s=(settings.retry_after_min_s, settings.retry_after_max_s),
             registry=registry,
             enabled=not settings.no_admission,
+            max_body_bytes=settings.max_body_bytes,
         )
         self.door.set_modes(self.modes)
         _answer_bulkhead_rejections(app)

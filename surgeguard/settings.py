@@ -117,6 +117,9 @@ class ReplicaSettings(SettingsBase):
 
     # -- request edges and bulkheads --
     max_body_bytes: int = Field(64 * 1024, ge=64, le=16 * 1024 * 1024)
+    body_timeout_ms: int = Field(
+        10_000, ge=100, le=600_000, description="longest time for a request body to arrive, ms"
+    )
     bulkhead_max_wait_ms: int = Field(
         50, ge=0, le=60_000, description="longest wait for a bulkhead slot, ms"
     )
