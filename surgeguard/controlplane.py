@@ -14,14 +14,40 @@ truth (so an operator can switch off a mode a replica was started with).
      "chaos": {"db": {"latency_multiplier": 5.0, "error_rate": 0.0}},
      "pins": ["queue_limit"],
      "autopilot": true,
-     "updated_at": 1767000000.0, "updated_by": "controller"}
+     "updated_at": 1767000000.0, "updated_by": "controller",
+     "epoch": "9f2c41d07a3b5e68",
+     "restored_from": {"epoch": "0c1d2e3f4a5b6c7d", "version": 6}}   # or null
+
+Versions never go backwards, even when Redis loses its data (a restart without its
+files, ``FLUSHALL``, an eviction, a failover to an empty replica). The rules:
+
+- ``epoch`` names one history of the plane: a random id the writer chooses when it
+  writes a plane from nothing (no document, or one it cannot read). A document written
+  on top of another keeps its epoch and is its version + 1.
+- A replica applies a document only when it is newer than the one it applies: a
+  higher ``version`` (whatever the epoch), or, from another epoch, one whose
+  ``restored_from`` is exactly the epoch and version the replica applies (the writer
+  says it rebuilt the plane from that document). A document that vanished, went
+  backwards or repeats the version is not applied: the replica keeps what it applied
+  and says so (``KnobWatcher.last_error``). Before it has applied any document a
+  replica applies whatever it reads (its start-up values when there is none).
+- A writer that finds the document gone, unreadable, or older than what it knew
+  (``recall``) rebuilds it from what it knew, in a new epoch with ``restored_from`` set,
+  at a version above the stored one, the recalled one and ``floor`` (the highest
+  version any replica reports it applies), and tells ``on_restore``. So the
+  controller restores operator intent (modes, pins, autopilot) and the replicas, which
+  kept enforcing it meanwhile, accept the restored document as newer.
+- ``fence``: the controller writes only while it holds the lease (the key holds its
+  id); the lease is checked and renewed in the same transaction as the write, so a
+  controller that lost it writes nothing (``NotHolder``).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +76,28 @@ class ControlDocumentError(ValueError):
     """A control document that is not valid; nothing of it may be applied."""
 
 
+class NotHolder(RuntimeError):
+    """A write refused because another writer holds the lease (``holder``: its id)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"another controller holds the lease: {holder}")
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a writer must hold to write: ``key`` holds ``holder`` (this writer's
+    id) for ``ttl_ms`` milliseconds after each renewal."""
+
+    key: str
+    holder: str
+    ttl_ms: int
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
 @dataclass(frozen=True)
 class ControlState:
     version: int = 0
@@ -61,6 +109,17 @@ class ControlState:
     autopilot: bool = True  # False: the controller only says what it would have done
     updated_at: float = 0.0
     updated_by: str = ""
+    epoch: str = ""  # this history of the plane ("" for a document written before epochs)
+    restored_from: tuple[str, int] | None = None  # (epoch, version) it was rebuilt from
+
+    def newer_than(self, epoch: str, version: int) -> bool:
+        """Whether a replica that applies ``version`` of ``epoch`` should apply this
+        document (the module's rules; ``version`` -1: nothing applied yet)."""
+        if version < 0:
+            return True
+        if self.version > version:
+            return True
+        return self.epoch != epoch and self.restored_from == (epoch, version)
 
     def knobs_for(self, replica: str, initial: Knobs) -> Knobs:
         """The effective knobs of one replica: its start-up values, then the global
@@ -103,6 +162,12 @@ class ControlState:
                 "autopilot": self.autopilot,
                 "updated_at": self.updated_at,
                 "updated_by": self.updated_by,
+                "epoch": self.epoch,
+                "restored_from": (
+                    None
+                    if self.restored_from is None
+                    else {"epoch": self.restored_from[0], "version": self.restored_from[1]}
+                ),
             },
             sort_keys=True,
         )
@@ -123,6 +188,9 @@ class ControlState:
                 for name, part in dict(doc.get("replicas", {})).items()
             }
             chaos: dict[str, Chaos] = {}
+            restored = doc.get("restored_from")
+            if restored is not None and not isinstance(restored, dict):
+                raise ControlDocumentError("restored_from must be an object or null")
             for dep, values in dict(doc.get("chaos", {})).items():
                 chaos[str(dep)] = Chaos(
                     float(values.get("latency_multiplier", 1.0)),
@@ -138,10 +206,14 @@ class ControlState:
                 autopilot=bool(doc.get("autopilot", True)),
                 updated_at=float(doc.get("updated_at", 0.0)),
                 updated_by=str(doc.get("updated_by", "")),
+                epoch=str(doc.get("epoch", "")),
+                restored_from=(
+                    None if restored is None else (str(restored["epoch"]), int(restored["version"]))
+                ),
             )
         except ControlDocumentError:
             raise
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise ControlDocumentError(f"invalid control document: {exc}") from None
 
 
@@ -187,19 +259,28 @@ async def read_state(client: aioredis.Redis) -> ControlState:
     return ControlState() if raw is None else ControlState.from_json(raw)
 
 
-def _current_or_blank(raw: bytes | str | None) -> ControlState:
-    """The stored state; an invalid stored document (written by hand) is replaced by a
-    blank one at the next version, so the writer can always repair the plane."""
-    if raw is None:
-        return ControlState()
+def _stored_version(raw: bytes | str) -> int:
+    """The version an unreadable document claims, if any (0 when it claims none)."""
     try:
-        return ControlState.from_json(raw)
-    except ControlDocumentError:
-        try:
-            version = int(json.loads(raw).get("version", 0))
-        except (ValueError, TypeError, AttributeError):
-            version = 0
-        return ControlState(version=version)
+        return max(0, int(json.loads(raw).get("version", 0)))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+OnRestore = Callable[[ControlState, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Also:
+    """Commands that land in the same transaction as a write, or not at all (the
+    controller's audit entry). ``keys`` are watched with the document; ``ready(pipe)``
+    is awaited before the transaction (it may read them; raising writes nothing);
+    ``queue(pipe, before, after)`` adds the commands, given the state the write
+    started from and the one it stores."""
+
+    keys: tuple[str, ...]
+    ready: Callable[[Any], Awaitable[None]]
+    queue: Callable[[Any, ControlState, ControlState], None]
 
 
 class ControlPlaneWriter:
@@ -212,44 +293,120 @@ class ControlPlaneWriter:
         writer: str = "controller",
         clock: Callable[[], float] = time.time,
         check: Callable[[ControlState], None] | None = None,
+        recall: Callable[[], ControlState] | None = None,
+        floor: Callable[[], int] | None = None,
+        fence: Fence | None = None,
+        on_restore: OnRestore | None = None,
     ) -> None:
         """``check``: run on every new state before it is stored (the controller
-        checks it against the knobs and modes the replicas declare)."""
+        checks it against the knobs and modes the replicas declare). ``recall``: the
+        last document the writer knew, to rebuild the plane from when the stored one
+        is gone, unreadable or older; ``floor``: the highest version any replica
+        applies (every write goes above it); ``fence``: the lease to hold while
+        writing; ``on_restore(state, why)``: awaited after a write that rebuilt the
+        plane (see the module's rules)."""
         self._client = client
         self._writer = writer
         self._clock = clock
         self._check = check
+        self._recall = recall
+        self._floor = floor
+        self._fence = fence
+        self._on_restore = on_restore
+        self.last_written = ControlState()  # the last document this writer stored
+
+    def base(self, raw: bytes | str | None) -> tuple[ControlState, str]:
+        """What a write starts from, given the stored ``raw`` document, and why it is a
+        restore ("" when it is not). An invalid stored document (written by hand) or a
+        missing one is replaced, so the writer can always repair the plane."""
+        known = self._recall() if self._recall is not None else ControlState()
+        stored_version, why = 0, ""
+        if raw is None:
+            why = "the control document was gone from Redis"
+        else:
+            try:
+                current = ControlState.from_json(raw)
+            except ControlDocumentError as exc:
+                stored_version, why = (
+                    _stored_version(raw),
+                    f"the stored document was invalid ({exc})",
+                )
+            else:
+                if current.version >= known.version:
+                    return current, ""
+                stored_version = current.version
+                why = f"the stored document (v{current.version}) was older than v{known.version}"
+        if known.version <= 0:  # nothing to restore: a plane from nothing
+            return ControlState(version=stored_version, epoch=new_epoch()), ""
+        restored = replace(
+            known,
+            version=max(known.version, stored_version),
+            epoch=new_epoch(),
+            restored_from=(known.epoch, known.version),
+        )
+        return restored, why
+
+    async def current(self) -> ControlState:
+        """The document a write would start from now (the stored one, else what the
+        writer would restore, else a blank one)."""
+        return self.base(await self._client.get(CONTROL_KEY))[0]
 
     async def update(
-        self, change: Callable[[ControlState], ControlState], *, attempts: int = 20
+        self,
+        change: Callable[[ControlState], ControlState],
+        *,
+        attempts: int = 20,
+        also: Also | None = None,
     ) -> ControlState:
         """Apply ``change`` to the current state and store it as the next version.
-        ``change`` must return a valid state; it is validated again before writing."""
+        ``change`` must return a valid state; it is validated again before writing.
+        ``also``: more commands in the same transaction (see ``Also``).
+        Raises ``NotHolder`` when ``fence`` names a lease another writer holds."""
         from redis.exceptions import WatchError
 
         for _ in range(attempts):
             async with self._client.pipeline(transaction=True) as pipe:
                 try:
-                    await pipe.watch(CONTROL_KEY)
+                    fence = self._fence
+                    extra = also.keys if also is not None else ()
+                    await pipe.watch(CONTROL_KEY, *([fence.key] if fence else []), *extra)
+                    if fence is not None:
+                        holder = await pipe.get(fence.key)
+                        if isinstance(holder, bytes):
+                            holder = holder.decode()
+                        if holder is not None and holder != fence.holder:
+                            raise NotHolder(str(holder))
                     raw = await pipe.get(CONTROL_KEY)
-                    current = _current_or_blank(raw)
+                    current, restoring = self.base(raw)
+                    floor = self._floor() if self._floor is not None else 0
                     new = replace(
                         change(current),
-                        version=current.version + 1,
+                        version=max(current.version, floor) + 1,
                         updated_at=self._clock(),
                         updated_by=self._writer,
+                        epoch=current.epoch or new_epoch(),
+                        restored_from=current.restored_from,
                     )
                     encoded = new.to_json()
                     ControlState.from_json(encoded)  # never store what a replica would refuse
                     if self._check is not None:
                         self._check(new)
+                    if also is not None:
+                        await also.ready(pipe)
                     pipe.multi()  # type: ignore[no-untyped-call]
+                    if fence is not None:
+                        pipe.set(fence.key, fence.holder, px=fence.ttl_ms)
                     pipe.set(CONTROL_KEY, encoded)
                     pipe.publish(CONTROL_CHANNEL, str(new.version))
+                    if also is not None:
+                        also.queue(pipe, current, new)
                     await pipe.execute()
-                    return new
                 except WatchError:
                     continue
+            self.last_written = new
+            if restoring and self._on_restore is not None:
+                await self._on_restore(new, restoring)
+            return new
         raise RuntimeError(f"control document kept changing; gave up after {attempts} attempts")
 
     async def set_knobs(

@@ -8,15 +8,18 @@ takes the same three steps, and each is a function a test can call without HTTP:
    (``status`` 404: an unknown name; 422: a bad value), and nothing has changed;
 2. write: one pure change of the control document (``with_mode``, ``with_knob``,
    ``without_pin``, ``with_autopilot``), stored as its next version by the writer;
-3. audit: what, old -> new, when, from where (``who``) and why, in the audit trail.
+3. audit: what, old -> new, when, who (the operator's name) and why, in the audit
+   trail, in the same Redis transaction as the write (``write_audited``): a change
+   is never stored unaudited, nor an entry for a change that was not made.
 
-``set_mode``, ``set_knob``, ``unpin``, ``set_autopilot`` and ``set_chaos`` take the three
+``set_mode``, ``set_knob``, ``unpin``, ``set_autopilot`` and ``set_chaos`` take the
 steps in order. The HTTP routes (``surgeguard_controller.api``) only translate: a body
 into arguments, a ``WriteError`` into its status.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -25,11 +28,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from surgeguard.chaos import Chaos
-from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
+from surgeguard.controlplane import Also, ControlPlaneWriter, ControlState
 from surgeguard.knobs import KnobError, KnobSpec
 from surgeguard_controller.catalogue import Catalogue
 from surgeguard_controller.records import jsonable
-from surgeguard_controller.store import RecordStore
+from surgeguard_controller.store import AUDIT_KEY, MAX_AUDIT, RecordStore
 
 REASON_MAX = 200  # characters
 
@@ -136,22 +139,70 @@ def with_autopilot(state: ControlState, enabled: bool) -> ControlState:
     return replace(state, autopilot=enabled)
 
 
+def with_chaos(state: ControlState, dependency: str, chaos: Chaos) -> ControlState:
+    """``chaos`` on ``dependency``; calm chaos (1.0, 0.0) leaves the document."""
+    updated = {d: c for d, c in state.chaos.items() if d != dependency}
+    if not chaos.is_calm:
+        updated[dependency] = chaos
+    return replace(state, chaos=updated)
+
+
 # -- audit ---------------------------------------------------------------------------------
 
 
 def audit_record(
     *, at: float, who: str, what: str, old: Any, new: Any, reason: str
 ) -> dict[str, Any]:
-    """One audit entry; ``at`` in unix seconds, ``who`` the writer's address."""
+    """One audit entry; ``at`` in unix seconds, ``who`` the operator's name."""
     return {"at": at, "who": who, "what": what, "old": old, "new": new, "reason": reason}
 
 
 async def audit(desk: Desk, *, who: str, what: str, old: Any, new: Any, reason: str) -> None:
+    """An audit entry of its own (for what is not a write of the control document)."""
     record = audit_record(at=desk.wall(), who=who, what=what, old=old, new=new, reason=reason)
     await desk.records.add_audit(record)
 
 
-# -- the writes: validate, write, audit ------------------------------------------------------
+# What a write's audit entry says, from the state it started from and the one it stored:
+# (what, old, new).
+Entry = Callable[[ControlState, ControlState], tuple[str, Any, Any]]
+
+
+async def _audit_writable(pipe: Any) -> None:
+    """The audit entry must be storable, or the write is not made (the audit key is
+    watched: it cannot change between this check and the transaction)."""
+    kind = await pipe.type(AUDIT_KEY)
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if kind not in ("list", "none"):
+        raise WriteError(
+            f"the audit trail cannot be written ({AUDIT_KEY} holds a {kind}, not a list): "
+            "nothing was changed",
+            503,
+        )
+
+
+async def write_audited(
+    desk: Desk,
+    change: Callable[[ControlState], ControlState],
+    entry: Entry,
+    *,
+    who: str,
+    reason: str,
+) -> ControlState:
+    """Store ``change`` and its audit entry in one Redis transaction: both land or
+    neither does. ``change`` sees the document as it is at write time (a value it
+    keeps is never one read before a controller move)."""
+
+    def queue(pipe: Any, before: ControlState, after: ControlState) -> None:
+        what, old, new = entry(before, after)
+        record = audit_record(at=desk.wall(), who=who, what=what, old=old, new=new, reason=reason)
+        pipe.lpush(AUDIT_KEY, json.dumps(record, separators=(",", ":")))
+        pipe.ltrim(AUDIT_KEY, 0, MAX_AUDIT - 1)
+
+    return await desk.writer.update(change, also=Also((AUDIT_KEY,), _audit_writable, queue))
+
+
+# -- the writes: validate, then write and audit together ---------------------------------------
 
 
 async def set_mode(
@@ -160,12 +211,13 @@ async def set_mode(
     """Switch ``mode`` on or off for every replica."""
     known_mode(catalogue, mode)
     check_reason(reason)
-    before = await read_state(desk.redis)
-    after = await desk.writer.update(lambda s: with_mode(s, mode, active))
-    await audit(
-        desk, who=who, what=f"mode {mode}", old=mode in before.modes, new=active, reason=reason
+    return await write_audited(
+        desk,
+        lambda s: with_mode(s, mode, active),
+        lambda before, after: (f"mode {mode}", mode in before.modes, mode in after.modes),
+        who=who,
+        reason=reason,
     )
-    return after
 
 
 async def set_knob(
@@ -180,22 +232,27 @@ async def set_knob(
     reported: Mapping[str, Mapping[str, int]] | None = None,
 ) -> ControlState:
     """Set ``knob`` to ``value`` for every replica and/or pin it (a pinned knob is not
-    moved by the controller). ``reported``: each replica's knobs as last read, for the
-    audit's old value while nothing is published."""
+    moved by the controller). Without ``value`` the knob keeps the value the document
+    has when the write is made. ``reported``: each replica's knobs as last read, for
+    the audit's old value while nothing is published."""
     spec = known_knob(catalogue, knob)
     check_reason(reason)
-    before = await read_state(desk.redis)
-    chosen = knob_value(spec, value, pin, before)
-    after = await desk.writer.update(lambda s: with_knob(s, knob, chosen, pin))
-    await audit(
+    if value is None and pin is None:
+        raise WriteError("give a value, a pin, or both", 422)
+    if value is not None:
+        knob_value(spec, value, pin, ControlState())  # 422 before anything is read
+
+    def entry(before: ControlState, after: ControlState) -> tuple[str, Any, Any]:
+        old = {"value": _observed(before, knob, reported or {}), "pinned": knob in before.pins}
+        return f"knob {knob}", old, {"value": after.knobs[knob], "pinned": knob in after.pins}
+
+    return await write_audited(
         desk,
+        lambda s: with_knob(s, knob, knob_value(spec, value, pin, s), pin),
+        entry,
         who=who,
-        what=f"knob {knob}",
-        old={"value": _observed(before, knob, reported or {}), "pinned": knob in before.pins},
-        new={"value": chosen, "pinned": knob in after.pins},
         reason=reason,
     )
-    return after
 
 
 async def unpin(
@@ -204,21 +261,25 @@ async def unpin(
     """Let the controller move ``knob`` again."""
     known_knob(catalogue, knob)
     check_reason(reason)
-    before = await read_state(desk.redis)
-    after = await desk.writer.update(lambda s: without_pin(s, knob))
-    await audit(
-        desk, who=who, what=f"pin {knob}", old=knob in before.pins, new=False, reason=reason
+    return await write_audited(
+        desk,
+        lambda s: without_pin(s, knob),
+        lambda before, after: (f"pin {knob}", knob in before.pins, knob in after.pins),
+        who=who,
+        reason=reason,
     )
-    return after
 
 
 async def set_autopilot(desk: Desk, enabled: bool, *, who: str, reason: str) -> ControlState:
     """Off: the controller only records what it would have done."""
     check_reason(reason)
-    before = await read_state(desk.redis)
-    after = await desk.writer.update(lambda s: with_autopilot(s, enabled))
-    await audit(desk, who=who, what="autopilot", old=before.autopilot, new=enabled, reason=reason)
-    return after
+    return await write_audited(
+        desk,
+        lambda s: with_autopilot(s, enabled),
+        lambda before, after: ("autopilot", before.autopilot, after.autopilot),
+        who=who,
+        reason=reason,
+    )
 
 
 async def set_chaos(
@@ -236,18 +297,14 @@ async def set_chaos(
     known_dependency(catalogue, dependency)
     chaos = chaos_of(latency_multiplier, error_rate)
     check_reason(reason)
-    before = await read_state(desk.redis)
-    after = await desk.writer.set_chaos(dependency, chaos)
-    old = before.chaos.get(dependency, Chaos())
-    await audit(
-        desk,
-        who=who,
-        what=f"chaos {dependency}",
-        old=jsonable(old),
-        new=jsonable(chaos),
-        reason=reason,
+
+    def entry(before: ControlState, after: ControlState) -> tuple[str, Any, Any]:
+        old = jsonable(before.chaos.get(dependency, Chaos()))
+        return f"chaos {dependency}", old, jsonable(after.chaos.get(dependency, Chaos()))
+
+    return await write_audited(
+        desk, lambda s: with_chaos(s, dependency, chaos), entry, who=who, reason=reason
     )
-    return after
 
 
 def _observed(state: ControlState, knob: str, reported: Mapping[str, Mapping[str, int]]) -> Any:
