@@ -4,6 +4,9 @@ A pub/sub notice makes a change arrive at once; polling every ``poll_interval_s`
 catches what a dropped subscription missed. A document is validated whole before
 any of it is applied. If Redis goes away the replica keeps its last knobs, keeps
 serving, and ``staleness_s`` says for how long it has not heard from the plane.
+If the document vanishes or goes backwards (Redis lost its data) the replica keeps
+what it applied until a newer document arrives (``ControlState.newer_than``; the
+rules are in ``surgeguard.controlplane``) and says so in ``last_error``.
 
 The controller republishes every tick, so a new version is not news: the watcher logs
 one INFO line when what this replica enforces changes (knobs, modes, chaos), saying what
@@ -117,6 +120,7 @@ class KnobWatcher:
         self.poll_interval_s = poll_interval_s
         self._clock = clock
         self.applied_version = -1
+        self.applied_epoch = ""
         self.last_ok = clock()  # start-up values count as fresh
         self.errors = 0
         self.rejected_documents = 0
@@ -142,17 +146,35 @@ class KnobWatcher:
         self.last_ok = self._clock()
         if self.last_error.startswith(_UNREACHABLE):
             log.info("control plane reachable again")
-        if state.version != self.applied_version:
+        if state.newer_than(self.applied_epoch, self.applied_version):
             try:
                 self._apply(state)
             except (KnobError, ValueError) as exc:
                 self._refuse(str(exc))
                 return True
             first = self.applied_version < 0
-            self.applied_version = state.version
+            self.applied_version, self.applied_epoch = state.version, state.epoch
             self._log_applied(state, first)
+        elif (state.version, state.epoch) != (self.applied_version, self.applied_epoch):
+            self._keep(state)
+            return True
         self.last_error = ""  # Redis answered and what it holds is applied
         return True
+
+    def _keep(self, state: ControlState) -> None:
+        """A document that is not newer (gone, older, or another history at a version
+        not above ours): keep enforcing what was applied."""
+        if state.version == 0 and not state.epoch:
+            why = f"control document gone: keeping v{self.applied_version} until a newer one"
+        else:
+            why = (
+                f"control document v{state.version} (epoch {state.epoch or '-'}) is not newer "
+                f"than the applied v{self.applied_version} (epoch {self.applied_epoch or '-'}): "
+                "keeping it until a newer one"
+            )
+        if why != self.last_error:
+            log.warning("%s", why)
+        self.last_error = why
 
     def _log_applied(self, state: ControlState, first: bool) -> None:
         enforced = Enforced.of(

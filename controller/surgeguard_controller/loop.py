@@ -10,6 +10,13 @@ control-document version does not follow the published one is flagged and its mo
 are recorded as not applied (``surgeguard_controller.obey``); a tick that fails is counted with
 its error (``surgeguard_controller.health``); and the bottleneck's name holds still
 (``surgeguard_controller.bottleneck.hold_name``).
+
+It survives the loss of Redis's data (issue 13): it keeps the last good document in
+memory (``last_good``); a document gone, unreadable or older than what it knew is
+rebuilt from that memory (or, after a restart, from what the replicas report they
+enforce) above any version seen, and audited; an unreadable one is reported
+(``control_error``) and decided around (nothing is published) until a write repairs
+it. Only the holder of the lease (``surgeguard_controller.lease``) writes.
 """
 
 from __future__ import annotations
@@ -28,7 +35,13 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from surgeguard import metric_names as names
-from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
+from surgeguard.controlplane import (
+    ControlDocumentError,
+    ControlPlaneWriter,
+    ControlState,
+    NotHolder,
+    read_state,
+)
 from surgeguard_controller.bottleneck import Bottleneck, Held, held_json, hold_name
 from surgeguard_controller.catalogue import Catalogue
 from surgeguard_controller.decide import (
@@ -39,6 +52,7 @@ from surgeguard_controller.decide import (
     current_knobs,
 )
 from surgeguard_controller.health import TickHealth, error_text, readiness
+from surgeguard_controller.lease import Lease
 from surgeguard_controller.metrics import ControllerMetrics
 from surgeguard_controller.obey import Obedience, follow
 from surgeguard_controller.records import compact, jsonable
@@ -65,6 +79,10 @@ class ReplicaView:
     knobs: dict[str, int] = field(default_factory=dict)
     last_ok: float = -math.inf  # monotonic seconds of the last good read
     obedience: Obedience | None = None  # None until it was read once
+    # What it reports it enforces (its applied version, knob values, modes on).
+    applied_version: int = -1
+    enforced_knobs: dict[str, int] = field(default_factory=dict)
+    enforced_modes: frozenset[str] = frozenset()
 
     @property
     def obeying(self) -> bool:
@@ -95,13 +113,15 @@ class Controller:
         window_s: float | None = None,
         decider: Decider | None = None,
         ready_grace_s: float | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """``window_s``: signals cover the last ``window_s`` seconds (default: one
         second or one tick, whichever is longer), so a quantile rests on enough
         requests even when ticks are short; decisions still come every tick.
         ``decider``: decides each tick (default: a ``Decider`` of ``config``).
         ``ready_grace_s``: how long after start-up the controller counts as ready
-        without a successful tick, seconds (default: 5 s or 3 ticks, the longer)."""
+        without a successful tick, seconds (default: 5 s or 3 ticks, the longer).
+        ``lease``: what lets it write (default: one lasting three ticks)."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         if not 0.05 <= tick_s <= 60:
@@ -113,9 +133,22 @@ class Controller:
         self.tick_s = tick_s
         self.redis = redis_client
         self.store = RecordStore(redis_client)
+        self.lease = lease or Lease(redis_client, ttl_ms=max(1, round(3 * tick_s * 1000)))
+        self.last_good = ControlState()  # the last valid document read or written
+        self.control_error: str | None = None  # why the stored document is not used
+        self.control_stale = False  # True while Redis cannot be read
+        self._lease_said: bool | None = None
+        self._stored_version = 0  # the version read from Redis this tick (0: none)
+        self._recalled_from = ""
         # Nothing is stored that names a knob or mode no replica declares.
         self.writer = ControlPlaneWriter(
-            redis_client, writer="controller", check=lambda state: self.catalogue.check(state)
+            redis_client,
+            writer="controller",
+            check=lambda state: self.catalogue.check(state),
+            recall=self.recall,
+            floor=self.highest_applied,
+            fence=self.lease.fence,
+            on_restore=self._restored,
         )
         self.registry = registry or CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
@@ -175,17 +208,135 @@ class Controller:
         if any(scrape is not None for scrape in scrapes.values()):
             self.config.learn(Catalogue.from_scrapes(scrapes.values()))
         try:
-            self.control = await read_state(self.redis)
+            await self._renew_lease()
+            await self._read_control()
         except RedisError as exc:
+            self.control_stale = True
             self._tick_errors.append(f"control plane unreachable, deciding nothing: {exc}")
             return []
+        self.control_stale = False
         windows = self._update_views(scrapes)
+        if self.lease.held and self._needs_restore():
+            await self._restore()
         decisions, modes = self._decide(windows, started)
         decisions, modes = await self._publish(decisions, modes)
-        await self._record(decisions, modes)
+        await self._record(decisions, modes, write=self.lease.held)
         self.metrics.tick.observe(self._clock() - started)
         self.ticks += 1
         return decisions
+
+    # -- the document and the lease (issue 13) -------------------------------------------
+
+    async def _renew_lease(self) -> None:
+        held = await self.lease.renew()
+        if held != self._lease_said:
+            if held:
+                log.info("holding the controller lease: this controller writes")
+            else:
+                log.warning(
+                    "controller %s holds the lease: this one reads and decides but writes nothing",
+                    self.lease.holder,
+                )
+            self._lease_said = held
+
+    async def _read_control(self) -> None:
+        """Read the document; keep the last good one when it is unreadable or older."""
+        try:
+            state = await read_state(self.redis)
+        except ControlDocumentError as exc:
+            if self.control_error is None:
+                log.error("the stored control document is invalid, holding: %s", exc)
+            self.control_error = f"invalid control document in Redis: {exc}"
+            return  # decide from the last good one; publish nothing until it is repaired
+        self.control_error = None
+        self._stored_version = state.version
+        if state.version >= self.last_good.version and state.version > 0:
+            self.control = self.last_good = state
+        elif self.last_good.version == 0 and state.version == 0:
+            self.control = state
+
+    def _needs_restore(self) -> bool:
+        """The document is gone or older than what this controller or a replica knew."""
+        if self.control_error is not None:
+            return False  # an invalid document: the next write repairs it
+        return self._stored_version < max(self.known.version, self.highest_applied())
+
+    async def _restore(self) -> None:
+        try:
+            self.control = self.last_good = await self.writer.update(lambda s: s)
+        except NotHolder:
+            return
+        except RedisError as exc:
+            self._tick_errors.append(f"could not restore the control document: {exc}")
+
+    def recall(self) -> ControlState:
+        """What to rebuild the plane from: the last good document; without one (the
+        controller just started), what the replicas report they enforce."""
+        top, known = self.highest_applied(), self.known
+        self._recalled_from = "the controller's last good document"
+        if known.version >= top:
+            return known
+        self._recalled_from = "what the replicas report they enforce"
+        # The replicas enforce a newer document than any this controller read: take
+        # their knobs and modes, and the operator's pins and autopilot as last known.
+        reporting = [v for v in self.replicas.values() if v.applied_version == top]
+        knobs: dict[str, int] = {}
+        replicas: dict[str, dict[str, int]] = {}
+        for name in {k for v in reporting for k in v.enforced_knobs}:
+            values = {
+                v.replica: v.enforced_knobs[name] for v in reporting if name in v.enforced_knobs
+            }
+            if len(set(values.values())) == 1:
+                knobs[name] = next(iter(values.values()))
+            else:
+                for replica, value in values.items():
+                    replicas.setdefault(replica, {})[name] = value
+        return replace(
+            known,
+            version=top,
+            knobs=knobs,
+            replicas=replicas,
+            modes=frozenset(m for v in reporting for m in v.enforced_modes),
+        )
+
+    @property
+    def known(self) -> ControlState:
+        """The newest document this controller read or wrote (an operator's write too)."""
+        return max(self.last_good, self.writer.last_written, key=lambda s: s.version)
+
+    def highest_applied(self) -> int:
+        """The highest control-document version any replica reports it applies."""
+        return max((v.applied_version for v in self.replicas.values()), default=-1)
+
+    async def _restored(self, state: ControlState, why: str) -> None:
+        source = self._recalled_from
+        log.warning(
+            "%s: restored the control document as v%d (epoch %s) from %s",
+            why,
+            state.version,
+            state.epoch,
+            source,
+        )
+        self.control, self.last_good, self.control_error = state, state, None
+        restored = state.restored_from
+        await self.store.add_audit(
+            {
+                "at": self.wall(),
+                "who": "controller",
+                "what": "control document restored",
+                "old": None if restored is None else {"epoch": restored[0], "version": restored[1]},
+                "new": {"epoch": state.epoch, "version": state.version},
+                "reason": f"{why}; rebuilt from {source}",
+            }
+        )
+
+    def state_json(self) -> dict[str, object]:
+        """What ``GET /state`` adds about the document and the lease."""
+        return {
+            "control_error": self.control_error,
+            "control_stale": self.control_stale,
+            "lease": self.lease.json(),
+        }
 
     @property
     def catalogue(self) -> Catalogue:
@@ -233,6 +384,7 @@ class Controller:
             if view is None:
                 view = self.replicas[target] = ReplicaView(target, replica, stale(replica))
             view.replica, view.last_ok = replica, scrape.at
+            _note_enforced(view, scrape)
             self.metrics.stale.labels(replica).set(0)
             self._check_slo(view, scrape)
             if new:
@@ -356,6 +508,13 @@ class Controller:
         changes = [d for d in decisions if d.applied]
         if not changes and not modes:
             return decisions, modes
+        if self.control_error is not None or not self.lease.held:
+            why = (
+                " (the stored control document is invalid: not applied)"
+                if self.control_error is not None
+                else f" (controller {self.lease.holder} holds the lease: not applied)"
+            )
+            return _not_applied(decisions, why), []
         scope_global = self.scope == "global"
 
         def change(state: ControlState) -> ControlState:
@@ -374,17 +533,21 @@ class Controller:
             return replace(state, knobs=knobs, replicas=replicas, modes=frozenset(active))
 
         try:
-            self.control = await self.writer.update(change)
+            self.control = self.last_good = await self.writer.update(change)
+        except NotHolder as exc:
+            return _not_applied(
+                decisions, f" (controller {exc.holder} holds the lease: not applied)"
+            ), []
         except RedisError as exc:
             self._tick_errors.append(f"could not publish knobs: {exc}")
-            failed = " (publishing failed: not applied)"
-            return [
-                replace(d, applied=False, reason=d.reason + failed) if d.applied else d
-                for d in decisions
-            ], []
+            return _not_applied(decisions, " (publishing failed: not applied)"), []
         return decisions, modes
 
-    async def _record(self, decisions: list[Decision], modes: list[ModeDecision]) -> None:
+    async def _record(
+        self, decisions: list[Decision], modes: list[ModeDecision], *, write: bool = True
+    ) -> None:
+        """Count and remember the tick; ``write``: store it in Redis too (only the
+        lease holder writes)."""
         at = self.wall()
         self.last_tick_at = at
         moves = [d for d in decisions if d.action != "hold"]
@@ -430,6 +593,8 @@ class Controller:
             "autopilot": self.control.autopilot,
             "decisions": [jsonable(d) for d in moves],
         }
+        if not write:
+            return
         try:
             await self.store.add_decisions(records)
             await self.store.add_history(history)
@@ -453,6 +618,20 @@ class Controller:
                 if self.health.consecutive_failures == 1:
                     log.exception("the failed tick's traceback")
             await asyncio.sleep(max(0.0, self.tick_s - (self._clock() - started)))
+
+
+def _not_applied(decisions: list[Decision], why: str) -> list[Decision]:
+    return [replace(d, applied=False, reason=d.reason + why) if d.applied else d for d in decisions]
+
+
+def _note_enforced(view: ReplicaView, scrape: Scrape) -> None:
+    """What the replica reports it enforces (to rebuild a lost document from)."""
+    if any(name == names.CONTROL_PLANE_VERSION for name, _ in scrape.samples):
+        view.applied_version = int(scrape.total(names.CONTROL_PLANE_VERSION))
+    view.enforced_knobs = {k: int(v) for k, v in scrape.by_label(names.KNOB_VALUE, "knob").items()}
+    view.enforced_modes = frozenset(
+        m for m, on in scrape.by_label(names.MODE_ACTIVE, "mode").items() if on >= 1
+    )
 
 
 def _per_replica(total: Signals, replicas: int) -> Signals:
