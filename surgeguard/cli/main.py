@@ -312,6 +312,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-marks", action="store_true", help="do not announce the run to the controller"
     )
     load.add_argument(
+        "--drill-id",
+        metavar="ID",
+        help="the controller's drill this run is (the controller passes it): its chaos is "
+        "set through that drill, so the controller undoes it whatever happens to this run",
+    )
+    load.add_argument(
         "--storm-connections",
         type=int,
         default=2000,

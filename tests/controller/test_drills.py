@@ -168,10 +168,11 @@ def test_the_load_command_carries_every_drill_argument() -> None:
         target="http://t:8000",
         controller_url="http://c:8001",
         out_dir=Path("/data/drills/x"),
+        drill_id="d1",
     )
     assert command == [
         *("py", "-m", "surgeguard", "load"),
         *("--scenario", "step", "--host", "http://t:8000", "--users", "20"),
         *("--duration", "6", "--out", "/data/drills/x", "--controller", "http://c:8001"),
-        "--no-marks",
+        *("--no-marks", "--drill-id", "d1"),
     ]

@@ -13,6 +13,10 @@ checked whole before anything happens and are audited like every other write.
 - ``POST /drills/marks`` ``{event: "start"|"end", id?, scenario, users?, duration_s?,
   reason?}`` -> 201 (start) / 200 (end) the external record; 404 unknown scenario or
   no open run to end
+- ``PUT /drills/{id}/chaos/{dependency}`` ``{latency_multiplier, error_rate, reason}``
+  -> 200 the drill's record: chaos set by the running controller drill ``id`` (its load
+  generator calls it), which the controller puts back whatever ends the drill; 409
+  when that drill is not running, else as ``PUT /chaos/{dependency}``
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from surgeguard_controller import operator_writes as writes
-from surgeguard_controller.api import Operator, Reason, desk_of
+from surgeguard_controller.api import ChaosIn, Operator, Reason, desk_of
 from surgeguard_controller.drills.drill import (
     Drill,
     DrillError,
@@ -127,6 +131,27 @@ def build_drills_api(
         what = f"drill {drill.scenario} ({drill.source})"
         await audit(who, what, None, {"event": body.event, "id": drill.id}, body.reason or "mark")
         return JSONResponse(drill.to_json(), status_code=201 if body.event == "start" else 200)
+
+    @router.put("/{drill_id}/chaos/{dependency}")
+    async def drill_chaos(
+        drill_id: DrillId, dependency: str, body: ChaosIn, who: Operator
+    ) -> dict[str, Any]:
+        await controller.learn_if_unknown(dependency=dependency)
+        try:
+            drill = await runner.set_chaos(
+                drill_id,
+                controller.catalogue,
+                dependency,
+                latency_multiplier=body.latency_multiplier,
+                error_rate=body.error_rate,
+                who=who,
+                reason=body.reason,
+            )
+        except DrillError as exc:
+            raise _fail(exc) from None
+        except writes.WriteError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        return drill.to_json()
 
     return router
 

@@ -12,6 +12,12 @@ A record's life: ``running`` -> ``finished`` (exit 0 on its own), ``stopped`` (a
 operator, the controller's shutdown or its overrun watchdog stopped it) or ``failed``
 (any other exit; ``error`` keeps the last lines of its log). An external record that
 never got its end mark reads as ``lost`` once well past its expected end.
+
+A controller drill's chaos (a dependency made slow or failing on purpose) is set
+through its drill, and the record keeps what it last set (``chaos``). Whatever ends
+the drill (its child killed, the controller stopping or restarting), the controller
+puts back what the record still holds (``leftover_chaos``) and clears it from the
+record (``chaos_cleared``): drill chaos never outlives its drill.
 """
 
 from __future__ import annotations
@@ -123,13 +129,15 @@ class Drill:
     error: str | None = None  # why it failed: the last lines of its log
     stopped_by: str | None = None
     stop_reason: str | None = None
+    # Chaos the drill set, by dependency: {"latency_multiplier": x, "error_rate": 0..1}.
+    chaos: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def running(self) -> bool:
         return self.status == "running"
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "chaos": {d: dict(c) for d, c in self.chaos.items()}}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Drill:
@@ -191,6 +199,24 @@ def orphaned(drill: Drill, *, at: float) -> Drill:
     )
 
 
+CALM_CHAOS: Mapping[str, float] = {"latency_multiplier": 1.0, "error_rate": 0.0}
+
+
+def with_chaos(drill: Drill, dependency: str, chaos: Mapping[str, float]) -> Drill:
+    """The record once the drill has set ``chaos`` on ``dependency`` (calm: put back)."""
+    return replace(drill, chaos={**drill.chaos, dependency: dict(chaos)})
+
+
+def leftover_chaos(drill: Drill) -> dict[str, Mapping[str, float]]:
+    """The chaos the drill set and has not put back, by dependency."""
+    return {d: c for d, c in drill.chaos.items() if dict(c) != CALM_CHAOS}
+
+
+def chaos_cleared(drill: Drill) -> Drill:
+    """The record once its chaos has been put back."""
+    return replace(drill, chaos={d: dict(CALM_CHAOS) for d in drill.chaos})
+
+
 def external_start(
     drill_id: str,
     scenario: str,
@@ -244,11 +270,18 @@ def find_open_external(drills: Sequence[Drill], scenario: str) -> Drill | None:
 
 
 def load_command(
-    base: Sequence[str], spec: DrillSpec, *, target: str, controller_url: str, out_dir: Path
+    base: Sequence[str],
+    spec: DrillSpec,
+    *,
+    target: str,
+    controller_url: str,
+    out_dir: Path,
+    drill_id: str,
 ) -> list[str]:
     """``base`` (normally ``python -m surgeguard load``) with the drill's arguments.
     ``--no-marks``: the controller records its own drills; the run's own start/end
-    marks would record it a second time, as an external run."""
+    marks would record it a second time, as an external run. ``--drill-id``: the run
+    sets its chaos through this drill, so the controller can undo it."""
     return [
         *base,
         "--scenario",
@@ -264,4 +297,6 @@ def load_command(
         "--controller",
         controller_url,
         "--no-marks",
+        "--drill-id",
+        drill_id,
     ]

@@ -8,6 +8,13 @@ child (never blocking the event loop) and records how it ended. ``stop`` sends
 SIGTERM to that child only (the load generator then stops Locust and still writes its
 reports) and SIGKILL after ``stop_timeout_s``. The child dies with the controller
 (PDEATHSIG), and the app's lifespan stops a running drill on shutdown.
+
+The drill's chaos goes through ``set_chaos`` (the child calls the drills API with its
+drill id), which records it on the drill before writing it. However the drill ends
+(on its own, stopped, its child killed, the controller shutting down), the runner
+puts that chaos back itself, straight in Redis and audited: the child's own undo goes
+over HTTP, which a dead child or a closed listening socket never sends. At start,
+``recover`` puts back what drills of a controller that went away left.
 """
 
 from __future__ import annotations
@@ -30,18 +37,25 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from surgeguard.aio import cancel_and_wait
+from surgeguard.chaos import Chaos
 from surgeguard.runtime.process import die_with_parent, terminate
+from surgeguard_controller import operator_writes as writes
+from surgeguard_controller.catalogue import Catalogue
 from surgeguard_controller.drills.drill import (
     Drill,
     DrillError,
     DrillSpec,
+    chaos_cleared,
     ended,
+    leftover_chaos,
     load_command,
     orphaned,
     started,
     stop_requested,
+    with_chaos,
 )
 from surgeguard_controller.drills.store import DrillStore
+from surgeguard_controller.records import jsonable
 
 log = logging.getLogger("surgeguard_controller.drills.drill")
 
@@ -109,6 +123,13 @@ class DrillRunner:
         self._watcher: asyncio.Task[None] | None = None
         self._kill_at = math.inf  # monotonic seconds when a stop turns into SIGKILL
         self._lock = asyncio.Lock()
+        # Setting a drill's chaos and putting it back at its end never interleave.
+        self._chaos_lock = asyncio.Lock()
+        self.desk: writes.Desk | None = None  # where chaos is written (``bind``)
+
+    def bind(self, desk: writes.Desk) -> None:
+        """Where the drills' chaos is written and audited (the controller's desk)."""
+        self.desk = desk
 
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
@@ -134,7 +155,12 @@ class DrillRunner:
             drill_id = f"{stamp}-{spec.scenario}-{secrets.token_hex(3)}"
             out_dir = self.out_root / drill_id
             command = load_command(
-                self.command, spec, target=self.target, controller_url=own_url, out_dir=out_dir
+                self.command,
+                spec,
+                target=self.target,
+                controller_url=own_url,
+                out_dir=out_dir,
+                drill_id=drill_id,
             )
             try:
                 process = self._spawn(command, out_dir)
@@ -208,8 +234,11 @@ class DrillRunner:
         tail = ""
         if code != 0 and current.stopped_by is None and current.out_dir is not None:
             tail = await asyncio.to_thread(log_tail, Path(current.out_dir) / LOG_NAME)
-        final = ended(current, exit_code=code, at=self.wall(), log_tail=tail)
-        log.info("drill %s %s (exit %d)", final.id, final.status, code)
+        async with self._chaos_lock:
+            final = ended(self.current or current, exit_code=code, at=self.wall(), log_tail=tail)
+            log.info("drill %s %s (exit %d)", final.id, final.status, code)
+            self.current = None  # from here on, a late chaos call from its child is refused
+            final = await self._undo_chaos(final, f"ended ({final.status}, exit {code})")
         try:
             await self.store.update(final)
         except RedisError as exc:
@@ -217,6 +246,81 @@ class DrillRunner:
         finally:
             self.last = final
             self.current, self._process, self._kill_at = None, None, math.inf
+
+    # -- chaos ----------------------------------------------------------------------
+
+    async def set_chaos(
+        self,
+        drill_id: str,
+        catalogue: Catalogue,
+        dependency: str,
+        *,
+        latency_multiplier: float,
+        error_rate: float,
+        who: str,
+        reason: str,
+    ) -> Drill:
+        """Chaos on ``dependency`` for the running drill ``drill_id``, recorded on the
+        drill first (so whatever ends the drill finds it) and then written and audited
+        like an operator's. ``DrillError`` 409 when that drill is not the one running
+        (a chaos of a drill that has ended would outlive it); ``WriteError`` as for any
+        chaos write (unknown dependency, values out of range, no reason)."""
+        writes.known_dependency(catalogue, dependency)
+        chaos = writes.chaos_of(latency_multiplier, error_rate)
+        writes.check_reason(reason)
+        if self.desk is None:
+            raise DrillError("drills cannot set chaos here (no control document)", 409)
+        async with self._chaos_lock:
+            drill = self.current
+            if drill is None or drill.id != drill_id:
+                running = f"drill {drill.id} is" if drill is not None else "no drill is"
+                raise DrillError(
+                    f"drill {drill_id} is not running ({running} running): chaos refused", 409
+                )
+            self.current = with_chaos(drill, dependency, jsonable(chaos))
+            await self.store.update(self.current)
+            await writes.set_chaos(
+                self.desk,
+                catalogue,
+                dependency,
+                latency_multiplier=latency_multiplier,
+                error_rate=error_rate,
+                who=who,
+                reason=f"drill {drill_id}: {reason}",
+            )
+            return self.current
+
+    async def _undo_chaos(self, drill: Drill, why: str) -> Drill:
+        """Put back the chaos ``drill`` set and did not put back itself (unless someone
+        has changed it since: then it is theirs), straight in Redis, audited; the
+        record as it then is (unchanged when Redis could not be written: the next
+        start tries again)."""
+        left = leftover_chaos(drill)
+        if not left or self.desk is None:
+            return drill
+        try:
+            state = await self.desk.writer.current()
+            for dependency, set_to in left.items():
+                now = jsonable(state.chaos.get(dependency, Chaos()))
+                if now != dict(set_to):
+                    log.info(
+                        "chaos on %s changed since drill %s set it: left", dependency, drill.id
+                    )
+                    continue
+                await self.desk.writer.set_chaos(dependency, Chaos())
+                await writes.audit(
+                    self.desk,
+                    who="controller",
+                    what=f"chaos {dependency}",
+                    old=dict(set_to),
+                    new=jsonable(Chaos()),
+                    reason=f"drill {drill.id} {why}: its chaos undone",
+                )
+                log.info("drill %s %s: chaos on %s undone", drill.id, why, dependency)
+        except (RedisError, RuntimeError) as exc:  # RuntimeError: another controller writes
+            log.warning("could not undo the chaos of drill %s: %s", drill.id, exc)
+            return drill
+        return chaos_cleared(drill)
 
     # -- stop -----------------------------------------------------------------------
 
@@ -250,22 +354,50 @@ class DrillRunner:
         return latest
 
     async def shutdown(self, reason: str = "the controller is shutting down") -> None:
-        """Stop a running drill (the app's lifespan ends)."""
+        """Stop a running drill and put its chaos back (the app's lifespan ends; the
+        controller's Redis must still be open)."""
         if self.current is not None:
             with contextlib.suppress(DrillError):
                 await self.stop(who="controller", reason=reason)
         if self._watcher is not None and not self._watcher.done():
-            await cancel_and_wait(self._watcher)
+            await cancel_and_wait(self._watcher)  # it kills a child still there
+        if self.current is not None:  # the watcher was cancelled before it could finish
+            process = self._process
+            code = process.poll() if process is not None else None
+            await self._finish(-signal.SIGKILL if code is None else code)
 
     # -- start-up -------------------------------------------------------------------
 
     async def recover(self) -> list[Drill]:
         """Close the records of controller drills left running by a controller that went
-        away (their children died with it); returns them."""
+        away (their children died with it) and put back the chaos any drill that is
+        not running left (audited); returns the records changed."""
         fixed = []
         current_id = self.current.id if self.current is not None else None
         for drill in await self.store.recent():
-            if drill.source == "controller" and drill.running and drill.id != current_id:
-                fixed.append(orphaned(drill, at=self.wall()))
-                await self.store.update(fixed[-1])
+            if drill.id == current_id:
+                continue
+            now = drill
+            if drill.source == "controller" and drill.running:
+                now = orphaned(drill, at=self.wall())
+            if leftover_chaos(now):
+                now = await self._undo_chaos(now, "was left by a controller that stopped")
+            if now != drill:
+                fixed.append(now)
+                await self.store.update(now)
         return fixed
+
+    async def recover_until_clean(self, retry_s: float = 1.0) -> None:
+        """``recover`` again every ``retry_s`` seconds until no drill that is not running
+        holds chaos: a controller killed a moment ago still holds the lease for a few
+        seconds, and only the holder may write the control document."""
+        while True:
+            try:
+                await self.recover()
+                current_id = self.current.id if self.current is not None else None
+                drills = await self.store.recent()
+                if not any(leftover_chaos(d) for d in drills if d.id != current_id):
+                    return
+            except RedisError as exc:
+                log.warning("could not check for chaos left by drills: %s", exc)
+            await asyncio.sleep(retry_s)

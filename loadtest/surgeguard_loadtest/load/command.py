@@ -85,6 +85,7 @@ def options(args: argparse.Namespace) -> LoadOptions:
         client_keys=",".join(keys),
         processes=args.processes,
         marks=not args.no_marks,
+        drill_id=args.drill_id,
         storm=storm,
         slo_p99_ms=float(settings.slo_p99_ms),
     )

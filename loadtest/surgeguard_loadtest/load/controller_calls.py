@@ -25,6 +25,9 @@ class ControllerCalls:
         self.headers = {"Authorization": f"Bearer {opts.admin_token}"}
         self.warn = warn
         self.enabled = bool(opts.controller_url and opts.admin_token)
+        # A controller drill's chaos goes through its drill: the controller undoes it
+        # even when this run dies before its own undo.
+        self.chaos_path = f"/drills/{opts.drill_id}/chaos" if opts.drill_id else "/chaos"
 
     def call(self, method: str, path: str, body: dict[str, Any]) -> bool:
         if not self.enabled:
@@ -48,7 +51,7 @@ class ControllerCalls:
 
     def chaos(self, dependency: str, multiplier: float, reason: str) -> bool:
         body = {"latency_multiplier": multiplier, "error_rate": 0.0, "reason": reason}
-        return self.call("PUT", f"/chaos/{dependency}", body)
+        return self.call("PUT", f"{self.chaos_path}/{dependency}", body)
 
     def mark(self, event: str, opts: LoadOptions) -> None:
         body = {

@@ -22,6 +22,7 @@ class LoadOptions:
     client_keys: str = "demo-key"
     processes: int = 1  # Locust worker processes (forked); 1 = one process
     marks: bool = True  # announce start and end to the controller (for chart markers)
+    drill_id: str | None = None  # the controller's drill this run is (its chaos goes there)
     quiet: bool = False
     user_classes: tuple[str, ...] = ()  # Locust user classes; () = by the population
     keep_scrapes: bool = False  # keep every /metrics scrape (returned as "scrapes")
