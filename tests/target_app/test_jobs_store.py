@@ -21,7 +21,7 @@ from surgeguard_target_app.jobs.job import (
     Succeeded,
     parse_entry,
 )
-from surgeguard_target_app.jobs.store import JobStore
+from surgeguard_target_app.jobs.store import JOB_STATE_TTL_S, JobStore
 from surgeguard_target_app.jobs.streams import (
     ANALYTICS_STREAM,
     DEAD_STREAM,
@@ -202,3 +202,18 @@ async def test_forget_consumer_only_when_it_holds_nothing(
     assert await store.forget_consumer("holder")
     consumers: list[dict[str, Any]] = await client.xinfo_consumers(EMAIL_STREAM, GROUP)
     assert b"holder" not in {c["name"] for c in consumers}
+
+
+async def test_a_signup_keeps_its_ttl_through_its_job_and_a_lost_one_gets_one(
+    client: aioredis.Redis, store: JobStore
+) -> None:
+    """Issue 13, retention: the worker never makes a signup's hash live forever."""
+    kept = await enqueue_signup(client, "ada@example.com", "Ada")
+    await client.expire(SIGNUP_KEY.format(id=kept), 100)
+    # A signup whose hash expired while its job waited: the job brings it back bounded.
+    lost = await enqueue_signup(client, "bob@example.com", "Bob")
+    await client.delete(SIGNUP_KEY.format(id=lost))
+    jobs = await read_email(store)
+    await store.begin(jobs)
+    assert 0 < await client.ttl(SIGNUP_KEY.format(id=kept)) <= 100  # not reset to a week
+    assert 0 < await client.ttl(SIGNUP_KEY.format(id=lost)) <= JOB_STATE_TTL_S

@@ -275,8 +275,8 @@ def test_the_outbox_and_the_dead_letters_are_trimmed(
     spawn: Spawn, redis_server: EmbeddedRedis, redis_client: redis.Redis
 ) -> None:
     """Issue 13: retention. Delivered emails and dead letters keep about their MAXLEN."""
-    seed(redis_server.url, 400)
-    poisoned = asyncio.run(_seed_people(redis_server.url, "bounce", 400))
+    seed(redis_server.url, 300)
+    poisoned = asyncio.run(_seed_people(redis_server.url, "bounce", 300))
     spawn(
         "trim",
         redis_server.url,
@@ -294,7 +294,7 @@ def test_the_outbox_and_the_dead_letters_are_trimmed(
         ),
         "every job settled",
     )
-    # MAXLEN ~ trims whole nodes of 100 entries: about 100 each, never all 400.
+    # MAXLEN ~ trims whole nodes of 100 entries: about 100 each, never all 300.
     assert 100 <= redis_client.xlen(OUTBOX_STREAM) < 200
     assert 100 <= redis_client.xlen(DEAD_STREAM) < 200
 

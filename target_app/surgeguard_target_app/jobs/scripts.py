@@ -13,14 +13,18 @@ from dataclasses import dataclass
 
 _PENDING = "#redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0"
 
-# KEYS: stream, done, status. ARGV: group, entry id, status ttl (0: none).
+# KEYS: stream, done, status. ARGV: group, entry id, status ttl (0: none), '1' to set
+# that ttl every time, '0' only when the hash has none (a signup's hash keeps the ttl it
+# was stored with; one that expired while its job waited is not brought back forever).
 # -> {-2} no longer pending, {-1} already done, else {attempts, last error or nil}.
 _BEGIN = f"""
 if not ({_PENDING}) then return {{-2}} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {{-1}} end
 local attempts = redis.call('HINCRBY', KEYS[3], 'attempts', 1)
 redis.call('HSET', KEYS[3], 'status', 'processing')
-if ARGV[3] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
+if ARGV[3] ~= '0' and (ARGV[4] == '1' or redis.call('TTL', KEYS[3]) == -1) then
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
 return {{attempts, redis.call('HGET', KEYS[3], 'last_error')}}
 """
 

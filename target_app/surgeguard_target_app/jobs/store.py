@@ -157,7 +157,12 @@ class JobStore:
             (
                 BEGIN,
                 (job.stream, job.done_key, job.status_key),
-                (self.group, job.entry_id, 0 if job.task == "welcome_email" else JOB_STATE_TTL_S),
+                (
+                    self.group,
+                    job.entry_id,
+                    JOB_STATE_TTL_S,
+                    "0" if job.task == "welcome_email" else "1",
+                ),
             )
             for job in jobs
         ]
