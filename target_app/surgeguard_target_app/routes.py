@@ -257,6 +257,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
         entry = await service.redis.xadd(
             ANALYTICS_STREAM,
             {"task": "analytics", "event": body.event, "idempotency_key": f"analytics:{key}"},
+            maxlen=retention.analytics_maxlen,
+            approximate=True,
         )
         return {"id": entry.decode() if isinstance(entry, bytes) else str(entry)}
 

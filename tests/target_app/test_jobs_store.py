@@ -23,6 +23,7 @@ from surgeguard_target_app.jobs.job import (
 )
 from surgeguard_target_app.jobs.store import JOB_STATE_TTL_S, JobStore
 from surgeguard_target_app.jobs.streams import (
+    ANALYTICS_COUNTS_KEY,
     ANALYTICS_STREAM,
     DEAD_STREAM,
     EMAIL_STREAM,
@@ -217,3 +218,24 @@ async def test_a_signup_keeps_its_ttl_through_its_job_and_a_lost_one_gets_one(
     await store.begin(jobs)
     assert 0 < await client.ttl(SIGNUP_KEY.format(id=kept)) <= 100  # not reset to a week
     assert 0 < await client.ttl(SIGNUP_KEY.format(id=lost)) <= JOB_STATE_TTL_S
+
+
+async def test_the_analytics_counts_hold_a_bounded_number_of_names(
+    client: aioredis.Redis,
+) -> None:
+    """Issue 13, retention: event names are the client's; the counts hash is bounded."""
+    store = JobStore(client, streams=(ANALYTICS_STREAM,), counter_fields_max=2)
+    await store.ensure_groups()
+    for n, event in enumerate(["a", "b", "c", "d", "a"]):
+        await client.xadd(
+            ANALYTICS_STREAM,
+            {"task": "analytics", "event": event, "idempotency_key": f"analytics:{n}"},
+        )
+    jobs = [parse_entry(e) for e in await store.read("w1", 100, 100)]
+    await store.begin(jobs)
+    effects = [Effect("hincrby", ANALYTICS_COUNTS_KEY, (j.fields["event"], "1")) for j in jobs]
+    assert (
+        await store.settle([Succeeded(j, e) for j, e in zip(jobs, effects, strict=True)]) == [1] * 5
+    )
+    counts = await client.hgetall(ANALYTICS_COUNTS_KEY)
+    assert counts == {b"a": b"2", b"b": b"1", b"other": b"2"}

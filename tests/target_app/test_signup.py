@@ -166,6 +166,16 @@ async def test_job_data_has_bounds(start_target: StartTarget, redis_server: Embe
         # MAXLEN ~ trims whole nodes (100 entries each): about 100, never the 601 added.
         assert 100 <= await client.xlen(ANALYTICS_STREAM) < 200
         assert await client.xlen(EMAIL_STREAM) == 601  # jobs not done are never trimmed
+        # POST /analytics trims the same stream: 500 events added untrimmed, then one more.
+        async with client.pipeline(transaction=False) as pipe:
+            for n in range(500):
+                pipe.xadd(ANALYTICS_STREAM, {"task": "analytics", "event": "x", "n": n})
+            await pipe.execute()
+        assert await client.xlen(ANALYTICS_STREAM) >= 500
+        async with httpx.AsyncClient(base_url=target.url, timeout=5.0) as http:
+            event = await http.post("/analytics", json={"event": "viewed"}, headers=API_KEY)
+        assert event.status_code == 202
+        assert 100 <= await client.xlen(ANALYTICS_STREAM) < 200
     finally:
         await client.aclose()
 

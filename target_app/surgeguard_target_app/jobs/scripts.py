@@ -30,7 +30,8 @@ return {{attempts, redis.call('HGET', KEYS[3], 'last_error')}}
 
 # The effect and its record in one step: a second run finds the record and skips both.
 # KEYS: stream, done, status, effect key.
-# ARGV: group, entry id, done ttl, kind, maxlen of an xadd effect's stream, args...
+# ARGV: group, entry id, done ttl, kind, bound (xadd: the stream's maxlen; hincrby: most
+# fields, past which new names count under 'other'), args...
 # -> -2 no longer pending, 0 duplicate (effect skipped), 1 effect applied.
 _SUCCEED = f"""
 if not ({_PENDING}) then return -2 end
@@ -39,7 +40,12 @@ if fresh then
   if ARGV[4] == 'xadd' then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
   elseif ARGV[4] == 'hincrby' then
-    redis.call('HINCRBY', KEYS[4], ARGV[6], ARGV[7])
+    local field = ARGV[6]
+    if redis.call('HEXISTS', KEYS[4], field) == 0
+        and redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[5]) then
+      field = 'other'
+    end
+    redis.call('HINCRBY', KEYS[4], field, ARGV[7])
   end
   redis.call('HSET', KEYS[3], 'status', 'done')
 end

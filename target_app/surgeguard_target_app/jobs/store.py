@@ -39,6 +39,7 @@ from surgeguard_target_app.jobs.scripts import (
     Script,
 )
 from surgeguard_target_app.jobs.streams import (
+    COUNTER_FIELDS_MAX,
     DEAD_LETTERS_MAXLEN,
     DEAD_STREAM,
     GROUP,
@@ -87,16 +88,19 @@ class JobStore:
         done_ttl_s: int = DONE_TTL_S,
         effect_maxlen: int = OUTBOX_MAXLEN,
         dead_letters_maxlen: int = DEAD_LETTERS_MAXLEN,
+        counter_fields_max: int = COUNTER_FIELDS_MAX,
     ) -> None:
         """``effect_maxlen``: entries a stream written by a job's effect (the outbox) keeps,
         ``dead_letters_maxlen``: dead letters kept; both trimmed approximately (MAXLEN ~,
-        the oldest go first), so they may run a little over."""
+        the oldest go first), so they may run a little over. ``counter_fields_max``: names
+        a counter hash (the analytics counts) holds; later names count under ``other``."""
         self._client = client
         self.group = group
         self.streams = tuple(streams)
         self._done_ttl_s = done_ttl_s
         self._effect_maxlen = effect_maxlen
         self._dead_letters_maxlen = dead_letters_maxlen
+        self._counter_fields_max = counter_fields_max
         self._reclaim_cursor = dict.fromkeys(self.streams, "0-0")
 
     # -- reading ----------------------------------------------------------------------
@@ -188,10 +192,11 @@ class JobStore:
             kind, key, args = (
                 (effect.kind, effect.key, effect.args) if effect else ("none", job.done_key, ())
             )
+            bound = self._counter_fields_max if kind == "hincrby" else self._effect_maxlen
             return (
                 SUCCEED,
                 (job.stream, job.done_key, job.status_key, key),
-                (self.group, job.entry_id, self._done_ttl_s, kind, self._effect_maxlen, *args),
+                (self.group, job.entry_id, self._done_ttl_s, kind, bound, *args),
             )
         if isinstance(outcome, RetryLater):
             job = outcome.job

@@ -13,7 +13,9 @@ A retried signup is the same signup: the key's record (per client, for
 503 or a timeout whose write had landed gets that signup back and no second email.
 
 Retention: a signup's status hash expires after ``signup_ttl_s``; the analytics stream,
-the outbox and the dead letters are trimmed to about their MAXLEN (oldest first). The
+the outbox and the dead letters are trimmed to about their MAXLEN (oldest first); the
+analytics counts hold at most ``COUNTER_FIELDS_MAX`` event names (later ones count
+under ``other``). The
 email stream is never trimmed (those are jobs not done yet); job idempotency records
 expire (``jobs.store.DONE_TTL_S``). The control plane's keys have no TTL, and Redis must
 not evict (``maxmemory-policy noeviction``): see ``surgeguard.runtime.embedded_redis``.
@@ -67,6 +69,7 @@ IDEMPOTENCY_WINDOW_S = 24 * 3600  # how long an Idempotency-Key names its signup
 ANALYTICS_MAXLEN = 100_000  # analytics events kept waiting (entries, approximately)
 OUTBOX_MAXLEN = 100_000  # delivered emails kept in the outbox (entries, approximately)
 DEAD_LETTERS_MAXLEN = 10_000  # dead letters kept (entries, approximately)
+COUNTER_FIELDS_MAX = 10_000  # event names the analytics counts hold; later ones: "other"
 
 
 @dataclass(frozen=True)
