@@ -10,7 +10,10 @@ makes fsync free) and a fresh target (``surgeguard target``) on loopback; then
 1. throughput: ``--connections`` keep-alive connections send ``POST /signup`` back to
    back for ``--seconds``; accepted signups (202) per second, and p50/p99 latency;
 2. latency at a fixed load: ``--rate`` requests/s, open loop (latency counts from when
-   a request was due), for ``--seconds``; p50/p99.
+   a request was due), for ``--seconds``; p50/p99;
+3. Redis alone: the signup's Lua script (``store_signup``, what the route runs) back to
+   back on one connection for ``--seconds``: stores per second and p50/p99. Without HTTP
+   in the way this shows the fsync itself, even on a busy machine.
 
 The report gives the median of the runs for each figure, the two settings side by side.
 Exit status: 0 when every request was answered 202, 1 when some were not, 2 when the
@@ -35,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import get_args
 
+import redis.asyncio as aioredis
 import uvloop
 
 from surgeguard.runtime.embedded_redis import EmbeddedRedis, Fsync
@@ -49,14 +53,24 @@ from surgeguard_loadtest.processes import (
     spawn,
     wait_healthy,
 )
+from surgeguard_target_app.jobs.streams import store_signup
 
 POLICIES: tuple[Fsync, ...] = get_args(Fsync)
-FIGURES = ("signups_per_s", "closed_p50_ms", "closed_p99_ms", "open_p50_ms", "open_p99_ms")
+FIGURES = (
+    "signups_per_s",
+    "closed_p50_ms",
+    "closed_p99_ms",
+    "open_p50_ms",
+    "open_p99_ms",
+    "redis_stores_per_s",
+    "redis_p50_ms",
+    "redis_p99_ms",
+)
 
 
 @contextmanager
-def target_on(fsync: Fsync, work: Path) -> Iterator[str]:
-    """A fresh Redis (``appendfsync fsync``) and target; yields the target's URL."""
+def target_on(fsync: Fsync, work: Path) -> Iterator[tuple[str, str]]:
+    """A fresh Redis (``appendfsync fsync``) and target; yields (target URL, Redis URL)."""
     server = EmbeddedRedis(data_dir=work / "redis", fsync=fsync)
     server.start()
     target: subprocess.Popen[bytes] | None = None
@@ -66,7 +80,7 @@ def target_on(fsync: Fsync, work: Path) -> Iterator[str]:
         target = spawn(["target", "--host", HOST, "--port", str(port)], child_env(server.url), log)
         url = f"http://{HOST}:{port}"
         wait_healthy(f"{url}/healthz", target, log)
-        yield url
+        yield url, server.url
     finally:
         if target is not None:
             terminate(target, timeout_s=10.0)
@@ -101,7 +115,25 @@ async def closed_loop(url: str, connections: int, seconds: float) -> tuple[float
     return accepted / (clock() - began), samples
 
 
-async def measure(url: str, args: argparse.Namespace) -> tuple[dict[str, float], int]:
+async def redis_alone(redis_url: str, seconds: float) -> tuple[float, list[Timed]]:
+    """The signup script back to back on one connection; (stores per second, samples)."""
+    client = aioredis.Redis.from_url(redis_url)
+    samples: list[Timed] = []
+    clock = time.perf_counter
+    began = clock()
+    try:
+        while clock() - began < seconds:
+            started = clock()
+            stored = await store_signup(client, f"r{len(samples)}@example.com", "R")
+            samples.append(Timed(started, clock() - started, 202, stored.id))
+    finally:
+        await client.aclose()
+    return len(samples) / (clock() - began), samples
+
+
+async def measure(
+    url: str, redis_url: str, args: argparse.Namespace
+) -> tuple[dict[str, float], int]:
     """One run's figures, and how many requests were not answered 202."""
     rate, closed = await closed_loop(url, args.connections, args.seconds)
     client = SignupClient(url, args.connections)
@@ -112,13 +144,17 @@ async def measure(url: str, args: argparse.Namespace) -> tuple[dict[str, float],
         opened = await open_loop(client, args.rate, stop)
     finally:
         await client.close()
-    c, o = latency_summary(closed), latency_summary(opened)
+    stores, alone = await redis_alone(redis_url, args.seconds)
+    c, o, r = latency_summary(closed), latency_summary(opened), latency_summary(alone)
     figures = {
         "signups_per_s": round(rate, 1),
         "closed_p50_ms": c["p50"],
         "closed_p99_ms": c["p99"],
         "open_p50_ms": o["p50"],
         "open_p99_ms": o["p99"],
+        "redis_stores_per_s": round(stores, 1),
+        "redis_p50_ms": r["p50"],
+        "redis_p99_ms": r["p99"],
     }
     return figures, sum(1 for s in [*closed, *opened] if s.status != 202)
 
@@ -130,8 +166,8 @@ def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict[str, 
         for policy in POLICIES:  # interleaved: a drifting machine hits both alike
             here = work / f"{policy}-{n}"
             here.mkdir(parents=True)
-            with target_on(policy, here) as url:
-                figures, bad = uvloop.run(measure(url, args))
+            with target_on(policy, here) as (url, redis_url):
+                figures, bad = uvloop.run(measure(url, redis_url, args))
             runs[policy].append(figures)
             refused += bad
             print(f"run {n + 1} {policy}: {figures}", file=sys.stderr, flush=True)
@@ -149,10 +185,10 @@ def report(table: dict[str, dict[str, float]], args: argparse.Namespace, command
     lines = [
         f"POST /signup, median of {args.runs} runs ({args.seconds:g} s each phase; closed loop "
         f"on {args.connections} connections, open loop at {args.rate:g}/s)",
-        f"{'appendfsync':<16}" + "".join(f"{p:>12}" for p in POLICIES),
+        f"{'appendfsync':<20}" + "".join(f"{p:>12}" for p in POLICIES),
     ]
     for figure in FIGURES:
-        lines.append(f"{figure:<16}" + "".join(f"{table[p][figure]:>12g}" for p in POLICIES))
+        lines.append(f"{figure:<20}" + "".join(f"{table[p][figure]:>12g}" for p in POLICIES))
     lines.append(f"command: {command}")
     lines.append(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}")
     return "\n".join(lines)
