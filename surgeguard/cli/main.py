@@ -472,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SettingsError(
                     "no target to tune: give --target URL (or SURGEGUARD_CONTROLLER_TARGETS)"
                 )
+            ctl.operator_tokens()  # a bad token stops start-up before Redis starts
             with redis_url_for(ctl.redis_url, ctl.data_dir) as url:
                 return serve_controller(
                     ctl, url, targets, ctl.controller_port, scenarios=drill_scenarios()

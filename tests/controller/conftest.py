@@ -16,6 +16,7 @@ from surgeguard_controller.decide import ControllerConfig, Decider
 from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
+from surgeguard_controller.operators import Operators
 from surgeguard_controller.sensing.sources import DirectSource
 from tests.support.servers import ServerThread
 from tests.target_app.conftest import start_target  # noqa: F401 - a fixture, re-exported
@@ -44,7 +45,8 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
     ``drills``: builds the controller's drill runner (default: the app's own);
     ``scenarios``: what drills may run (default: the load tests' catalogue, as the CLI
     hands it in);
-    ``decider``: builds its decider from the config (default: a ``Decider``)."""
+    ``decider``: builds its decider from the config (default: a ``Decider``);
+    ``operators``: who may write (default: ``admin_token`` as the operator admin)."""
     running: list[ServerThread] = []
 
     def start(
@@ -54,6 +56,7 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
         tick_s: float = 1.0,
         redis_url: str | None = None,
         admin_token: str | None = TOKEN,
+        operators: Operators | None = None,
         scope: str = "replica",
         drills: Callable[[Controller], DrillRunner] | None = None,
         scenarios: Scenarios | None = None,
@@ -77,6 +80,7 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
             build_app(
                 controller,
                 admin_token=admin_token,
+                operators=operators,
                 scenarios=drill_scenarios() if scenarios is None else scenarios,
                 http=http,
                 run_loop=run_loop,

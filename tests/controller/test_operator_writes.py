@@ -6,19 +6,20 @@ writes nothing and says what is allowed. The catalogue is one a replica might de
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from surgeguard.controlplane import ControlPlaneWriter, ControlState, read_state
+from surgeguard.controlplane import CONTROL_KEY, ControlPlaneWriter, ControlState, read_state
 from surgeguard.knobs import DOOR_KNOB_SPECS, bulkhead_spec
 from surgeguard.modes import DOOR_MODES, ModeSpec
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard_controller import operator_writes as writes
 from surgeguard_controller.catalogue import Catalogue
-from surgeguard_controller.store import RecordStore
+from surgeguard_controller.store import AUDIT_KEY, RecordStore
 from tests.support.clock import FakeClock
 
 INVENTORY = bulkhead_spec("inventory_db", 12, minimum=2, maximum=40)
@@ -29,7 +30,7 @@ CATALOGUE = Catalogue(
         "search_off": ModeSpec("search_off", "Answer searches from the cache only."),
     },
 )
-WHO = "10.0.0.7"
+WHO = "alice"  # the operator's name
 
 
 @pytest.fixture
@@ -98,6 +99,51 @@ async def test_a_knob_write_is_stored_pinned_and_audited(
         "knob bulkhead.inventory_db",
     ]
     assert latest[1]["old"] == {"value": 30, "pinned": True}
+
+
+async def test_a_pin_alone_keeps_the_value_a_controller_move_set_meanwhile(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis, fake_clock: FakeClock
+) -> None:
+    """Issue 13: a pin-only write must not write back a value read before a controller
+    move. The move lands right after the write first reads the document (the writer's
+    ``recall`` runs on every read of it)."""
+    redis_client.set(CONTROL_KEY, ControlState(1, {"concurrency_limit": 40}, epoch="e").to_json())
+    moves: list[int] = []
+
+    def a_controller_move_lands() -> ControlState:
+        if not moves:
+            read = ControlState.from_json(redis_client.get(CONTROL_KEY) or b"")
+            moved = replace(read, version=read.version + 1, knobs={"concurrency_limit": 30})
+            moves.append(redis_client.set(CONTROL_KEY, moved.to_json()))
+        return ControlState()  # nothing to restore from
+
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        writer = ControlPlaneWriter(client, check=CATALOGUE.check, recall=a_controller_move_lands)
+        desk = writes.Desk(client, writer, RecordStore(client), wall=fake_clock)
+        await writes.set_knob(
+            desk, CATALOGUE, "concurrency_limit", value=None, pin=True, who=WHO, reason="hold"
+        )
+        stored = await read_state(client)
+        assert moves and stored.knobs == {"concurrency_limit": 30}  # the move stands
+        assert stored.pins == {"concurrency_limit"}
+        (entry,) = await desk.records.audit()
+        assert (entry["old"], entry["new"]) == (
+            {"value": 30, "pinned": False},
+            {"value": 30, "pinned": True},
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_a_write_whose_audit_cannot_be_stored_changes_nothing(
+    desk: writes.Desk, redis_client: redis.Redis
+) -> None:
+    redis_client.set(AUDIT_KEY, "not a list")
+    with pytest.raises(writes.WriteError) as caught:
+        await writes.set_mode(desk, CATALOGUE, "read_only", True, who=WHO, reason="r")
+    assert caught.value.status == 503 and "nothing was changed" in caught.value.message
+    assert (await read_state(desk.redis)).version == 0
 
 
 async def test_an_operators_value_replaces_per_replica_tuning_of_that_knob(
