@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import CollectorRegistry, Gauge
 
 from surgeguard import metric_names as names
+from surgeguard.controlplane import ControlState
 from surgeguard.declaration import Declaration
 
 
@@ -25,7 +26,10 @@ def export_control(
     knobs: Callable[[], Mapping[str, int]],
     declaration: Declaration,
     slo_s: float = 0.25,
+    control: Callable[[], ControlState] | None = None,
 ) -> None:
+    """``control``: the document applied; its pins and autopilot are exported so a
+    controller that lost the document and its own memory can restore them."""
     Gauge(
         names.SLO_SECONDS,
         "The admitted p99 objective this replica's latency buckets are cut at, seconds "
@@ -89,6 +93,20 @@ def export_control(
         default.labels(name).set(spec.default)
         value.labels(name).set_function(_knob(name, knobs))
         info.labels(name, spec.unit, spec.description).set(1)
+    if control is not None:
+        pinned = Gauge(
+            names.CONTROL_PINNED,
+            "1 while the applied control document pins a knob (the controller may not move it).",
+            ["knob"],
+            registry=registry,
+        )
+        for name in declaration.knob_specs:
+            pinned.labels(name).set_function(_pinned(name, control))
+        Gauge(
+            names.CONTROL_AUTOPILOT,
+            "1 while the applied control document has the controller's autopilot on.",
+            registry=registry,
+        ).set_function(lambda: float(control().autopilot))
 
 
 def _flag(on: bool) -> str:
@@ -97,6 +115,10 @@ def _flag(on: bool) -> str:
 
 def _member(name: str, modes_on: Callable[[], frozenset[str]]) -> Callable[[], float]:
     return lambda: float(name in modes_on())
+
+
+def _pinned(name: str, control: Callable[[], ControlState]) -> Callable[[], float]:
+    return lambda: float(name in control().pins)
 
 
 def _knob(name: str, knobs: Callable[[], Mapping[str, int]]) -> Callable[[], float]:

@@ -72,6 +72,10 @@ CONTROL_PLANE_VERSION = "surgeguard_control_plane_version"
 REPLICA_INFO = "surgeguard_replica_info"
 # gauge {mode}: 1 while a degradation mode is on, else 0
 MODE_ACTIVE = "surgeguard_mode_active"
+# gauge {knob}: 1 while the applied document pins the knob (to restore a lost document)
+CONTROL_PINNED = "surgeguard_control_pinned"
+# gauge, no labels: 1 while the applied document has the autopilot on
+CONTROL_AUTOPILOT = "surgeguard_control_autopilot"
 
 # -- what the app declares (surgeguard.control_metrics); the controller's catalogue ----
 # gauge, no labels: the admitted p99 objective the replica's buckets are cut at, seconds
@@ -143,6 +147,10 @@ CONTROLLER_READS: tuple[str, ...] = (
     DEPENDENCY_REJECTIONS_TOTAL,
     EVENT_LOOP_LAG_SECONDS,
     CONTROL_PLANE_VERSION,
+    MODE_ACTIVE,
+    KNOB_VALUE,
+    CONTROL_PINNED,
+    CONTROL_AUTOPILOT,
     REPLICA_INFO,
     SLO_SECONDS,
     MODE_INFO,

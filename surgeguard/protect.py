@@ -89,6 +89,7 @@ class Protection:
             raise SettingsError(f"invalid setting {ENV_PREFIX}MODES: {exc}") from None
         self.initial_knobs = Knobs.build(settings.initial_door_knobs(), declaration.knob_specs)
         self.knobs: Knobs = self.initial_knobs
+        self.control = ControlState()  # the document applied (version 0: none yet)
         self.modes: frozenset[str] = self.start_modes
 
         self.limiter = Limiter(
@@ -162,6 +163,7 @@ class Protection:
             modes_on=lambda: self.modes,
             knobs=lambda: self.knobs,
             declaration=declaration,
+            control=lambda: self.control,
             slo_s=settings.slo_seconds,
         )
         self.door = AdmissionMiddleware(
@@ -255,7 +257,7 @@ class Protection:
         for name, bulkhead in self.bulkheads.items():
             bulkhead.set_limit(knobs.bulkhead(name))
         self.door.set_modes(modes)
-        self.knobs, self.modes = knobs, modes
+        self.knobs, self.modes, self.control = knobs, modes, state
         if self._on_control is not None:
             self._on_control(state)
 

@@ -83,6 +83,9 @@ class ReplicaView:
     applied_version: int = -1
     enforced_knobs: dict[str, int] = field(default_factory=dict)
     enforced_modes: frozenset[str] = frozenset()
+    # Its document's pins and autopilot (None: it does not export them).
+    reported_pins: frozenset[str] | None = None
+    reported_autopilot: bool | None = None
 
     @property
     def obeying(self) -> bool:
@@ -278,8 +281,10 @@ class Controller:
             return known
         self._recalled_from = "what the replicas report they enforce"
         # The replicas enforce a newer document than any this controller read: take
-        # their knobs and modes, and the operator's pins and autopilot as last known.
+        # their knobs, modes, pins and autopilot (as last known where not reported).
         reporting = [v for v in self.replicas.values() if v.applied_version == top]
+        pins = [v.reported_pins for v in reporting if v.reported_pins is not None]
+        autopilot = [v.reported_autopilot for v in reporting if v.reported_autopilot is not None]
         knobs: dict[str, int] = {}
         replicas: dict[str, dict[str, int]] = {}
         for name in {k for v in reporting for k in v.enforced_knobs}:
@@ -297,6 +302,8 @@ class Controller:
             knobs=knobs,
             replicas=replicas,
             modes=frozenset(m for v in reporting for m in v.enforced_modes),
+            pins=frozenset().union(*pins) if pins else known.pins,
+            autopilot=all(autopilot) if autopilot else known.autopilot,
         )
 
     @property
@@ -631,6 +638,12 @@ def _note_enforced(view: ReplicaView, scrape: Scrape) -> None:
     view.enforced_knobs = {k: int(v) for k, v in scrape.by_label(names.KNOB_VALUE, "knob").items()}
     view.enforced_modes = frozenset(
         m for m, on in scrape.by_label(names.MODE_ACTIVE, "mode").items() if on >= 1
+    )
+    pinned = scrape.by_label(names.CONTROL_PINNED, "knob")
+    exported = {name for name, _ in scrape.samples}
+    view.reported_pins = frozenset(k for k, on in pinned.items() if on >= 1) if pinned else None
+    view.reported_autopilot = (
+        scrape.total(names.CONTROL_AUTOPILOT) >= 1 if names.CONTROL_AUTOPILOT in exported else None
     )
 
 
