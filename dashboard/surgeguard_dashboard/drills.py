@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from surgeguard_dashboard.jsonread import integer, num
+from surgeguard_dashboard.model import Chaos
 
 DRILL_COLOUR = "#6a3d9a"
 RUNNING = "running"
@@ -199,3 +200,16 @@ def band_layout(
             }
         )
     return shapes, labels
+
+
+def chaos_lines(chaos: Mapping[str, Chaos]) -> list[str]:
+    """One line per dependency with chaos on it now, by name: what every replica does
+    to its calls on purpose, e.g. "Chaos on db: latency x5, errors 10%". A chaos left on
+    by accident (a drill gone wrong, an operator who forgot) must not pass unnoticed."""
+    return [
+        f"Chaos on {dep}: latency x{c.latency_multiplier:g}, errors {c.error_rate:.0%}. "
+        f"Every replica slows or fails its calls to {dep} on purpose; clear it under "
+        "Drills (chaos) in the sidebar."
+        for dep, c in sorted(chaos.items())
+        if not c.is_calm
+    ]

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from surgeguard_dashboard import bands, door, figures, jobs, strip, zoom
-from surgeguard_dashboard.drills import describe
+from surgeguard_dashboard.drills import chaos_lines, describe
 from surgeguard_dashboard.feed import Feed
 from surgeguard_dashboard.model import AuditEntry, Decision, State
 from surgeguard_dashboard.summary import (
@@ -249,6 +249,8 @@ def live_section(feed: Feed, url: str, view: View, now: float | None = None) -> 
     )
     if feed.drills.current is not None:
         st.info("Load-test drill " + describe(feed.drills.current, now))
+    for line in chaos_lines(state.control.chaos):
+        st.warning(line, icon=":material/science:")
     zoom_bar(view)
     charts(state, feed, view, violated=now_status.slo == "violated")
     tables(feed, view)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def drill_stack(
                 out_root=tmp_path / "drills",
                 admin_token=TOKEN,
                 command=(sys.executable, str(FAKE_LOAD)),
-                env=clean_env(),
+                env=clean_env(FAKE_LOAD_CHAOS="db:5"),  # it slows db through its drill
                 stop_timeout_s=5.0,
                 poll_s=0.05,
             )
@@ -74,6 +75,15 @@ def _app() -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def _until_chaos(stack: Stack, deps: set[str], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (
+        set(httpx.get(f"{stack.url}/api/v1/state", timeout=10).json()["control"]["chaos"]) != deps
+    ):
+        assert time.monotonic() < deadline, f"chaos on {deps} did not come within {timeout_s} s"
+        time.sleep(0.05)
 
 
 def _drills(stack: Stack) -> Any:
@@ -109,6 +119,11 @@ def test_the_drills_panel_starts_and_stops_a_drill_and_the_charts_mark_it(
     assert at.button(key="drill_submit").disabled  # one at a time
     assert not at.button(key="drill_stop_submit").disabled
     assert any("Load-test drill **step** running" in str(i.value) for i in at.info)
+    # The chaos it set reads above the charts (issue 13), not only in the sidebar.
+    _until_chaos(drill_stack, {"db"})
+    at.run()
+    warned = [str(w.value) for w in at.main.warning]
+    assert any(w.startswith("Chaos on db: latency x5, errors 0%.") for w in warned), warned
 
     at.text_input(key="drill_stop_reason").input("seen enough")
     at.button(key="drill_stop_submit").click().run()
@@ -117,6 +132,7 @@ def test_the_drills_panel_starts_and_stops_a_drill_and_the_charts_mark_it(
     assert not _alive(current["pid"])
     body = _drills(drill_stack)
     assert body["current"] is None and body["recent"][0]["status"] == "stopped"
+    assert not any("Chaos on" in str(w.value) for w in at.main.warning)  # it put db back
 
     drill_stack.controller.tick()  # a history point after the drill ended
     at.run()
