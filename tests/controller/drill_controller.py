@@ -32,7 +32,10 @@ def main() -> int:
     token = os.environ["SURGEGUARD_ADMIN_TOKEN"]
     http = httpx.AsyncClient()
     controller = Controller(
-        aioredis.Redis.from_url(redis_url), DirectSource(http, [target]), ControllerConfig()
+        aioredis.Redis.from_url(redis_url),
+        DirectSource(http, [target]),
+        ControllerConfig(),
+        tick_s=1.0,  # its lease (3 ticks) outlives it: a restart must wait for the lease
     )
     runner = DrillRunner(
         controller.redis,
