@@ -17,6 +17,7 @@ from typing import TypeVar
 import streamlit as st
 
 from surgeguard_dashboard.client import ControllerClient, ControllerError
+from surgeguard_dashboard.literal import literal
 from surgeguard_dashboard.model import Control, State
 
 TOKEN_KEY = "admin_token"
@@ -72,7 +73,7 @@ def _set_mode(client: ControllerClient, mode: str, active: bool) -> None:
         lambda c: (
             f"Mode {mode} is now {'ON' if active else 'OFF'} (control version "
             f"{c.version}); active modes: {', '.join(sorted(c.modes)) or 'none'}. "
-            f"Reason: {reason}"
+            f"Reason: {literal(reason)}"
         ),
     ):
         _clear(key)
@@ -89,7 +90,7 @@ def _set_knob(client: ControllerClient, knob: str) -> None:
         lambda c: (
             f"{knob} set to {value} for every replica"
             f"{', pinned' if knob in c.pins else ', not pinned'} (control version {c.version}). "
-            f"Reason: {reason}"
+            f"Reason: {literal(reason)}"
         ),
     ):
         _clear("knob_reason")
@@ -104,7 +105,7 @@ def _unpin(client: ControllerClient) -> None:
         lambda t: client.unpin(t, knob, reason=reason),
         lambda c: (
             f"{knob} unpinned: the controller may move it again (control version "
-            f"{c.version}). Reason: {reason}"
+            f"{c.version}). Reason: {literal(reason)}"
         ),
     ):
         _clear("unpin_reason")
@@ -118,7 +119,7 @@ def _set_autopilot(client: ControllerClient, enabled: bool) -> None:
         lambda t: client.set_autopilot(t, enabled=enabled, reason=reason),
         lambda c: (
             f"Autopilot {'resumed' if c.autopilot else 'paused'} (control version "
-            f"{c.version}). Reason: {reason}"
+            f"{c.version}). Reason: {literal(reason)}"
         ),
     ):
         _clear("autopilot_reason")
@@ -137,7 +138,7 @@ def _start_drill(client: ControllerClient) -> None:
         ),
         lambda c: (
             f"Drill on {dep}: latency x{slow:g}, {errors:.0%} errors (control version "
-            f"{c.version}). Reason: {reason}"
+            f"{c.version}). Reason: {literal(reason)}"
         ),
     ):
         _clear("chaos_reason")
@@ -153,7 +154,7 @@ def _clear_drills(client: ControllerClient, deps: tuple[str, ...]) -> None:
     for dep in deps:
         if not _act(f"Clearing the drill on {dep}", _calm(client, dep, reason), lambda c: ""):
             return
-    _flash("success", f"Drills cleared on {', '.join(deps)}. Reason: {reason}")
+    _flash("success", f"Drills cleared on {', '.join(deps)}. Reason: {literal(reason)}")
     _clear("chaos_clear_reason")
 
 

@@ -19,6 +19,7 @@ from streamlit.delta_generator import DeltaGenerator
 from surgeguard_dashboard.actions import _act, _clear, _reason, _reason_input, _token
 from surgeguard_dashboard.client import ControllerClient
 from surgeguard_dashboard.drills import Drills, describe, rows, seconds
+from surgeguard_dashboard.literal import literal
 
 SHOWN_KEY = "drills_shown"  # the drill the sidebar drew; when it changes, redraw it
 MAX_USERS = 10_000
@@ -41,7 +42,7 @@ def _start(client: ControllerClient) -> None:
         ),
         lambda d: (
             f"Drill {d.scenario} started: {d.users} users for {seconds(d.duration_s)} "
-            f"against the first target (id {d.id}). Reason: {reason}"
+            f"against the first target (id {d.id}). Reason: {literal(reason)}"
         ),
     ):
         _clear("drill_reason")
@@ -56,7 +57,7 @@ def _stop(client: ControllerClient) -> None:
         lambda d: (
             f"Drill {d.scenario} {d.status} after {seconds(d.elapsed_s(time.time()))} "
             f"(exit {d.exit_code}); its reports are in {d.out_dir or 'its directory'}. "
-            f"Reason: {reason}"
+            f"Reason: {literal(reason)}"
         ),
     ):
         _clear("drill_stop_reason")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from surgeguard_dashboard.jsonread import integer, num
+from surgeguard_dashboard.literal import literal
 from surgeguard_dashboard.model import Chaos
 
 DRILL_COLOUR = "#6a3d9a"
@@ -111,10 +112,10 @@ def describe(drill: Drill, now: float) -> str:
     users = f"{drill.users} users" if drill.users is not None else "users unknown"
     planned = f" of {seconds(drill.duration_s)}" if not math.isnan(drill.duration_s) else ""
     where = "started here" if drill.source == "controller" else "started outside the controller"
-    why = f" ({drill.reason})" if drill.reason else ""
+    why = f" ({literal(drill.reason)})" if drill.reason else ""  # as typed, never Markdown
     return (
         f"**{drill.scenario}** {drill.status}: {seconds(drill.elapsed_s(now))}{planned}, "
-        f"{users}, {where} by {drill.who or 'unknown'}{why}"
+        f"{users}, {where} by {literal(drill.who) or 'unknown'}{why}"
     )
 
 

@@ -351,7 +351,7 @@ class State:
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One operator write: who (their address), what, old -> new, and why."""
+    """One operator write: who (the operator's name), what, old -> new, and why."""
 
     at: float
     who: str

@@ -19,6 +19,7 @@ import streamlit as st
 from surgeguard_dashboard import bands, door, figures, jobs, strip, zoom
 from surgeguard_dashboard.drills import chaos_lines, describe
 from surgeguard_dashboard.feed import Feed
+from surgeguard_dashboard.literal import literal
 from surgeguard_dashboard.model import AuditEntry, Decision, State
 from surgeguard_dashboard.summary import (
     bottleneck_label,
@@ -189,13 +190,14 @@ def decision_rows(decisions: list[Decision], offset_s: float) -> list[dict[str, 
 
 
 def audit_rows(entries: list[AuditEntry], offset_s: float) -> list[dict[str, Any]]:
+    """The audit table's rows; who and why as typed (``st.table`` renders Markdown)."""
     return [
         {
             "time": clock(a.at, offset_s),
-            "who": a.who,
+            "who": literal(a.who),
             "what": a.what,
             "old → new": f"{_compact(a.old)} → {_compact(a.new)}",
-            "reason": a.reason,
+            "reason": literal(a.reason),
         }
         for a in entries
     ]

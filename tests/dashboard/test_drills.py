@@ -14,7 +14,7 @@ RUNNING = {
     "users": 500,
     "duration_s": 110.0,
     "source": "controller",
-    "who": "10.0.0.7",
+    "who": "alice",
     "reason": "rehearsal",
     "started_at": T0,
     "ended_at": None,
@@ -52,7 +52,7 @@ def test_only_the_controllers_own_running_drill_can_be_stopped_from_here() -> No
 def test_a_drill_is_described_in_one_line_with_how_far_it_is() -> None:
     drill = Drill.parse(RUNNING)
     assert describe(drill, T0 + 42.4) == (
-        "**spike** running: 42 s of 110 s, 500 users, started here by 10.0.0.7 (rehearsal)"
+        "**spike** running: 42 s of 110 s, 500 users, started here by alice (rehearsal)"
     )
     done = Drill.parse(RUNNING | {"status": "finished", "ended_at": T0 + 110})
     assert describe(done, T0 + 9999).startswith("**spike** finished: 110 s of 110 s")
