@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from surgeguard.runtime import embedded_redis
 from surgeguard.runtime.embedded_redis import (
@@ -198,15 +200,21 @@ def test_a_client_without_the_password_is_refused(tmp_path: Path) -> None:
         kept = tmp_path / "redis.password"
         assert stat.S_IMODE(kept.stat().st_mode) == 0o600
         assert kept.read_text().strip() == srv.password and len(srv.password) >= 32
-        stranger = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=5)
-        wrong = redis.Redis(host="127.0.0.1", port=srv.port, password="guess", socket_timeout=5)
+        # A raw client that does not authenticate: refused, command by command.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw:
+            raw.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+            assert raw.recv(1024).startswith(b"-NOAUTH")
+        wrong = redis.Redis(
+            host="127.0.0.1",
+            port=srv.port,
+            password="guess",
+            socket_timeout=5,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
-            with pytest.raises(redis.AuthenticationError):
-                stranger.set("k", "v")
             with pytest.raises(redis.AuthenticationError):
                 wrong.ping()
         finally:
-            stranger.close()
             wrong.close()
         # Not on the command line, where any local user's ps would show it.
         assert srv.password not in Path(f"/proc/{srv.pid}/cmdline").read_text()
