@@ -240,7 +240,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the feedback controller against target replicas",
         description="Reads each replica's /metrics every tick, tunes the knobs with the "
         "chosen algorithm, and serves the operator API under /api/v1. Operator writes "
-        "need SURGEGUARD_ADMIN_TOKEN.",
+        "need an operator's token (24 characters or more): SURGEGUARD_ADMIN_TOKEN (the "
+        "operator admin), SURGEGUARD_ADMIN_TOKENS=name:token,... for named operators, or "
+        "either from a file (SURGEGUARD_ADMIN_TOKEN_FILE, SURGEGUARD_ADMIN_TOKENS_FILE).",
     )
     ctl.add_argument(
         "--target",
