@@ -108,8 +108,16 @@ def add_routes(api: FastAPI, service: Service) -> None:
         return _unavailable(exc.name, str(exc))
 
     @api.exception_handler(RedisError)
-    async def _redis(_: Request, exc: RedisError) -> JSONResponse:
-        return _unavailable("redis", "the job store is unreachable; nothing was stored")
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+        if request.url.path != "/signup":
+            return _unavailable("redis", "the job store is unreachable")
+        # Not "nothing was stored": a write can land after its reply was lost. A retry
+        # with the same Idempotency-Key is safe either way.
+        return _unavailable(
+            "redis",
+            "the job store is unreachable; the signup may or may not have been stored: "
+            "retry with the same Idempotency-Key",
+        )
 
     router = APIRouter()
 
