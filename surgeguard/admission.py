@@ -13,7 +13,11 @@ Per request, in this order, before any routing:
 No await happens before the decision except a penalty hold. With ``max_body_bytes``
 the door also keeps the body limit while a request waits (held or queued): a
 declared ``Content-Length`` over it is a 413 before the limiter is asked, and a body
-that passes it while waiting is a 413 at once, read no further. ``/healthz`` and
+that passes it while waiting is a 413 at once, read no further.
+Every admitted request gives its slot back when the app returns or raises. A
+response that streams while the app does not listen for its client is watched, and
+once the client has gone the app's next ``send`` raises ``ClientDisconnected`` (an
+``OSError``, as ASGI 2.4 asks), so it cannot stream to nobody and keep the slot. ``/healthz`` and
 ``/metrics`` are answered by the door itself; the other bypass routes go straight
 to the app.
 """
@@ -32,7 +36,7 @@ from surgeguard import door_answers
 from surgeguard.asgi import ASGIApp, Message, Receive, Scope, Send
 from surgeguard.body_limit import declared_length, too_large
 from surgeguard.client_keys import ClientKeys
-from surgeguard.client_watch import ClientWatch
+from surgeguard.client_watch import ClientDisconnected, ClientWatch, ResponseWatch
 from surgeguard.limiter import Limiter, Waiter
 from surgeguard.metrics import REJECTED, AdmissionMetrics, outcome_of
 from surgeguard.modes import READ_ONLY, SHED_SHEDDABLE
@@ -262,16 +266,41 @@ class AdmissionMiddleware:
         admitted = clock()
 
         status = 500  # what the client sees if the app dies before starting a response
+        # A response that streams while the app reads nothing is watched for its client
+        # leaving (then send raises): see ResponseWatch. The app listening itself (a
+        # receive pending, as Starlette's streaming does) needs no watch.
+        watch: ResponseWatch | None = None
+        listening = 0
+        door_receive = receive
+
+        async def app_receive() -> Message:
+            nonlocal listening
+            if watch is not None:
+                return await watch.receive()
+            listening += 1
+            try:
+                return await door_receive()
+            finally:
+                listening -= 1
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, watch
+            if watch is not None and watch.gone:
+                raise ClientDisconnected("the client has gone")
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif watch is None and not listening and message.get("more_body", False):
+                watch = ResponseWatch(door_receive, max_bytes=self.max_body_bytes)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, app_receive, send_status)
+        except ClientDisconnected:
+            if watch is None or not watch.gone:
+                raise  # not ours
         finally:
+            if watch is not None:
+                watch.stop()
             self.limiter.release(key)
             outcome = outcome_of(status)
             self.metrics.duration[(route.name, outcome)].observe(clock() - admitted)

@@ -12,6 +12,7 @@ a waiting request's body is never buffered past the limit the app would enforce.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 from surgeguard.asgi import Message, Receive
@@ -71,3 +72,61 @@ class ClientWatch:
             return await receive()
 
         return replay
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send`` once the client of a streaming response has gone (what ASGI
+    2.4 asks of a server; uvicorn's ``send`` just drops the message instead)."""
+
+
+class ResponseWatch:
+    """Watch a streaming response's client while the app is not listening for it.
+
+    Some servers (uvicorn among them) accept ``send`` on a closed connection without
+    a word, so an app that streams without reading ``receive`` would stream to nobody,
+    and hold its slot, for ever. From its start this is the only reader of
+    ``receive``: the app's own calls get what it read (a body, at most ``max_bytes``
+    of it; past that it stops watching and the app reads for itself) and then the
+    disconnect."""
+
+    def __init__(self, receive: Receive, *, max_bytes: int | None = None) -> None:
+        self._receive = receive
+        self._room = max_bytes
+        self._buffered: deque[Message] = deque()
+        self._arrived = asyncio.Event()
+        self.gone = False
+        self._stopped = False
+        self.task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self.gone = True
+                    return
+                if self._room is not None:
+                    self._room -= len(message.get("body", b""))
+                    if self._room < 0:
+                        self._buffered.append(message)  # the app's limit decides on it
+                        return
+                self._buffered.append(message)
+                self._arrived.set()
+        finally:
+            self._stopped = True
+            self._arrived.set()
+
+    async def receive(self) -> Message:
+        """The app's ``receive`` while watched."""
+        while not self._buffered:
+            if self.gone:
+                return {"type": "http.disconnect"}
+            if self._stopped:
+                return await self._receive()
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self._buffered.popleft()
+
+    def stop(self) -> None:
+        self.task.cancel()
+        del self.task  # as in ClientWatch.stop: no cycle left for the full collection

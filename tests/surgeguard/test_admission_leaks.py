@@ -35,6 +35,7 @@ ROUTES = RouteTable(
         "/work": Route("work", Priority.NORMAL),
         "/boom": Route("boom", Priority.NORMAL),
         "/stream": Route("stream", Priority.NORMAL),
+        "/raw-stream": Route("raw_stream", Priority.NORMAL),
     }
 )
 MAX_BODY = 64 * 1024
@@ -43,12 +44,15 @@ BODY_TIMEOUT_S = 0.3
 
 class App:
     """/work reads its body, waits on ``gate`` while it is closed, answers 200.
-    /boom raises. /stream streams until its client leaves (Starlette notices)."""
+    /boom raises. /stream streams until its client leaves (Starlette notices).
+    /raw-stream streams for ever and never reads ``receive`` (``streams_ended``
+    counts how many stopped: their ``send`` raised)."""
 
     def __init__(self) -> None:
         self.started = 0
         self.bodies: list[int] = []
         self.gate: asyncio.Event | None = None
+        self.streams_ended = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,6 +70,14 @@ class App:
                 if not message.get("more_body", False):
                     break
             self.bodies.append(len(body))
+        if path == "/raw-stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            try:
+                while True:
+                    await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+                    await asyncio.sleep(0.02)
+            finally:
+                self.streams_ended += 1
         if path == "/stream":
             await StreamingResponse(_forever())(scope, receive, send)
             return
@@ -259,6 +271,21 @@ def test_a_client_that_leaves_while_its_response_streams_gives_its_slot_back(
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         assert d.limiter.in_flight == 1
     d.idle_admits()
+
+
+def test_a_client_that_leaves_a_stream_the_app_never_listens_on_gives_its_slot_back(
+    door: Callable[..., Door],
+) -> None:
+    """uvicorn drops what is sent to a closed connection without a word, so an app
+    that streams and never reads ``receive`` streamed to nobody for ever, holding its
+    slot (here the only one): the door now watches, and its ``send`` raises."""
+    d = door(limit=1, queue_limit=0)
+    with connect(d) as sock:
+        sock.sendall(b"GET /raw-stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert d.limiter.in_flight == 1
+    d.idle_admits()
+    assert d.app.streams_ended == 1
 
 
 def test_a_streaming_response_is_not_cut_by_the_body_deadline(door: Callable[..., Door]) -> None:
