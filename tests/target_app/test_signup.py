@@ -32,6 +32,7 @@ from surgeguard_target_app.jobs.streams import (
     Retention,
     store_signup,
 )
+from tests.support.polling import eventually
 from tests.support.processes import child_env, free_port
 from tests.target_app.conftest import API_KEY, SIGNUP, RunningTarget, StartTarget
 
@@ -39,6 +40,10 @@ from tests.target_app.conftest import API_KEY, SIGNUP, RunningTarget, StartTarge
 def post(http: httpx.Client, key: str | None, body: dict[str, str] = SIGNUP) -> httpx.Response:
     headers = {**API_KEY, **({"Idempotency-Key": key} if key is not None else {})}
     return http.post("/signup", json=body, headers=headers)
+
+
+async def _length(client: aioredis.Redis, stream: str, length: int) -> bool:
+    return bool(await client.xlen(stream) == length)
 
 
 def raw_post(target: RunningTarget, key: bytes) -> tuple[int, bytes]:
@@ -114,18 +119,27 @@ async def test_a_retry_after_a_lost_answer_is_the_same_signup(
 
             # A client that gives up before the answer: Redis holds writes for a moment,
             # the client's timeout fires, the replica's write lands after it left.
-            await client.client_pause(600, all=False)
+            await client.client_pause(350, all=False)
             with pytest.raises(httpx.TimeoutException):
                 await http.post(
                     "/signup",
                     json=SIGNUP,
                     headers={**API_KEY, "Idempotency-Key": "k-gave-up"},
-                    timeout=0.2,
+                    timeout=0.1,
                 )
-            retry = await http.post(
-                "/signup", json=SIGNUP, headers={**API_KEY, "Idempotency-Key": "k-gave-up"}
+            # The replica was still waiting on Redis: its write lands once writes resume.
+            await eventually(
+                lambda: _length(client, EMAIL_STREAM, 2), timeout_s=5.0, what="the late write"
             )
+            late = [f[b"signup_id"].decode() for _, f in await client.xrange(EMAIL_STREAM)][-1]
+            for _ in range(5):  # what a client does: retry, with the same key
+                retry = await http.post(
+                    "/signup", json=SIGNUP, headers={**API_KEY, "Idempotency-Key": "k-gave-up"}
+                )
+                if retry.status_code == 202:
+                    break
             assert retry.status_code == 202
+            assert retry.json()["id"] == late
         assert await client.xlen(EMAIL_STREAM) == 2  # one job per key, however many tries
         jobs = await client.xrange(EMAIL_STREAM)
         assert {f[b"signup_id"].decode() for _, f in jobs} == {lost.id, retry.json()["id"]}
