@@ -155,9 +155,10 @@ def door() -> Iterator[Callable[..., Door]]:
         queue_timeout_s: float = 5.0,
         deadline_s: float | None = None,
         box: PenaltyBox | None = None,
+        client_share: float = 1.0,
     ) -> Door:
         app = App()
-        limiter = Limiter(limit, queue_limit, queue_timeout_s, client_share=1.0)
+        limiter = Limiter(limit, queue_limit, queue_timeout_s, client_share=client_share)
         metrics = AdmissionMetrics(CollectorRegistry(), slo_seconds=0.25, routes=ROUTES.names)
         asgi: ASGIApp = AdmissionMiddleware(
             BodySizeLimitMiddleware(app, MAX_BODY, timeout_s=BODY_TIMEOUT_S),
@@ -181,7 +182,8 @@ def door() -> Iterator[Callable[..., Door]]:
 
 @contextlib.contextmanager
 def slot_held(d: Door) -> Iterator[None]:
-    """The only slot held by a GET /work on a closed gate; on exit it finishes."""
+    """Every slot (here mostly the only one) held by a GET /work on a closed gate; on
+    exit they finish."""
     d.set_gate(closed=True)
     done: list[int] = []
 
@@ -189,15 +191,17 @@ def slot_held(d: Door) -> Iterator[None]:
         with httpx.Client(base_url=d.url, timeout=30) as client:
             done.append(client.get("/work").status_code)
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    d.until(lambda: d.limiter.in_flight == d.limiter.limit, "the slot taken")
+    holders = [threading.Thread(target=hold) for _ in range(d.limiter.limit)]
+    for holder in holders:
+        holder.start()
+    d.until(lambda: d.limiter.in_flight == d.limiter.limit, "the slots taken")
     try:
         yield
     finally:
         d.set_gate(closed=False)
-        holder.join(10)
-    assert done == [200]
+        for holder in holders:
+            holder.join(10)
+    assert done == [200] * len(holders)
 
 
 def connect(d: Door) -> socket.socket:
@@ -249,6 +253,20 @@ def test_requests_cancelled_or_abandoned_while_queued_leave_no_ghosts(
         d.until(lambda: d.limiter.waiting == 0, "the leavers gone from the queue")
     d.idle_admits()
     assert d.app.started == 2  # the holder and the last request: no ghost ran
+
+
+def test_a_client_whose_waits_time_out_is_not_refused_its_share_later(
+    door: Callable[..., Door],
+) -> None:
+    """A client may hold 1 of 2 slots (share 0.5) while the service is busy. Waits that
+    timed out must not count against it: before, a leaked hold made every later
+    request of that client a 429 client_share whenever the service was busy."""
+    d = door(limit=2, queue_limit=4, queue_timeout_s=0.05, client_share=0.5)
+    key = {"X-Api-Key": "k1"}
+    with slot_held(d), httpx.Client(base_url=d.url, timeout=10, headers=key) as client:
+        reasons = [client.get("/work").json()["reason"] for _ in range(3)]
+    assert reasons == ["queue_timeout"] * 3
+    d.idle_admits()
 
 
 # -- slots ----------------------------------------------------------------------------------
