@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +48,11 @@ class DataSettings(SettingsBase):
     """Where a process keeps its data (``surgeguard redis``, ``surgeguard status``)."""
 
     data_dir: Path = Field(Path(".surgeguard"), description="embedded Redis data directory")
+    redis_fsync: Literal["everysec", "always"] = Field(
+        "everysec",
+        description="embedded Redis: sync its append-only file once a second or "
+        "before every reply (always: a machine crash loses no acknowledged write)",
+    )
 
 
 def _knob_field(name: str) -> Any:

@@ -400,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from surgeguard.runtime.embedded_redis import run_forever
 
             data = DataSettings.load(data_dir=args.data_dir)
-            return run_forever(args.port, data.data_dir)
+            return run_forever(args.port, data.data_dir, data.redis_fsync)
         if args.command == "up":
             from surgeguard.cli.stack import PassOn, up
 

@@ -228,6 +228,23 @@ def test_a_client_without_the_password_is_refused(tmp_path: Path) -> None:
             client.close()
 
 
+def test_surgeguard_redis_takes_the_fsync_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGUARD_")}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "surgeguard", "redis", "--data-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env={**env, "SURGEGUARD_REDIS_FSYNC": "always"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _read_line(child).endswith("appendfsync always)")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=15) == 0
+    finally:
+        _reap(child)
+
+
 def test_fsync_always_is_a_setting(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="everysec, always"):
         EmbeddedRedis(data_dir=tmp_path, fsync="sometimes")  # type: ignore[arg-type]
