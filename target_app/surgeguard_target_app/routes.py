@@ -8,11 +8,14 @@ without it, else a ``503`` with ``Retry-After`` naming the dependency.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
@@ -106,6 +109,12 @@ def add_routes(api: FastAPI, service: Service) -> None:
     @api.exception_handler(DependencyError)
     async def _dependency(_: Request, exc: DependencyError) -> JSONResponse:
         return _unavailable(exc.name, str(exc))
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422, made writable: it echoes the input, and one JSON cannot
+        # carry (a lone surrogate "\ud800", a number like 1e400) made it a 500.
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, 422)
 
     @api.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> JSONResponse:
@@ -271,6 +280,20 @@ def add_routes(api: FastAPI, service: Service) -> None:
         return {"id": entry.decode() if isinstance(entry, bytes) else str(entry)}
 
     api.include_router(router)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with what JSON cannot carry as text: a string's lone surrogates escaped
+    (``"\\ud800"``), an infinite or NaN number as ``"inf"`` or ``"nan"``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _cache_degraded(stale: bool, cache_available: bool) -> list[str]:

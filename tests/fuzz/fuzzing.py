@@ -51,28 +51,34 @@ def path_names(operation: Operation) -> list[str]:
 
 
 def cases(
-    operation: Operation, path_parameters: Mapping[str, list[str]] | None = None
+    operation: Operation,
+    path_parameters: Mapping[str, list[str]] | None = None,
+    body: st.SearchStrategy[Any] | None = None,
 ) -> st.SearchStrategy[Case]:
     """Valid and invalid requests for ``operation``. ``path_parameters``: names the app
     knows for a path parameter, used in place of generated ones (a random name is a 404,
-    and a slow one where an unknown name makes the app look again)."""
+    and a slow one where an unknown name makes the app look again). ``body``: bodies the
+    app takes (a schema rarely says enough for random ones to pass), as a third kind."""
     known = {
         name: values
         for name, values in (path_parameters or {}).items()
         if name in path_names(operation) and values
     }
-    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
-    if not known:
-        return st.one_of([operation.as_strategy(mode) for mode in modes])
     fixed = st.fixed_dictionaries({name: st.sampled_from(v) for name, v in known.items()})
 
-    def with_names(mode: GenerationMode) -> st.SearchStrategy[Case]:
+    def generated(mode: GenerationMode, given_body: Any = None) -> st.SearchStrategy[Case]:
         def generate(names: dict[str, str]) -> st.SearchStrategy[Case]:
-            return operation.as_strategy(mode, path_parameters=names)
+            extra: dict[str, Any] = {"path_parameters": names} if names else {}
+            if given_body is not None:
+                extra["body"] = given_body
+            return operation.as_strategy(mode, **extra)
 
         return fixed.flatmap(generate)
 
-    return st.one_of([with_names(mode) for mode in modes])
+    kinds = [generated(GenerationMode.POSITIVE), generated(GenerationMode.NEGATIVE)]
+    if body is not None:
+        kinds.append(body.flatmap(lambda b: generated(GenerationMode.POSITIVE, b)))
+    return st.one_of(kinds)
 
 
 @dataclass
@@ -114,10 +120,12 @@ def fuzz(
     headers: Mapping[str, str],
     max_examples: int,
     path_parameters: Mapping[str, list[str]] | None = None,
+    bodies: Mapping[str, st.SearchStrategy[Any]] | None = None,
 ) -> None:
     """Send ``max_examples`` generated requests for ``operation`` (a fixed seed: the same
     requests each run), each with ``headers`` (the credentials) in place of generated
-    ones of the same name, so that it gets past the door."""
+    ones of the same name, so that it gets past the door. ``bodies``: by operation
+    label (``"POST /signup"``), bodies the app takes (see ``cases``)."""
     session = requests.Session()
 
     @settings(
@@ -129,7 +137,7 @@ def fuzz(
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=False,
     )
-    @given(case=cases(operation, path_parameters))
+    @given(case=cases(operation, path_parameters, (bodies or {}).get(operation.label)))
     def run(case: Case) -> None:
         with_headers(case, headers)
         try:

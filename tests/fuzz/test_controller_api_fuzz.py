@@ -22,7 +22,9 @@ import pytest
 import redis
 import requests
 from fastapi import FastAPI
+from hypothesis import strategies as st
 
+from surgeguard.cli.wiring import drill_scenarios
 from surgeguard.controlplane import CONTROL_KEY
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.lease import LEASE_KEY
@@ -118,6 +120,25 @@ def known_names(controller: Controller) -> dict[str, list[str]]:
     }
 
 
+REASONS = st.text(min_size=1, max_size=200)
+# Writes the controller takes, beside the generated ones (random values are mostly out
+# of range, random scenario names unknown).
+BODIES = {
+    "PUT /api/v1/knobs/{knob}": st.fixed_dictionaries(
+        {"value": st.none() | st.integers(1, 200), "pin": st.none() | st.booleans()},
+        optional={"reason": REASONS},
+    ),
+    "POST /api/v1/drills": st.fixed_dictionaries(
+        {
+            "scenario": st.sampled_from(sorted(drill_scenarios())),
+            "users": st.none() | st.integers(1, 50),
+            "duration_s": st.none() | st.floats(5, 600),
+            "reason": REASONS,
+        }
+    ),
+}
+
+
 def test_no_generated_request_gets_a_5xx_and_a_refused_write_changes_nothing(
     stack: Stack,
 ) -> None:
@@ -147,6 +168,7 @@ def test_no_generated_request_gets_a_5xx_and_a_refused_write_changes_nothing(
             headers=AUTH,
             max_examples=MAX_EXAMPLES,
             path_parameters=known_names(stack.controller.controller),
+            bodies=BODIES,
         )
     assert not findings.failures, findings.report()
     assert findings.statuses.get(200, 0) > 0 and findings.statuses.get(422, 0) > 0
