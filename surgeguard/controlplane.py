@@ -34,7 +34,8 @@ files, ``FLUSHALL``, an eviction, a failover to an empty replica). The rules:
 - A writer that finds the document gone, unreadable, or older than what it knew
   (``recall``) rebuilds it from what it knew, in a new epoch with ``restored_from`` set,
   at a version above the stored one, the recalled one and ``floor`` (the highest
-  version any replica reports it applies), and tells ``on_restore``. So the
+  version any replica reports it applies), and lets ``on_restore`` add its audit
+  entry to the same transaction (both land or neither), then logs it. So the
   controller restores operator intent (modes, pins, autopilot) and the replicas, which
   kept enforcing it meanwhile, accept the restored document as newer.
 - ``fence``: the controller writes only while it holds the lease (the key holds its
@@ -45,6 +46,7 @@ files, ``FLUSHALL``, an eviction, a failover to an empty replica). The rules:
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -67,6 +69,8 @@ from surgeguard.modes import MODE_NAME, ModeSpec, parse_modes
 
 if TYPE_CHECKING:  # redis-py is the control plane's extra; the document needs none
     import redis.asyncio as aioredis
+
+log = logging.getLogger("surgeguard.control")
 
 CONTROL_KEY = "surgeguard:control"
 CONTROL_CHANNEL = "surgeguard:control:changed"
@@ -267,7 +271,8 @@ def _stored_version(raw: bytes | str) -> int:
         return 0
 
 
-OnRestore = Callable[[ControlState, str], Awaitable[None]]
+# on_restore(pipe, restored, why): queue more commands in the restoring write's transaction.
+OnRestore = Callable[[Any, ControlState, str], None]
 
 
 @dataclass(frozen=True)
@@ -303,8 +308,8 @@ class ControlPlaneWriter:
         last document the writer knew, to rebuild the plane from when the stored one
         is gone, unreadable or older; ``floor``: the highest version any replica
         applies (every write goes above it); ``fence``: the lease to hold while
-        writing; ``on_restore(state, why)``: awaited after a write that rebuilt the
-        plane (see the module's rules)."""
+        writing; ``on_restore(pipe, state, why)``: queues commands (the audit entry)
+        in the transaction of a write that rebuilds the plane (the module's rules)."""
         self._client = client
         self._writer = writer
         self._clock = clock
@@ -398,14 +403,24 @@ class ControlPlaneWriter:
                         pipe.set(fence.key, fence.holder, px=fence.ttl_ms)
                     pipe.set(CONTROL_KEY, encoded)
                     pipe.publish(CONTROL_CHANNEL, str(new.version))
+                    if restoring and self._on_restore is not None:
+                        self._on_restore(pipe, new, restoring)
                     if also is not None:
                         also.queue(pipe, current, new)
                     await pipe.execute()
                 except WatchError:
                     continue
             self.last_written = new
-            if restoring and self._on_restore is not None:
-                await self._on_restore(new, restoring)
+            if restoring:
+                epoch, version = new.restored_from or ("?", "?")
+                log.warning(
+                    "%s: restored the control document as v%d (epoch %s) from v%s (epoch %s)",
+                    restoring,
+                    new.version,
+                    new.epoch,
+                    version,
+                    epoch,
+                )
             return new
         raise RuntimeError(f"control document kept changing; gave up after {attempts} attempts")
 

@@ -315,18 +315,12 @@ class Controller:
         """The highest control-document version any replica reports it applies."""
         return max((v.applied_version for v in self.replicas.values()), default=-1)
 
-    async def _restored(self, state: ControlState, why: str) -> None:
+    def _restored(self, pipe: Any, state: ControlState, why: str) -> None:
+        """The restore's audit entry, in the restoring write's transaction."""
         source = self._recalled_from
-        log.warning(
-            "%s: restored the control document as v%d (epoch %s) from %s",
-            why,
-            state.version,
-            state.epoch,
-            source,
-        )
-        self.control, self.last_good, self.control_error = state, state, None
         restored = state.restored_from
-        await self.store.add_audit(
+        self.store.queue_audit(
+            pipe,
             {
                 "at": self.wall(),
                 "who": "controller",
@@ -334,7 +328,7 @@ class Controller:
                 "old": None if restored is None else {"epoch": restored[0], "version": restored[1]},
                 "new": {"epoch": state.epoch, "version": state.version},
                 "reason": f"{why}; rebuilt from {source}",
-            }
+            },
         )
 
     def state_json(self) -> dict[str, object]:

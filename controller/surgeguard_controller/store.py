@@ -67,5 +67,12 @@ class RecordStore:
     async def add_audit(self, record: Mapping[str, Any]) -> None:
         await self._push(AUDIT_KEY, MAX_AUDIT, [record])
 
+    @staticmethod
+    def queue_audit(pipe: Any, record: Mapping[str, Any]) -> None:
+        """Add ``record`` to the audit trail within a transaction ``pipe`` (MULTI
+        already called): it lands with the rest of that transaction or not at all."""
+        pipe.lpush(AUDIT_KEY, json.dumps(record, separators=(",", ":")))
+        pipe.ltrim(AUDIT_KEY, 0, MAX_AUDIT - 1)
+
     async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         return await self._read(AUDIT_KEY, limit)
