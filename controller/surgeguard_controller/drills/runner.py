@@ -237,7 +237,6 @@ class DrillRunner:
         async with self._chaos_lock:
             final = ended(self.current or current, exit_code=code, at=self.wall(), log_tail=tail)
             log.info("drill %s %s (exit %d)", final.id, final.status, code)
-            self.current = None  # from here on, a late chaos call from its child is refused
             final = await self._undo_chaos(final, f"ended ({final.status}, exit {code})")
         try:
             await self.store.update(final)
@@ -271,11 +270,18 @@ class DrillRunner:
         if self.desk is None:
             raise DrillError("drills cannot set chaos here (no control document)", 409)
         async with self._chaos_lock:
-            drill = self.current
-            if drill is None or drill.id != drill_id:
-                running = f"drill {drill.id} is" if drill is not None else "no drill is"
+            drill, process = self.current, self._process
+            # A call that arrives once its child has exited (a request still in flight
+            # when it was killed) would set chaos nothing is left to undo.
+            if (
+                drill is None
+                or drill.id != drill_id
+                or process is None
+                or process.poll() is not None
+            ):
                 raise DrillError(
-                    f"drill {drill_id} is not running ({running} running): chaos refused", 409
+                    f"drill {drill_id} is not running: chaos refused (it would outlive the drill)",
+                    409,
                 )
             self.current = with_chaos(drill, dependency, jsonable(chaos))
             await self.store.update(self.current)
@@ -387,10 +393,11 @@ class DrillRunner:
                 await self.store.update(now)
         return fixed
 
-    async def recover_until_clean(self, retry_s: float = 1.0) -> None:
-        """``recover`` again every ``retry_s`` seconds until no drill that is not running
-        holds chaos: a controller killed a moment ago still holds the lease for a few
-        seconds, and only the holder may write the control document."""
+    async def recover_until_clean(self, retry_s: float = 0.5, most_s: float = 30.0) -> None:
+        """``recover`` again until no drill that is not running holds chaos: a controller
+        killed a moment ago still holds the lease for a few seconds, and only the holder
+        may write the control document. After ``retry_s`` seconds, then twice as long
+        each time up to ``most_s`` (a standby controller waits this way for good)."""
         while True:
             try:
                 await self.recover()
@@ -401,3 +408,4 @@ class DrillRunner:
             except RedisError as exc:
                 log.warning("could not check for chaos left by drills: %s", exc)
             await asyncio.sleep(retry_s)
+            retry_s = min(2 * retry_s, most_s)
