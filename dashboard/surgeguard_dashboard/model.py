@@ -293,6 +293,14 @@ class State:
     modes_available: Mapping[str, str]  # mode -> what it does
     tick: TickHealth | None = None  # None: a controller that does not report it
     last_change: Decision | None = None  # its latest move (not a hold)
+    # The control document as the controller could read it: why not (empty: it could),
+    # and whether ``control`` is its last good copy rather than what Redis holds now.
+    control_error: str = ""
+    control_stale: bool = False
+    # Whether this controller holds the writers' lease, and who does (another
+    # controller on the same Redis); None: a controller that does not report it.
+    lease_held: bool | None = None
+    lease_holder: str = ""
 
     @classmethod
     def parse(cls, raw: Any) -> State:
@@ -329,6 +337,10 @@ class State:
             modes_available={str(k): str(v) for k, v in mapping(s.get("modes_available")).items()},
             tick=TickHealth.parse(s.get("tick")),
             last_change=Decision.parse(change) if isinstance(change, Mapping) else None,
+            control_error=str(s.get("control_error") or ""),
+            control_stale=s.get("control_stale") is True,
+            lease_held=_lease_held(s.get("lease")),
+            lease_holder=str(mapping(s.get("lease")).get("holder") or ""),
         )
 
     def signals(self, replica: str | None) -> Signals | None:
@@ -371,3 +383,8 @@ class AuditEntry:
             a.get("new"),
             str(a.get("reason", "")),
         )
+
+
+def _lease_held(raw: Any) -> bool | None:
+    held = mapping(raw).get("held")
+    return held if isinstance(held, bool) else None

@@ -28,6 +28,8 @@ def status_strip(
     alert = why.tick_alert(state, now, clock)
     if alert is not None:
         st.error(alert)
+    for line in why.control_alerts(state):
+        st.error(line)
     numbers(s)
     for line in why.disobeying(state, now, clock):
         st.error(line)

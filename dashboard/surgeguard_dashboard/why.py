@@ -124,6 +124,29 @@ def tick_alert(state: State, now: float, clock: Clock) -> str | None:
     return None
 
 
+def control_alerts(state: State) -> list[str]:
+    """Markdown lines when the control document cannot be read or used, or when this
+    controller is the standby of another one; none when all is well."""
+    lines = []
+    if state.control_error:
+        lines.append(
+            "**The control document cannot be read**: "
+            f"{markdown_text(state.control_error.strip())}. Replicas keep what they last "
+            "applied; the knobs and modes shown are the controller's last good copy"
+            + (" (stale)" if state.control_stale else "")
+            + ", and nothing is published until Redis answers or an operator write "
+            "repairs the document."
+        )
+    if state.lease_held is False:
+        holder = markdown_text(state.lease_holder) or "another controller"
+        lines.append(
+            f"**This controller is on standby**: {holder} holds the writers' lease. This "
+            "one reads and decides but writes nothing; operator writes here are refused "
+            "(409) until it takes over."
+        )
+    return lines
+
+
 def disobeying(state: State, now: float, clock: Clock) -> list[str]:
     """One line per replica that does not apply what the controller publishes."""
     lines = []

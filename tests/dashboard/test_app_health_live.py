@@ -110,3 +110,42 @@ def test_the_last_move_on_the_page_is_the_controllers_with_its_whole_reason(
     (line,) = [m.value for m in at.markdown if m.value.startswith("**Last move**")]
     assert f"`{move(Decision.parse(change))}`" in line
     assert change["reason"].rstrip(". ") in line.replace("\\", "")  # whole, unescaped
+
+
+def test_a_corrupt_control_document_shows_on_the_page_and_goes_once_repaired(
+    start_target: StartTarget,
+    start_controller: StartController,
+    redis_server: EmbeddedRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13: something else wrote the control key; the controller keeps ticking,
+    and the page says the document cannot be read until an operator write repairs it."""
+    import redis
+
+    from surgeguard.controlplane import CONTROL_KEY
+    from tests.controller.conftest import AUTH
+
+    target = start_target()
+    ctl = start_controller([target.url])
+    monkeypatch.setenv("SURGEGUARD_CONTROLLER_URL", ctl.url)
+    ctl.tick()
+    plain = redis.Redis.from_url(redis_server.url)
+    try:
+        plain.set(CONTROL_KEY, b"\x00not json at all")
+    finally:
+        plain.close()
+    ctl.tick()  # does not fail
+    at = _app()
+    said = [e.value for e in at.error if "control document cannot be read" in e.value]
+    assert len(said) == 1, [e.value for e in at.error]
+    assert "nothing is published until" in said[0]
+    repaired = httpx.put(
+        f"{ctl.url}/api/v1/modes/read_only",
+        json={"active": False, "reason": "repair the plane"},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert repaired.status_code == 200, repaired.text
+    ctl.tick()
+    at = _app()
+    assert not [e.value for e in at.error if "control document cannot be read" in e.value]

@@ -132,3 +132,21 @@ def test_the_names_band_spans_each_stretch_and_strips_every_time_chart() -> None
     mark_bottlenecks(fig, history, 0.0)
     strip = [(s.name, s.x0 / 1000 - T0) for s in fig.layout.shapes]
     assert strip == [("bottleneck db", 0), ("bottleneck cache", 2), ("bottleneck db", 4)]
+
+
+def test_an_unreadable_document_and_a_standby_controller_are_told() -> None:
+    state = _state(
+        control_error="ControlDocumentError: invalid control document: *boom*",
+        control_stale=True,
+        lease={"held": False, "holder": "host-b:41:x", "me": "host-a:7:y"},
+    )
+    lines = why.control_alerts(state)
+    assert len(lines) == 2
+    assert (
+        "cannot be read**: ControlDocumentError: invalid control document: \\*boom\\*" in lines[0]
+    )
+    assert "last good copy (stale)" in lines[0]
+    assert "host-b:41:x holds the writers' lease" in lines[1] and "(409)" in lines[1]
+    fine = _state(lease={"held": True, "holder": "host-a:7:y", "me": "host-a:7:y"})
+    assert why.control_alerts(fine) == []
+    assert why.control_alerts(_state()) == []  # a controller that reports neither
