@@ -76,6 +76,9 @@ def build_app(
             await runner.shutdown()
             if task is not None:
                 await cancel_and_wait(task)
+            # A standby takes over at its next tick, not after the lease's TTL.
+            with contextlib.suppress(RedisError, OSError):
+                await controller.lease.release()
             if http is not None:
                 await http.aclose()
             await controller.redis.aclose()
