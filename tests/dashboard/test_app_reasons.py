@@ -83,6 +83,8 @@ def test_a_running_drills_reason_and_operator_are_shown_as_typed(recorded: Recor
         # The scenario is the one deliberate emphasis; the rest is text.
         shown = RENDER.render(line)
         assert re.findall(r"<[a-z]+>", shown) == ["<p>", "<strong>"], shown
-        assert html.unescape(re.sub(r"</?(p|strong)>", "", shown)).strip().endswith(
-            f"by <i>eve</i> ({TYPED})"
+        assert (
+            html.unescape(re.sub(r"</?(p|strong)>", "", shown))
+            .strip()
+            .endswith(f"by <i>eve</i> ({TYPED})")
         )
