@@ -13,14 +13,15 @@ these routes check the token and translate.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt
+from fastapi.responses import Response
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictFloat, StrictInt
 from redis.exceptions import RedisError
 
 from surgeguard.chaos import LATENCY_MULTIPLIER_RANGE
@@ -32,7 +33,17 @@ from surgeguard_controller.loop import Controller
 from surgeguard_controller.operators import OPERATOR_STATE
 from surgeguard_controller.records import jsonable
 
-Reason = Annotated[str, Field(min_length=1, max_length=writes.REASON_MAX)]
+
+def _unicode(text: str) -> str:
+    """JSON may carry a lone surrogate ("\ud800"), which is no text: refuse it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (a lone surrogate is not)") from None
+    return text
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=writes.REASON_MAX), AfterValidator(_unicode)]
 LOW, HIGH = LATENCY_MULTIPLIER_RANGE
 
 
@@ -278,8 +289,12 @@ def _control_json(state: ControlState) -> dict[str, Any]:
 
 def install_validation_handler(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": _validation_message(exc), "errors": jsonable(list(exc.errors()))},
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        # ASCII JSON: the errors echo the input, which may hold what UTF-8 cannot
+        # (a lone surrogate); escaped, any input can be said back.
+        body = {"detail": _validation_message(exc), "errors": jsonable(list(exc.errors()))}
+        return Response(
+            json.dumps(body, ensure_ascii=True, default=str),
             status_code=422,
+            media_type="application/json",
         )

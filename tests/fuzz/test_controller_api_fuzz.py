@@ -304,11 +304,6 @@ CANNOT_CARRY: list[tuple[str, str, bytes]] = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13, open: a lone surrogate in a write's body answers 500 (the 422 "
-    "echoing it cannot be encoded); remove this mark with the fix",
-)
 def test_an_input_json_cannot_carry_is_a_422_not_a_500(stack: Stack) -> None:
     before = snapshot(stack.redis, ignore=moving)
     auth = [(b"Authorization", f"Bearer {TOKEN}".encode()), (b"Content-Type", b"application/json")]
