@@ -57,6 +57,9 @@ CROSS_APP_ALLOWED: dict[tuple[str, str], str] = {
     ("surgeguard_loadtest.bench.jobs", "surgeguard_target_app.jobs.streams"): (
         "the jobs benchmark enqueues signups on the demo's streams and counts its outbox"
     ),
+    ("surgeguard_loadtest.bench.fsync", "surgeguard_target_app.jobs.streams"): (
+        "the fsync benchmark times the demo's signup store on Redis alone, next to HTTP"
+    ),
 }
 
 

@@ -85,6 +85,16 @@ def _without_password(url: str) -> str:
     return f"{head}{sep}***@{hostpart}" if at and "/" not in userinfo else url
 
 
+def stack_token(settings: StackSettings) -> str:
+    """The admin token up hands the controller: the given one, else a new one (24
+    characters). Empty when operators are configured another way (named tokens, token
+    files): the controller reads those itself, and up neither makes nor shows one."""
+    configured = bool(
+        settings.admin_tokens or settings.admin_token_file or settings.admin_tokens_file
+    )
+    return settings.admin_token or ("" if configured else secrets.token_urlsafe(18))
+
+
 def _keep_token(token: str, given: bool, data_dir: Path) -> str | None:
     """Where the token is kept: a generated one in a 0600 file, a given one nowhere new."""
     if given:
@@ -123,7 +133,7 @@ def up(
     pass_on = pass_on or PassOn()
     common = [*(logs or LogConfig()).argv(), *pass_on.all]
     data_dir = Path(settings.data_dir).expanduser().resolve()
-    token = settings.admin_token or secrets.token_urlsafe(18)
+    token = stack_token(settings)
     embedded = (
         None if settings.redis_url else EmbeddedRedis(data_dir=data_dir, fsync=settings.redis_fsync)
     )
@@ -134,7 +144,9 @@ def up(
         if embedded is not None:
             embedded.start()
         redis_url = settings.redis_url or (embedded.url if embedded else "")
-        env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url, "SURGEGUARD_ADMIN_TOKEN": token}
+        env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url}
+        if token:
+            env["SURGEGUARD_ADMIN_TOKEN"] = token
         host = settings.host
         # Liveness probes and scrapes that never wait behind a storm (health_listener).
         health_port = settings.health_port or free_port(host)
@@ -200,7 +212,7 @@ def up(
         for child in children:
             _wait_healthy(child, deadline)
 
-        token_file = _keep_token(token, bool(settings.admin_token), data_dir)
+        token_file = _keep_token(token, bool(settings.admin_token), data_dir) if token else None
         pids = {c.name: c.process.pid for c in children}
         state = StackState(
             pid=os.getpid(),
@@ -258,8 +270,12 @@ def up(
         print(
             "surgeguard is up\n"
             + "\n".join(stack_state.service_lines(state))
-            + f"\n  admin token {token}   (shown only here{kept})\n"
-            f"  client key  {sorted(settings.client_key_set)[0]}{demo_note}\n"
+            + (
+                f"\n  admin token {token}   (shown only here{kept})\n"
+                if token
+                else "\n  admin token yours (SURGEGUARD_ADMIN_TOKENS or a token file)\n"
+            )
+            + f"  client key  {sorted(settings.client_key_set)[0]}{demo_note}\n"
             f"Rehearse a spike: surgeguard load --scenario spike --out load-out "
             f"(or from the dashboard's Drills panel)\n"
             f"These URLs again: surgeguard status --data-dir {data_dir}, "

@@ -81,3 +81,19 @@ def test_only_the_up_that_wrote_it_removes_it(tmp_path: Path) -> None:
     assert stack_state.state_path(tmp_path).exists() and token.exists()
     stack_state.remove_state(tmp_path, pid=4242)
     assert not stack_state.state_path(tmp_path).exists() and not token.exists()
+
+
+def test_up_hands_on_a_given_token_makes_one_or_leaves_named_operators_alone(
+    tmp_path: Path,
+) -> None:
+    from surgeguard.cli.settings import StackSettings
+    from surgeguard.cli.stack import stack_token
+
+    given = "a-given-token-of-24-chars-x"
+    assert stack_token(StackSettings(admin_token=given)) == given
+    made = stack_token(StackSettings())
+    assert len(made) >= 24 and made != stack_token(StackSettings())
+    named = StackSettings(admin_tokens=f"alice:{given}")
+    assert stack_token(named) == ""  # the controller reads them itself
+    (tmp_path / "token").write_text(given)
+    assert stack_token(StackSettings(admin_token_file=tmp_path / "token")) == ""

@@ -118,7 +118,7 @@ class Drill:
     users: int | None  # None: an external run that did not say
     duration_s: float | None  # seconds; None: an external run that did not say
     source: str  # "controller" or "external"
-    who: str  # who started it (the operator's address)
+    who: str  # who started it (the operator's name)
     reason: str
     started_at: float
     ended_at: float | None = None
