@@ -102,7 +102,7 @@ class Protection:
             registry, slo_seconds=settings.slo_seconds, routes=routes.names
         )
         self.admission_metrics.bind_limiter(self.limiter)
-        self.client_keys = settings.client_key_ceilings if settings.client_keys.strip() else None
+        self.client_keys = settings.client_key_ceilings
         # Clients that ignore Retry-After wait for it before they are answered again.
         self.penalty_box = (
             PenaltyBox(

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from surgeguard.client_keys import ClientKeys
-from surgeguard.knobs import DOOR_KNOB_SPECS, Knobs
+from surgeguard.knobs import DOOR_KNOB_SPECS
 from surgeguard.modes import MODE_NAME, split_modes
 
 ENV_PREFIX = "SURGEGUARD_"
@@ -161,12 +161,13 @@ class ReplicaSettings(SettingsBase):
 
     @property
     def client_key_set(self) -> frozenset[str]:
-        return self.client_key_ceilings.names
+        keys = self.client_key_ceilings
+        return keys.names if keys is not None else frozenset()
 
     @property
-    def client_key_ceilings(self) -> ClientKeys:
-        """The keys and their ceilings (none when no key is asked for)."""
-        return ClientKeys.parse(self.client_keys) if self.client_keys.strip() else ClientKeys({})
+    def client_key_ceilings(self) -> ClientKeys | None:
+        """The keys and their ceilings; None when no key is asked for."""
+        return ClientKeys.parse(self.client_keys) if self.client_keys.strip() else None
 
     @property
     def mode_names(self) -> list[str]:
@@ -182,9 +183,6 @@ class ReplicaSettings(SettingsBase):
             "queue_limit": self.queue_limit,
             "queue_timeout_ms": self.queue_timeout_ms,
         }
-
-    def initial_knobs(self) -> Knobs:
-        return Knobs.build(self.initial_door_knobs())
 
     def replica_name(self, port: int) -> str:
         return self.replica_id or f"{socket.gethostname()}:{port}"

@@ -72,13 +72,14 @@ def client_key(request: Request, x_api_key: Annotated[str | None, Header()] = No
     """The caller's client key; 401 when it is missing or unknown."""
     # The door already turned these away (401 before any slot); this is for a replica
     # run with admission off (cost measurement), which must still not serve strangers.
-    if x_api_key is None or x_api_key not in request.app.state.service.client_keys:
+    keys = request.app.state.service.client_keys
+    if keys is not None and (x_api_key is None or x_api_key not in keys):
         raise HTTPException(
             401,
             "missing or unknown client key in X-Api-Key",
             headers={"WWW-Authenticate": "ApiKey"},
         )
-    return x_api_key
+    return x_api_key or ""  # "": no key is asked for
 
 
 Client = Annotated[str, Depends(client_key)]

@@ -142,8 +142,8 @@ class Service:
         return self.protection.health
 
     @property
-    def client_keys(self) -> ClientKeys | frozenset[str]:
-        return self.protection.client_keys or frozenset()
+    def client_keys(self) -> ClientKeys | None:
+        return self.protection.client_keys
 
     # -- the control plane --------------------------------------------------------------
 

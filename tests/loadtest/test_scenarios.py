@@ -176,7 +176,9 @@ def test_the_demo_accepts_the_load_generators_default_keys_at_critical() -> None
     from surgeguard_loadtest import keys
     from surgeguard_target_app.settings import DemoSettings
 
-    accepted = DemoSettings.load().client_key_ceilings.ceilings
+    demo = DemoSettings.load().client_key_ceilings
+    assert demo is not None
+    accepted = demo.ceilings
     for key in (keys.DEMO_CLIENT_KEY, *keys.LOAD_CLIENT_KEYS):
         assert accepted.get(key.encode()) == Priority.CRITICAL, key
     assert len(keys.LOAD_CLIENT_KEYS) == 16

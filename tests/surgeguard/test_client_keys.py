@@ -6,7 +6,7 @@ import pytest
 
 from surgeguard.client_keys import ClientKeyError, ClientKeys
 from surgeguard.priority import Priority
-from surgeguard.settings import SettingsError
+from surgeguard.settings import ReplicaSettings, SettingsError
 from surgeguard_target_app.settings import DemoSettings
 
 
@@ -41,5 +41,13 @@ def test_settings_refuse_a_bad_ceiling_in_one_line() -> None:
 
 def test_the_demo_keys_may_be_critical() -> None:
     keys = DemoSettings.load().client_key_ceilings
+    assert keys is not None
     assert keys.ceiling(b"demo-key") is Priority.CRITICAL
     assert keys.ceiling(b"load-01") is Priority.CRITICAL
+
+
+def test_a_replica_with_no_keys_asks_for_none() -> None:
+    """The library's default: no keys configured means none are asked for (not a crash)."""
+    settings = ReplicaSettings.load(client_keys="")
+    assert settings.client_key_ceilings is None
+    assert settings.client_key_set == frozenset()
