@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
 from tests.dashboard.conftest import APP, TOKEN, Stack, StartController, StartTarget
+from tests.support.polling import until_truthy
 from tests.support.processes import clean_env
 
 FAKE_LOAD = Path(__file__).resolve().parents[1] / "controller" / "fake_load.py"
@@ -78,12 +78,10 @@ def _app() -> AppTest:
 
 
 def _until_chaos(stack: Stack, deps: set[str], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (
-        set(httpx.get(f"{stack.url}/api/v1/state", timeout=10).json()["control"]["chaos"]) != deps
-    ):
-        assert time.monotonic() < deadline, f"chaos on {deps} did not come within {timeout_s} s"
-        time.sleep(0.05)
+    def chaos() -> set[str]:
+        return set(httpx.get(f"{stack.url}/api/v1/state", timeout=10).json()["control"]["chaos"])
+
+    until_truthy(lambda: chaos() == deps, timeout_s, f"chaos on {deps}", every_s=0.05)
 
 
 def _drills(stack: Stack) -> Any:

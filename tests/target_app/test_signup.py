@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from surgeguard_target_app.jobs.streams import (
     Retention,
     store_signup,
 )
-from tests.support.polling import eventually
+from tests.support.polling import eventually, until_truthy
 from tests.support.processes import child_env, free_port
 from tests.target_app.conftest import API_KEY, SIGNUP, RunningTarget, StartTarget
 
@@ -254,10 +253,7 @@ def test_a_redis_killed_mid_signups_keeps_every_202(
 
 
 def eventually_sync(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    until_truthy(check, timeout_s, what, every_s=0.01)
 
 
 def test_redis_fsync_always_reaches_the_embedded_redis(tmp_path: Path) -> None:
