@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from surgeguard import logs
 from surgeguard.modes import DOOR_MODES
@@ -379,6 +379,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _controller_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The controller's settings from the options ``up`` and ``controller`` share."""
+    return {
+        "controller_tick_ms": args.tick_ms,
+        "controller_algorithm": args.algorithm,
+        "controller_scope": args.scope,
+        "auto_degrade": args.auto_degrade,
+        "controller_hold_rule": args.hold_rule,
+        "prometheus_url": args.prometheus_url,
+    }
+
+
 def _stack_settings() -> type[StackSettings]:
     from surgeguard.cli.settings import StackSettings
 
@@ -409,12 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flags={**CONTROLLER_FLAGS, **DASHBOARD_FLAGS},
                 data_dir=args.data_dir,
                 host=args.host,
-                controller_tick_ms=args.tick_ms,
-                controller_algorithm=args.algorithm,
-                controller_scope=args.scope,
-                auto_degrade=args.auto_degrade,
-                controller_hold_rule=args.hold_rule,
-                prometheus_url=args.prometheus_url,
+                **_controller_settings(args),
                 dashboard_refresh_ms=args.refresh_ms,
             )
             return up(
@@ -460,12 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 host=args.host,
                 controller_port=args.port,
-                controller_tick_ms=args.tick_ms,
-                controller_algorithm=args.algorithm,
-                controller_scope=args.scope,
-                auto_degrade=args.auto_degrade,
-                controller_hold_rule=args.hold_rule,
-                prometheus_url=args.prometheus_url,
+                **_controller_settings(args),
                 controller_targets=",".join(args.target) if args.target else None,
                 data_dir=args.data_dir,
             )
