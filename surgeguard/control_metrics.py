@@ -87,6 +87,15 @@ def export_control(
         ["knob", "unit", "description"],
         registry=registry,
     )
+    budget = Gauge(
+        names.DEPENDENCY_BUDGET,
+        "Calls in flight the dependency honours across ALL replicas (its budget, which "
+        "the controller divides among them).",
+        ["dependency"],
+        registry=registry,
+    )
+    for dependency, total in declaration.budgets.items():
+        budget.labels(dependency).set(total)
     for name, spec in declaration.knob_specs.items():
         minimum.labels(name).set(spec.minimum)
         maximum.labels(name).set(spec.maximum)

@@ -129,9 +129,21 @@ class ControlState:
         """The effective knobs of one replica: its start-up values, then the global
         values, then its own overrides. Knobs the replica does not declare (another
         version of the app may) are left out; raises ``KnobError`` when a value of one
-        it does declare is outside its bounds, so nothing of the document applies."""
+        it does declare is outside its bounds, so nothing of the document applies.
+
+        A budgeted knob (``KnobSpec.budgeted``) is a share the controller hands out: a
+        replica without a value of its own (it just joined, or the document predates
+        it) runs at the knob's minimum until it is granted one, never at a global or
+        start-up value that could take the budget past its total. A pinned value is
+        the operator's and still applies to every replica."""
         own = self.replicas.get(replica, {})
-        return initial.with_changes(initial.known(self.knobs)).with_changes(initial.known(own))
+        waiting = {
+            name: spec.minimum
+            for name, spec in initial.specs.items()
+            if spec.budgeted and name not in own and name not in self.pins
+        }
+        knobs = initial.with_changes(initial.known(self.knobs)).with_changes(waiting)
+        return knobs.with_changes(initial.known(own))
 
     def modes_known(self, known: Mapping[str, ModeSpec]) -> frozenset[str]:
         """The document's modes that a replica knowing ``known`` can act on."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 
@@ -25,13 +25,20 @@ DEPENDENCY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 @dataclass(frozen=True)
 class Dependency:
     """A shared dependency the app calls, behind a bulkhead of ``slots`` calls in
-    flight at start; the controller tunes it within [``min_slots``, ``max_slots``]."""
+    flight at start; the controller tunes it within [``min_slots``, ``max_slots``].
+
+    ``budget``: the calls in flight the dependency honours across ALL replicas (for
+    Postgres: ``max_connections`` less a reserve); None: no shared limit. A budgeted
+    bulkhead is a share the controller hands out: the sum of every replica's stays
+    within the budget, and a replica without a share of its own runs at ``min_slots``
+    (``ControlState.knobs_for``)."""
 
     name: str
     slots: int = 16
     min_slots: int = 1
     max_slots: int = 10_000
     description: str = ""
+    budget: int | None = None
 
     def __post_init__(self) -> None:
         if not DEPENDENCY_NAME.match(self.name):
@@ -40,6 +47,14 @@ class Dependency:
                 "starting with a letter (it becomes the knob bulkhead.<name>)"
             )
         bulkhead_spec(self.name, self.slots, minimum=self.min_slots, maximum=self.max_slots)
+        budget = self.budget
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int) or budget < self.min_slots
+        ):
+            raise ValueError(
+                f"dependency {self.name!r}: budget must be an integer >= min_slots "
+                f"({self.min_slots}) calls across all replicas, got {budget!r}"
+            )
 
     @property
     def knob(self) -> str:
@@ -47,12 +62,15 @@ class Dependency:
 
     @property
     def spec(self) -> KnobSpec:
+        # One replica alone never starts above the whole budget.
+        slots = self.slots if self.budget is None else min(self.slots, self.budget)
         return bulkhead_spec(
             self.name,
-            self.slots,
+            slots,
             minimum=self.min_slots,
             maximum=self.max_slots,
             description=self.description,
+            budgeted=self.budget is not None,
         )
 
 
@@ -99,6 +117,27 @@ class Declaration:
     @property
     def dependency_names(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.dependencies)
+
+    @property
+    def budgets(self) -> Mapping[str, int]:
+        """The budgeted dependencies' totals, calls across all replicas."""
+        return MappingProxyType(
+            {d.name: d.budget for d in self.dependencies if d.budget is not None}
+        )
+
+    def with_budgets(self, budgets: Mapping[str, int]) -> Declaration:
+        """This declaration with ``budgets`` (dependency -> total) set or overriding
+        the declared ones (a deployment's ``SURGEGUARD_BUDGETS``). Raises
+        ``ValueError`` naming a dependency it does not declare or a bad total."""
+        unknown = sorted(set(budgets) - set(self.dependency_names))
+        if unknown:
+            declared = ", ".join(self.dependency_names) or "none"
+            raise ValueError(f"unknown dependency {unknown[0]!r} (declared: {declared})")
+        deps = tuple(
+            replace(d, budget=budgets[d.name]) if d.name in budgets else d
+            for d in self.dependencies
+        )
+        return replace(self, dependencies=deps)
 
     def parse_modes(self, names: Iterable[str]) -> frozenset[str]:
         return parse_modes(names, self.all_modes)

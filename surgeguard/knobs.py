@@ -30,6 +30,9 @@ class KnobSpec:
     default: int
     unit: str
     description: str
+    # A share of a budget the controller divides among replicas (surgeguard.declaration):
+    # without a value of its own in the control document, a replica runs at the minimum.
+    budgeted: bool = False
 
     def check(self, value: object) -> int:
         # bool is an int subclass; "true" as a limit is always a mistake.
@@ -94,6 +97,7 @@ def bulkhead_spec(
     minimum: int = BULKHEAD_MINIMUM,
     maximum: int = BULKHEAD_MAXIMUM,
     description: str = "",
+    budgeted: bool = False,
 ) -> KnobSpec:
     spec = KnobSpec(
         bulkhead_knob(dependency),
@@ -102,6 +106,7 @@ def bulkhead_spec(
         default,
         "calls",
         description or f"calls to {dependency} in flight at once",
+        budgeted,
     )
     if not 1 <= minimum <= default <= maximum:
         raise KnobError(

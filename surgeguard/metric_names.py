@@ -58,6 +58,9 @@ DEPENDENCY_WAITING = "surgeguard_dependency_waiting"
 DEPENDENCY_DURATION_SECONDS = "surgeguard_dependency_duration_seconds"
 # counter {dependency, reason}: calls refused (full) or cut off (timeout)
 DEPENDENCY_REJECTIONS_TOTAL = "surgeguard_dependency_rejections_total"
+# The budget the controller divides; no sample for a dependency without one.
+# gauge {dependency}: calls in flight the dependency honours across ALL replicas
+DEPENDENCY_BUDGET = "surgeguard_dependency_budget"
 
 # -- the event loop (surgeguard.loop_lag) ----------------------------------------------
 # histogram, no labels: how late the loop's timer fired, seconds
@@ -145,6 +148,8 @@ CONTROLLER_READS: tuple[str, ...] = (
     DEPENDENCY_LIMIT,
     DEPENDENCY_DURATION_SECONDS,
     DEPENDENCY_REJECTIONS_TOTAL,
+    DEPENDENCY_WAITING,
+    DEPENDENCY_BUDGET,
     EVENT_LOOP_LAG_SECONDS,
     CONTROL_PLANE_VERSION,
     MODE_ACTIVE,

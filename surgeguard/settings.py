@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from surgeguard.client_keys import ClientKeys
+from surgeguard.declaration import DEPENDENCY_NAME
 from surgeguard.knobs import DOOR_KNOB_SPECS
 from surgeguard.modes import MODE_NAME, split_modes
 
@@ -131,12 +132,24 @@ class ReplicaSettings(SettingsBase):
     dependency_timeout_ms: int = Field(
         2_000, ge=1, le=600_000, description="a dependency call is cut off after, ms"
     )
+    budgets: str = Field(
+        "",
+        description="comma-separated dependency:total, the calls in flight each shared "
+        "dependency honours across ALL replicas (db:24,payments:8); sets or overrides "
+        "the declared budget; empty: the declared ones",
+    )
 
     @field_validator("client_keys")
     @classmethod
     def _keys_parse(cls, value: str) -> str:
         if value.strip():  # empty: no key is asked for at the door
             ClientKeys.parse(value)  # ClientKeyError (a ValueError) names the bad entry
+        return value
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets_parse(cls, value: str) -> str:
+        parse_budgets(value)  # which dependencies exist is the app's (surgeguard.protect)
         return value
 
     @field_validator("modes")
@@ -170,6 +183,11 @@ class ReplicaSettings(SettingsBase):
         return ClientKeys.parse(self.client_keys) if self.client_keys.strip() else None
 
     @property
+    def budget_totals(self) -> dict[str, int]:
+        """``budgets`` as dependency -> total calls across all replicas."""
+        return parse_budgets(self.budgets)
+
+    @property
     def mode_names(self) -> list[str]:
         return split_modes(self.modes)
 
@@ -186,6 +204,24 @@ class ReplicaSettings(SettingsBase):
 
     def replica_name(self, port: int) -> str:
         return self.replica_id or f"{socket.gethostname()}:{port}"
+
+
+def parse_budgets(text: str) -> dict[str, int]:
+    """``"db:24,payments:8"`` as ``{"db": 24, "payments": 8}``; raises ``ValueError``
+    naming the bad entry."""
+    totals: dict[str, int] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, sep, total = (part.strip() for part in entry.partition(":"))
+        if not sep or not DEPENDENCY_NAME.match(name):
+            raise ValueError(f"{entry!r} is not dependency:total (db:24)")
+        if name in totals:
+            raise ValueError(f"{name!r} is given twice")
+        if not total.isdigit() or int(total) < 1:
+            raise ValueError(f"{name}: the total must be an integer >= 1, got {total!r}")
+        totals[name] = int(total)
+    return totals
 
 
 def _one_line(
