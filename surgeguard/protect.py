@@ -30,6 +30,7 @@ from surgeguard.bulkhead import Bulkhead, BulkheadRejected, DependencyMetrics
 from surgeguard.control_metrics import export_control
 from surgeguard.controlplane import ControlState
 from surgeguard.declaration import Declaration, Dependency
+from surgeguard.fleet import Announcer
 from surgeguard.health_listener import HealthListener
 from surgeguard.knobs import Knobs
 from surgeguard.limiter import Limiter
@@ -165,6 +166,15 @@ class Protection:
                 initial_modes=self.start_modes,
                 known_modes=declaration.all_modes,
             )
+        # Announced in Redis so a controller finds it (and forgets it when it stops).
+        self.announcer: Announcer | None = None
+        if self.redis is not None and settings.advertise_url is not None:
+            self.announcer = Announcer(
+                self.redis,
+                replica,
+                settings.advertise_url,
+                interval_s=settings.announce_interval_ms / 1000.0,
+            )
         export_control(
             registry,
             replica=replica,
@@ -238,11 +248,15 @@ class Protection:
         self.loop_lag.start()
         if self.health is not None:
             self.health.start()
+        if self.announcer is not None:
+            self.announcer.start()
 
     async def stop(self) -> None:
         if not self._running:
             return
         self._running = False
+        if self.announcer is not None:  # first: the controller stops scraping it at once
+            await self.announcer.stop()
         if self.health is not None:
             self.health.stop()
         await self.loop_lag.stop()

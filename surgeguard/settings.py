@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from surgeguard.client_keys import ClientKeys
 from surgeguard.declaration import DEPENDENCY_NAME
+from surgeguard.fleet import check_advertise_url
 from surgeguard.knobs import DOOR_KNOB_SPECS
 from surgeguard.modes import MODE_NAME, split_modes
 
@@ -77,6 +78,14 @@ class ReplicaSettings(SettingsBase):
         le=65535,
         description="also answer /healthz and /metrics on this port, from a thread of "
         "their own (probes and scrapes then never wait behind a storm; 0: any free port)",
+    )
+    advertise_url: str | None = Field(
+        None,
+        description="base URL the controller scrapes (<url>/metrics), announced in Redis "
+        "so the controller finds this replica; unset: not announced",
+    )
+    announce_interval_ms: int = Field(
+        1000, ge=100, le=60_000, description="how often the replica announces itself, ms"
     )
 
     # -- who may do what --
@@ -145,6 +154,11 @@ class ReplicaSettings(SettingsBase):
         if value.strip():  # empty: no key is asked for at the door
             ClientKeys.parse(value)  # ClientKeyError (a ValueError) names the bad entry
         return value
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertise_url(cls, value: str | None) -> str | None:
+        return check_advertise_url(value) if value is not None else None
 
     @field_validator("budgets")
     @classmethod
