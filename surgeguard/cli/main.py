@@ -598,8 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SettingsError(
                     f"NAME must be one of {', '.join(REMOTE_NAMES)}, got {args.name!r}"
                 )
-            settings = RemoteSettings.load(host=args.host)
-            return serve_remote(args.name, settings, args.port or DEFAULT_PORTS[args.name])
+            api_settings = RemoteSettings.load(host=args.host)
+            return serve_remote(args.name, api_settings, args.port or DEFAULT_PORTS[args.name])
     except SettingsError as exc:
         print(f"surgeguard {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import uuid
+import zlib
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
@@ -103,6 +104,13 @@ def add_routes(api: FastAPI, service: Service) -> None:
         """One call to a simulated dependency inside its bulkhead."""
         await bulkheads[dependency].call(lambda: deps[dependency].call(work))
 
+    async def recommend(client: str, limit: int) -> list[int]:
+        """Recommendations for the caller (in process or the remote API), in the bulkhead."""
+        recommender = service.callers.recommender
+        return await bulkheads["recommendations"].call(
+            lambda: recommender.recommend(_user_id(client), limit)
+        )
+
     @api.exception_handler(BulkheadRejected)
     async def _bulkhead(_: Request, exc: BulkheadRejected) -> JSONResponse:
         return _unavailable(exc.dependency, f"{exc.dependency} is saturated ({exc.reason}): {exc}")
@@ -167,7 +175,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
         async def load() -> bytes:
             await use("db")
             return json.dumps(
-                {"id": item_id, "name": f"item {item_id}", "price_cents": 100 + item_id % 9_900}
+                {"id": item_id, "name": f"item {item_id}", "price_cents": _price_cents(item_id)}
             ).encode()
 
         result = await service.cache.get(
@@ -176,7 +184,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
         return _json(result.value, _cache_degraded(result.stale, result.cache_available))
 
     @router.get("/feed")
-    async def feed(_: Client, page: Annotated[int, Query(ge=1, le=100)] = 1) -> Response:
+    async def feed(client: Client, page: Annotated[int, Query(ge=1, le=100)] = 1) -> Response:
         async def load() -> bytes:
             await use("db", work=2.0)  # a feed page is a heavier query than one item
             first = (page - 1) * 20 + 1
@@ -193,8 +201,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
             degraded.append(RECOMMENDATIONS_OFF)
         else:
             try:
-                await use("recommendations")
-                recommendations = [page * 7 % ITEM_COUNT + 1, page * 13 % ITEM_COUNT + 1]
+                recommendations = await recommend(client, 2)
             except (BulkheadRejected, DependencyError):
                 degraded.append("recommendations_unavailable")
         body = b'{"page":%d,"items":%s,"recommendations":%s}' % (
@@ -205,16 +212,20 @@ def add_routes(api: FastAPI, service: Service) -> None:
         return _json(body, degraded)
 
     @router.get("/recommendations")
-    async def recommendations(_: Client) -> dict[str, list[int]]:
-        await use("recommendations")
-        return {"items": [3, 14, 15, 92, 65]}
+    async def recommendations(client: Client) -> dict[str, list[int]]:
+        return {"items": await recommend(client, 5)}
 
     @router.post("/orders", status_code=201)
     async def orders(order: OrderIn, _: Client) -> dict[str, Any]:
         await use("db")
-        await use("payments")
+        order_id = uuid.uuid4().hex
+        amount_cents = _price_cents(order.item_id) * order.quantity
+        charge_id = await bulkheads["payments"].call(
+            lambda: service.callers.payments.charge(order_id, amount_cents)
+        )
         return {
-            "order_id": uuid.uuid4().hex,
+            "order_id": order_id,
+            "charge_id": charge_id,
             "item_id": order.item_id,
             "quantity": order.quantity,
             "status": "confirmed",
@@ -295,6 +306,15 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value
+
+
+def _price_cents(item_id: int) -> int:
+    return 100 + item_id % 9_900
+
+
+def _user_id(client_key: str) -> int:
+    """The demo has no users: each client key stands for one (1..1_000_000)."""
+    return zlib.crc32(client_key.encode()) % 1_000_000 + 1
 
 
 def _cache_degraded(stale: bool, cache_available: bool) -> list[str]:

@@ -37,6 +37,7 @@ from surgeguard_target_app.declaration import DEMO, DEPENDENCIES
 from surgeguard_target_app.dependencies import SimulatedDependencies
 from surgeguard_target_app.jobs.store import JobStore
 from surgeguard_target_app.jobs.streams import JOB_STREAMS
+from surgeguard_target_app.remote.client import Callers
 from surgeguard_target_app.settings import DemoSettings
 
 __all__ = ["ROUTES", "Service", "connect_redis"]
@@ -91,10 +92,20 @@ class Service:
             on_control=self._on_control,
         )
         rng = rng or random.Random()
+        # A dependency with a URL is a remote API (shared by every replica); the rest
+        # are simulated in this process.
+        remote = {d: url for d in DEPENDENCIES if (url := settings.remote_url(d))}
+        local = [d for d in DEPENDENCIES if d not in remote]
         self.dependencies = SimulatedDependencies.build(
-            {d: settings.dependency(d)[0] for d in DEPENDENCIES},
-            {d: settings.dependency(d)[1] * 1000.0 for d in DEPENDENCIES},
+            {d: settings.dependency(d)[0] for d in local},
+            {d: settings.dependency(d)[1] * 1000.0 for d in local},
             rng=rng,
+        )
+        self.callers = Callers.build(
+            remote,
+            self.dependencies,
+            max_connections=settings.remote_max_connections,
+            timeout_s=settings.dependency_timeout_ms / 1000.0,
         )
         self.cache = ReadThroughCache(
             redis_client,
@@ -148,8 +159,10 @@ class Service:
     # -- the control plane --------------------------------------------------------------
 
     def _on_control(self, state: ControlState) -> None:
-        """Chaos for the simulated dependencies (drills); others' names are left out."""
-        self.dependencies.apply_chaos({d: c for d, c in state.chaos.items() if d in DEPENDENCIES})
+        """Chaos for the simulated dependencies (drills); others' names are left out, and
+        so is a remote API's: it applies its own, once for every replica."""
+        local = self.dependencies
+        self.dependencies.apply_chaos({d: c for d, c in state.chaos.items() if d in local})
 
     def _jobs_metrics(self) -> None:
         registry = self.registry
@@ -205,3 +218,4 @@ class Service:
             await cancel_and_wait(sampler)
             await self.protection.stop()  # before Redis goes: its watcher uses it
             await self.redis.aclose()
+            await self.callers.aclose()

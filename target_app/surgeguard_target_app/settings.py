@@ -58,6 +58,23 @@ class DemoSettings(ReplicaSettings):
     payments_capacity: int = Field(DEPENDENCY_DEFAULTS["payments"][0], ge=1, le=10_000)
     payments_latency_ms: float = Field(DEPENDENCY_DEFAULTS["payments"][1], ge=0.0, le=60_000)
 
+    # -- remote APIs: set, that dependency is an HTTP service shared by every replica --
+    recommendations_url: str | None = Field(
+        None,
+        pattern=r"^(https?://[^\s/]+(/\S*)?)?$",
+        description="recommendations service's base URL (surgeguard remote recommendations); "
+        "unset: simulated in this replica",
+    )
+    payments_url: str | None = Field(
+        None,
+        pattern=r"^(https?://[^\s/]+(/\S*)?)?$",
+        description="payments service's base URL (surgeguard remote payments); "
+        "unset: simulated in this replica",
+    )
+    remote_max_connections: int = Field(
+        100, ge=1, le=10_000, description="connections one replica opens to each remote API"
+    )
+
     job_backlog_limit: int = Field(
         10_000, ge=0, le=1_000_000_000, description="backlog (jobs) past which signups say so"
     )
@@ -70,6 +87,13 @@ class DemoSettings(ReplicaSettings):
     analytics_maxlen: int = Field(
         100_000, ge=100, le=100_000_000, description="analytics events kept waiting (about)"
     )
+
+    def remote_url(self, name: str) -> str | None:
+        """The base URL of dependency ``name`` when it is a remote API, else None."""
+        if name not in ("recommendations", "payments"):
+            return None
+        url: str | None = getattr(self, f"{name}_url")
+        return url or None
 
     def dependency(self, name: str) -> tuple[int, float]:
         """(parallel slots, base latency in seconds) of a simulated dependency."""
