@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -29,6 +29,7 @@ from surgeguard.cli.stack_state import Service, StackState
 from surgeguard.logs import LogConfig
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard.runtime.process import die_with_parent, free_port, terminate
+from surgeguard_target_app.remote.api import REMOTE_NAMES
 from surgeguard_target_app.settings import DEMO_CLIENT_KEY
 
 log = logging.getLogger("surgeguard.up")
@@ -66,6 +67,28 @@ def _wait_healthy(child: Child, deadline: float) -> None:
     raise RuntimeError(
         f"{child.name} did not answer {child.url}{child.health_path} within {READY_TIMEOUT_S:.0f} s"
     )
+
+
+def _remote_apis(
+    settings: StackSettings, env: dict[str, str], common: Sequence[str]
+) -> tuple[list[Child], list[Service]]:
+    """One ``surgeguard remote NAME`` per remote API that has no URL yet (a given URL
+    is an external one: used, not started), on a free port; each URL goes into ``env``
+    so every replica calls it. The children, and their lines for the state file."""
+    children, services = [], []
+    for name in REMOTE_NAMES:
+        given = settings.remote_url(name)
+        capacity, latency_s = settings.dependency(name)
+        if given:
+            services.append(Service(name, given, None, None, "external remote API"))
+            continue
+        url = f"http://{settings.host}:{free_port(settings.host)}"
+        port = url.rsplit(":", 1)[1]
+        children.append(_spawn(name, ["remote", name, "--port", port, *common], env, url))
+        env[f"SURGEGUARD_{name.upper()}_URL"] = url
+        note = f"remote API, {capacity} slots x {latency_s * 1000:g} ms, shared by the replicas"
+        services.append(Service(name, url, None, f"{url}/healthz", note))
+    return children, services
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,9 @@ def up(
         if token:
             env["SURGEGUARD_ADMIN_TOKEN"] = token
         host = settings.host
+        # The remote APIs first: the replica calls them (and they stop after it).
+        remotes, remote_services = _remote_apis(settings, env, common)
+        children += remotes
         # Liveness probes and scrapes that never wait behind a storm (health_listener).
         health_port = settings.health_port or free_port(host)
         children.append(
@@ -233,6 +259,7 @@ def up(
                     f"{target_url}/healthz",
                     "metrics /metrics, health /healthz",
                 ),
+                *(replace(s, pid=pids.get(s.name)) for s in remote_services),
                 Service(
                     "probes",
                     f"http://{host}:{health_port}/healthz",

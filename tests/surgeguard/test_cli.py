@@ -186,8 +186,20 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert (data / "redis.password").read_text().strip() not in banner
         assert re.search(r"admin token\s+\S{16,}", banner)
         children = _children_of(proc.pid)
-        # redis-server, the target, the worker, the controller, the dashboard
-        assert len(children) == 5
+        # redis-server, the two remote APIs (issue 15), the target, the worker, the
+        # controller, the dashboard
+        assert len(children) == 7
+        remotes = dict(re.findall(r"  (recommendations|payments) +(http://\S+) ", banner))
+        assert sorted(remotes) == ["payments", "recommendations"], banner
+        # the target calls the remote recommendations API, not one of its own
+        feed = httpx.get(
+            f"http://127.0.0.1:{port}/feed", timeout=5, headers={"X-Api-Key": "demo-key"}
+        )
+        assert feed.status_code == 200 and feed.json()["recommendations"], feed.text
+        served = httpx.get(f"{remotes['recommendations']}/metrics", timeout=5).text
+        assert re.search(
+            r'remote_calls_total\{dependency="recommendations",outcome="ok"\} 1', served
+        )
         assert f"http://127.0.0.1:{dash_port}" in banner
         page = httpx.get(f"http://127.0.0.1:{dash_port}/", timeout=5)
         assert page.status_code == 200
