@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 from redis.exceptions import RedisError
 
 from surgeguard.bulkhead import BulkheadRejected
+from surgeguard_target_app.db.model import ITEM_COUNT
 from surgeguard_target_app.declaration import RECOMMENDATIONS_OFF, SERVE_STALE
 from surgeguard_target_app.dependencies import DependencyError
 from surgeguard_target_app.jobs.streams import (
@@ -35,7 +36,6 @@ from surgeguard_target_app.jobs.streams import (
 if TYPE_CHECKING:
     from surgeguard_target_app.service import Service
 
-ITEM_COUNT = 100_000
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s.]{2,63}$")
 RETRY_AFTER_S = "1"
 # Printable ASCII, no spaces (a UUID, a ULID, any token a client makes up).
@@ -97,12 +97,7 @@ def _unavailable(what: str, detail: str) -> JSONResponse:
 def add_routes(api: FastAPI, service: Service) -> None:
     """The demo's routes and error answers, on the service's FastAPI app."""
     api.state.service = service
-    deps = service.dependencies
     bulkheads = service.bulkheads
-
-    async def use(dependency: str, work: float = 1.0) -> None:
-        """One call to a simulated dependency inside its bulkhead."""
-        await bulkheads[dependency].call(lambda: deps[dependency].call(work))
 
     async def recommend(client: str, limit: int) -> list[int]:
         """Recommendations for the caller (in process or the remote API), in the bulkhead."""
@@ -173,10 +168,10 @@ def add_routes(api: FastAPI, service: Service) -> None:
             raise HTTPException(404, f"no item {item_id} (items are 1..{ITEM_COUNT})")
 
         async def load() -> bytes:
-            await use("db")
-            return json.dumps(
-                {"id": item_id, "name": f"item {item_id}", "price_cents": _price_cents(item_id)}
-            ).encode()
+            row = await service.db.item(item_id)
+            if row is None:
+                raise HTTPException(404, f"no item {item_id} in the db")
+            return json.dumps(row).encode()
 
         result = await service.cache.get(
             f"item:{item_id}", load, allow_stale=SERVE_STALE in service.modes
@@ -186,11 +181,7 @@ def add_routes(api: FastAPI, service: Service) -> None:
     @router.get("/feed")
     async def feed(client: Client, page: Annotated[int, Query(ge=1, le=100)] = 1) -> Response:
         async def load() -> bytes:
-            await use("db", work=2.0)  # a feed page is a heavier query than one item
-            first = (page - 1) * 20 + 1
-            return json.dumps(
-                [{"id": i, "name": f"item {i}"} for i in range(first, first + 20)]
-            ).encode()
+            return json.dumps(await service.db.feed(page)).encode()
 
         result = await service.cache.get(
             f"feed:{page}", load, allow_stale=SERVE_STALE in service.modes
@@ -217,8 +208,8 @@ def add_routes(api: FastAPI, service: Service) -> None:
 
     @router.post("/orders", status_code=201)
     async def orders(order: OrderIn, _: Client) -> dict[str, Any]:
-        await use("db")
         order_id = uuid.uuid4().hex
+        await service.db.add_order(order_id, order.item_id, order.quantity)
         amount_cents = _price_cents(order.item_id) * order.quantity
         charge_id = await bulkheads["payments"].call(
             lambda: service.callers.payments.charge(order_id, amount_cents)
@@ -258,6 +249,10 @@ def add_routes(api: FastAPI, service: Service) -> None:
                 "Idempotency-Key was already used for a different signup (another email "
                 "or name); use a new key for a new signup",
             )
+        # The row, by the id Redis chose (idempotent: a replay lands it once). After
+        # the job store: that decides the id; a db failure here is a 503 and a retry
+        # with the same Idempotency-Key completes it without a second email.
+        await service.db.add_signup(stored.id, body.email, body.name)
         if stored.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         # Stored all the same (202), but the email will be late: say so, from the

@@ -24,6 +24,7 @@ from surgeguard import metric_names as names
 from surgeguard.admission import Route, RouteTable
 from surgeguard.aio import cancel_and_wait
 from surgeguard.bulkhead import Bulkhead
+from surgeguard.chaos import CALM
 from surgeguard.client_keys import ClientKeys
 from surgeguard.controlplane import ControlState
 from surgeguard.health_listener import HealthListener
@@ -33,6 +34,8 @@ from surgeguard.limiter import Limiter
 from surgeguard.priority import Priority
 from surgeguard.protect import Protection, connect_redis
 from surgeguard_target_app.cache import ReadThroughCache
+from surgeguard_target_app.db import Database, SimulatedDb
+from surgeguard_target_app.db.postgres import PostgresDb
 from surgeguard_target_app.declaration import DEMO, DEPENDENCIES
 from surgeguard_target_app.dependencies import SimulatedDependencies
 from surgeguard_target_app.jobs.store import JobStore
@@ -107,6 +110,19 @@ class Service:
             max_connections=settings.remote_max_connections,
             timeout_s=settings.dependency_timeout_ms / 1000.0,
         )
+        # The db: a real Postgres shared by every replica when a URL is given.
+        self.db: Database = (
+            PostgresDb(
+                settings.database_url,
+                self.bulkheads["db"],
+                capacity=settings.db_capacity,
+                base_latency_s=settings.db_latency_ms / 1000.0,
+                application_name=f"surgeguard {self.replica}"[:63],
+                rng=random.Random(rng.getrandbits(64)),
+            )
+            if settings.database_url
+            else SimulatedDb(self.dependencies["db"], self.bulkheads["db"])
+        )
         self.cache = ReadThroughCache(
             redis_client,
             self.bulkheads["cache"],
@@ -163,6 +179,10 @@ class Service:
         so is a remote API's: it applies its own, once for every replica."""
         local = self.dependencies
         self.dependencies.apply_chaos({d: c for d, c in state.chaos.items() if d in local})
+        db: Database | None = getattr(self, "db", None)  # None while being built
+        if db is not None:
+            db.set_chaos(state.chaos.get("db", CALM))
+            db.limit_changed()  # bulkhead.db may have moved: the pool follows it
 
     def _jobs_metrics(self) -> None:
         registry = self.registry
@@ -209,6 +229,7 @@ class Service:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         # The protection has started (control plane read, watcher, loop lag, health).
+        await self.db.start()  # schema and seed; a db not up yet is retried on first use
         sampler = asyncio.create_task(self._sample_jobs(), name="jobs-sampler")
         self.ready = True
         try:
@@ -219,3 +240,4 @@ class Service:
             await self.protection.stop()  # before Redis goes: its watcher uses it
             await self.redis.aclose()
             await self.callers.aclose()
+            await self.db.close()

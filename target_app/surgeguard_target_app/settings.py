@@ -58,6 +58,13 @@ class DemoSettings(ReplicaSettings):
     payments_capacity: int = Field(DEPENDENCY_DEFAULTS["payments"][0], ge=1, le=10_000)
     payments_latency_ms: float = Field(DEPENDENCY_DEFAULTS["payments"][1], ge=0.0, le=60_000)
 
+    database_url: str | None = Field(
+        None,
+        pattern=r"^((postgres|postgresql)://\S+)?$",
+        description="the db as a real PostgreSQL server shared by every replica "
+        "(postgresql://user:password@host:port/database); unset: simulated in this replica",
+    )
+
     # -- remote APIs: set, that dependency is an HTTP service shared by every replica --
     recommendations_url: str | None = Field(
         None,
