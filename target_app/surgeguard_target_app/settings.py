@@ -4,10 +4,11 @@ limit) and its job worker (``WorkerSettings``)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from surgeguard.settings import ReplicaSettings, SettingsBase
 
@@ -16,6 +17,8 @@ DEMO_CLIENT_KEY = "demo-key"
 # holds the same list): one key for a whole Locust run would be one client, and the
 # per-client share would shed it as such.
 LOAD_CLIENT_KEYS: tuple[str, ...] = tuple(f"load-{n:02d}" for n in range(1, 17))
+
+REMOTE_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")  # a remote API's base URL
 
 # Simulated dependencies: (parallel slots, base latency in ms).
 DEPENDENCY_DEFAULTS: dict[str, tuple[int, float]] = {
@@ -68,13 +71,11 @@ class DemoSettings(ReplicaSettings):
     # -- remote APIs: set, that dependency is an HTTP service shared by every replica --
     recommendations_url: str | None = Field(
         None,
-        pattern=r"^(https?://[^\s/]+(/\S*)?)?$",
         description="recommendations service's base URL (surgeguard remote recommendations); "
         "unset: simulated in this replica",
     )
     payments_url: str | None = Field(
         None,
-        pattern=r"^(https?://[^\s/]+(/\S*)?)?$",
         description="payments service's base URL (surgeguard remote payments); "
         "unset: simulated in this replica",
     )
@@ -94,6 +95,13 @@ class DemoSettings(ReplicaSettings):
     analytics_maxlen: int = Field(
         100_000, ge=100, le=100_000_000, description="analytics events kept waiting (about)"
     )
+
+    @field_validator("recommendations_url", "payments_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not REMOTE_URL.match(value):
+            raise ValueError(f"must be an http:// or https:// base URL, got {value!r}")
+        return value
 
     def remote_url(self, name: str) -> str | None:
         """The base URL of dependency ``name`` when it is a remote API, else None."""

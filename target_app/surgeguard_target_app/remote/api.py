@@ -24,6 +24,8 @@ RECOMMENDATIONS_PATH = "/v1/users/{user_id}/recommendations"
 CHARGES_PATH = "/v1/charges"
 
 # The service's own /metrics (not a replica's: surgeguard.metric_names names those).
+# counter {dependency}: calls received (each then answered, or still inside)
+CALLS_RECEIVED_TOTAL = "surgeguard_remote_calls_received_total"
 # counter {dependency, outcome}: calls answered (outcome ok or error)
 CALLS_TOTAL = "surgeguard_remote_calls_total"
 # histogram {dependency}: a call's time inside the service, seconds

@@ -77,6 +77,9 @@ class RemoteService:
         )
         for outcome in ("ok", "error"):
             self._calls.labels(self.name, outcome)
+        self._received = Counter(
+            api.CALLS_RECEIVED_TOTAL, "Calls received.", ["dependency"], registry=registry
+        ).labels(self.name)
         self._seconds = Histogram(
             api.CALL_SECONDS,
             "A call's time inside the service, seconds.",
@@ -107,6 +110,7 @@ class RemoteService:
     async def serve_call(self, answer: Callable[[], T]) -> T | JSONResponse:
         """One call: the simulated work, then ``answer()``; a simulated failure is a 503."""
         started = time.monotonic()
+        self._received.inc()
         try:
             await self.dependency.call()
         except DependencyError as exc:
