@@ -98,7 +98,7 @@ class DemoSettings(ReplicaSettings):
 
     @field_validator("recommendations_url", "payments_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
+    def _remote_url_is_http(cls, value: str | None) -> str | None:
         if value and not REMOTE_URL.match(value):
             raise ValueError(f"must be an http:// or https:// base URL, got {value!r}")
         return value
