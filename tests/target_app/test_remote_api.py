@@ -34,7 +34,7 @@ ORDER_ID = "0123456789abcdef0123456789abcdef"
 @pytest.fixture
 def remote() -> Iterator[dict[RemoteName, ServerThread]]:
     """Both remote APIs (no Redis: calm), each on its own real server."""
-    settings = RemoteSettings(recommendations_latency_ms=1.0, payments_latency_ms=1.0)
+    settings = RemoteSettings.load(recommendations_latency_ms=1.0, payments_latency_ms=1.0)
     servers = {
         name: ServerThread(RemoteService(name, settings, None).asgi) for name in api.REMOTE_NAMES
     }
