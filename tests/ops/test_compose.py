@@ -1,5 +1,6 @@
 """Issue 7: the container stack as files: docker-compose.yml, Dockerfile, .dockerignore and
-nginx/nginx.conf.
+nginx/nginx.conf. Issue 15: three replicas sharing one Postgres, one remote
+recommendations and payments service and a db budget, found by their announcements.
 
 No container runs here (the suite needs no Docker engine). What is checked is what breaks
 a `docker compose up` silently or unsafely: an unpinned image, a service without a health
@@ -24,6 +25,7 @@ import yaml
 
 from surgeguard.cli.settings import StackSettings
 from surgeguard.settings import ENV_PREFIX, SettingsError
+from tests.ops.postgres_budget import RESERVE, db_budget, fits, max_connections
 from tests.support.tools import NOT_POSSIBLE_HERE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +41,7 @@ REQUIRED_VARIABLES = {
     "SURGEGUARD_ADMIN_TOKEN": "test-token",
     "GRAFANA_ADMIN_PASSWORD": "pw",
     "REDIS_PASSWORD": "redis-pw",
+    "POSTGRES_PASSWORD": "postgres-pw",
 }
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
@@ -121,6 +124,24 @@ def flag(cmd: list[str], name: str) -> str | None:
     return None
 
 
+def image_service(prefix: str) -> tuple[str, dict[str, Any]]:
+    """The one service whose image starts with ``prefix`` ("postgres:")."""
+    found = [(n, s) for n, s in services().items() if str(s.get("image", "")).startswith(prefix)]
+    assert len(found) == 1, f"expected one service running {prefix}..., got {found}"
+    return found[0]
+
+
+def remotes() -> dict[str, tuple[str, int]]:
+    """Remote API name -> (service name, port it listens on)."""
+    found = {}
+    for name, svc in surgeguard_services().items():
+        cmd = command(svc)
+        if cmd[:1] == ["remote"]:
+            assert cmd[1] not in found, f"two services run the remote {cmd[1]}"
+            found[cmd[1]] = (name, int(flag(cmd, "--port") or 0))
+    return found
+
+
 def replicas() -> dict[str, int]:
     """Target replica service name -> port it listens on inside its container."""
     found = {}
@@ -196,12 +217,13 @@ def test_every_service_has_a_health_check() -> None:
 
 def test_surgeguard_health_checks_probe_the_port_the_process_listens_on() -> None:
     port_flags = {
+        "remote": "--port",
         "target": "--port",
         "controller": "--port",
         "worker": "--metrics-port",
         "dashboard": "--port",
     }
-    defaults = {"target": 8000, "controller": 8001, "worker": 8002, "dashboard": 8501}
+    defaults = {"target": 8000, "controller": 8001, "worker": 8002, "dashboard": 8501, "remote": 0}
     paths = {"dashboard": "/_stcore/health"}  # Streamlit's own health route
     for name, svc in surgeguard_services().items():
         cmd = command(svc)
@@ -278,9 +300,9 @@ def test_surgeguard_processes_share_one_redis_and_listen_beyond_loopback() -> No
     assert len(urls) == 1, f"all surgeguard processes must use the same Redis: {urls}"
 
 
-def test_two_replicas_with_distinct_stable_ids() -> None:
+def test_three_replicas_with_distinct_stable_ids() -> None:
     found = replicas()
-    assert len(found) >= 2, f"expected at least two target replicas, got {sorted(found)}"
+    assert len(found) >= 3, f"expected at least three target replicas, got {sorted(found)}"
     ids = [environment(services()[name]).get("SURGEGUARD_REPLICA_ID", "") for name in found]
     assert all(ids), "every replica needs SURGEGUARD_REPLICA_ID (the control document key)"
     assert len(set(ids)) == len(ids), f"replica ids must differ: {ids}"
@@ -305,14 +327,78 @@ def test_replicas_default_to_the_settings_client_keys_and_their_ceilings() -> No
         assert keys == default, name
 
 
-def test_controller_tunes_every_replica() -> None:
+def test_controller_finds_every_replica_by_its_announcement() -> None:
+    """Issue 15: each replica announces the URL the controller scrapes, its own in-network
+    address (never nginx's); a static list, if any, names only replicas."""
     controllers = [s for s in surgeguard_services().values() if command(s)[:1] == ["controller"]]
     assert len(controllers) == 1, "expected exactly one controller service"
     env = environment(controllers[0])
-    targets = {t.strip().rstrip("/") for t in env["SURGEGUARD_CONTROLLER_TARGETS"].split(",")}
-    expected = {f"http://{name}:{port}" for name, port in replicas().items()}
-    assert targets == expected
+    advertised = {
+        environment(services()[name]).get("SURGEGUARD_ADVERTISE_URL", ""): f"http://{name}:{port}"
+        for name, port in replicas().items()
+    }
+    assert all(url == expected for url, expected in advertised.items()), advertised
+    assert len(advertised) == len(replicas()), f"replicas announce the same URL: {advertised}"
+    static = env.get("SURGEGUARD_CONTROLLER_TARGETS", "")
+    targets = {t.strip().rstrip("/") for t in static.split(",") if t.strip()}
+    assert targets <= set(advertised), f"static targets that are no replica: {targets}"
     assert env["SURGEGUARD_ADMIN_TOKEN"].startswith("${SURGEGUARD_ADMIN_TOKEN:?")
+    assert set(replicas()) <= set(controllers[0]["depends_on"]), "start after the replicas"
+
+
+def test_replicas_share_one_postgres_and_one_of_each_remote_service() -> None:
+    """Issue 15: every replica's db is the one Postgres (with its password from the
+    secret's variable), its recommendations and payments the remote services, and each
+    waits for them to be healthy."""
+    postgres_name, _ = image_service("postgres:")
+    found = remotes()
+    assert set(found) == {"recommendations", "payments"}, found
+    for name in replicas():
+        svc = services()[name]
+        env = {k: resolve(v) for k, v in environment(svc).items()}
+        url = urlsplit(env.get("SURGEGUARD_DATABASE_URL", ""))
+        assert url.scheme == "postgresql" and url.hostname == postgres_name, f"{name}: {url}"
+        assert url.password == REQUIRED_VARIABLES["POSTGRES_PASSWORD"], name
+        assert (url.port, url.username, url.path) == (5432, "surgeguard", "/surgeguard"), name
+        for remote, (service, port) in found.items():
+            variable = f"SURGEGUARD_{remote.upper()}_URL"
+            assert env.get(variable) == f"http://{service}:{port}", f"{name}: {variable}"
+        for dependency in ("redis", postgres_name, *(s for s, _ in found.values())):
+            assert dependency in svc["depends_on"], f"{name} must wait for {dependency}"
+        assert db_budget(env["SURGEGUARD_BUDGETS"]) > 0, name
+    budgets = {resolve(environment(services()[n])["SURGEGUARD_BUDGETS"]) for n in replicas()}
+    assert len(budgets) == 1, f"the replicas must declare one budget: {budgets}"
+
+
+def test_the_db_budget_fits_in_postgres_max_connections_less_the_reserve() -> None:
+    _, postgres = image_service("postgres:")
+    args = command(postgres)
+    (budgets,) = {resolve(environment(services()[n])["SURGEGUARD_BUDGETS"]) for n in replicas()}
+    assert fits(budgets, args), (db_budget(budgets), max_connections(args), RESERVE)
+
+
+def test_postgres_persists_and_takes_its_password_from_a_secret() -> None:
+    _, postgres = image_service("postgres:")
+    assert is_pinned(str(postgres["image"]))
+    assert compose()["secrets"]["postgres_password"] == {"environment": "POSTGRES_PASSWORD"}
+    assert postgres.get("secrets") == ["postgres_password"]
+    env = environment(postgres)
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in env  # the secret, not a value in the file
+    assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == ("surgeguard", "surgeguard")
+    named = set(compose().get("volumes") or {})
+    mounts = {str(v).split(":")[0]: str(v).split(":")[1] for v in postgres.get("volumes", [])}
+    assert any(m in named and p == "/var/lib/postgresql/data" for m, p in mounts.items())
+    assert "pg_isready" in healthcheck_text(postgres)
+
+
+def test_remote_services_follow_the_control_plane_chaos_and_listen_beyond_loopback() -> None:
+    for service, port in remotes().values():
+        env = {k: resolve(v) for k, v in environment(services()[service]).items()}
+        assert env.get("SURGEGUARD_HOST") == "0.0.0.0", service
+        assert urlsplit(env.get("SURGEGUARD_REDIS_URL", "")).hostname == "redis", service
+        assert f"http://127.0.0.1:{port}/healthz" in healthcheck_text(services()[service])
+        assert "ports" not in services()[service], f"{service}: not for outside the network"
 
 
 def test_nginx_balances_over_every_replica() -> None:

@@ -21,6 +21,7 @@ import yaml
 
 from surgeguard.cli.settings import StackSettings
 from surgeguard.settings import ENV_PREFIX, SettingsError
+from tests.ops.postgres_budget import RESERVE, db_budget, fits, max_connections
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -29,9 +30,6 @@ README = MANIFESTS / "README.md"
 # The oldest Kubernetes the manifests claim to work on (autoscaling/v2 and policy/v1 are
 # there since 1.23 and 1.21).
 KUBERNETES_VERSION = "1.29"
-# Postgres connections kept out of the db budget: superuser_reserved_connections (3, its
-# default) and 5 for the worker, schema set-up and an operator's psql (configmap.yaml).
-POSTGRES_RESERVE = 8
 WORKLOADS = ("Deployment", "StatefulSet")
 # $(NAME): Kubernetes' own expansion of an earlier env entry ($$ escapes it).
 REFERENCE = re.compile(r"(?<!\$)\$\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)")
@@ -295,14 +293,10 @@ def test_redis_and_postgres_are_stateful_sets_with_volumes() -> None:
 
 
 def test_the_db_budget_fits_in_postgres_max_connections_less_the_reserve() -> None:
-    budgets = dict(
-        part.split(":", 1) for part in config_map()["SURGEGUARD_BUDGETS"].split(",") if part
-    )
-    budget = int(budgets["db"])
+    budgets = config_map()["SURGEGUARD_BUDGETS"]
     args = containers(of_kind_named("StatefulSet", "postgres"))[0]["args"]
-    settings = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "-c")
-    max_connections = int(settings["max_connections"])
-    assert 0 < budget <= max_connections - POSTGRES_RESERVE, (budget, max_connections)
+    assert fits(budgets, args), (db_budget(budgets), max_connections(args), RESERVE)
+    assert not fits(budgets, ["-c", f"max_connections={db_budget(budgets) + RESERVE - 1}"])
 
 
 def test_no_secret_value_is_written_into_a_workload_or_the_config_map() -> None:

@@ -61,7 +61,7 @@ needs_prometheus = pytest.mark.skipif(
 
 # The compose service names prometheus.yml scrapes, per job.
 COMPOSE_TARGETS = {
-    "target": ["target1:8000", "target2:8000"],
+    "target": ["target1:8000", "target2:8000", "target3:8000"],
     "worker": ["worker:8002"],
     "controller": ["controller:8001"],
     "prometheus": ["localhost:9090"],
