@@ -26,10 +26,12 @@ the superuser can always get in to look.
 
 Running as root (containers, CI): Postgres refuses to run as root, so the server runs
 as the system user ``surgeguard-postgres`` (created with ``useradd`` if missing), which
-owns ``<data_dir>/postgres`` (mode 0700). For it to reach that directory, every parent
-directory it cannot search gains search permission for others (``o+x``: enter, never
-list; e.g. pytest's 0700 temporary directories, or ``/root``); the same for the
-binaries' install directory. Nothing else changes.
+owns ``<data_dir>/postgres`` (mode 0700). The directories above it may be closed to
+that user (pytest's 0700 temporary directories, ``/root``): the server is started in
+its data directory while still root and names it ``/proc/self/cwd`` (Linux), so it
+never walks that path and nothing above it is chmodded. Only the binaries' install
+directory must let it in: its parents gain search permission (``o+x``, never read)
+where they lack it.
 
 The child never outlives us: on Linux it gets ``PR_SET_PDEATHSIG`` (set after it drops
 to the server user, which would clear it), and an ``atexit`` hook stops it. Each data
@@ -166,7 +168,8 @@ def _server_user() -> _ServerUser | None:
 
 
 def _open_for_traversal(path: Path, user: _ServerUser) -> None:
-    """Give ``user`` search permission (x, never read) on every parent of ``path``."""
+    """Give ``user`` search permission (x, never read) on every parent of ``path``: the
+    server user must reach the binaries it runs (normally already world-readable)."""
     for parent in path.parents:
         info = parent.stat()
         if info.st_uid == user.uid:
@@ -350,28 +353,23 @@ class EmbeddedPostgres:
         cluster = self.cluster_dir
         cluster.mkdir(mode=0o700, exist_ok=True)
         if user is not None:
-            _open_for_traversal(cluster, user)
             _open_for_traversal(bin_dir, user)
             os.chown(cluster, user.uid, user.gid)
         cluster.chmod(0o700)  # Postgres refuses a data directory others can read
         if (cluster / "PG_VERSION").exists():
             return
-        # initdb reads the password from a file (never a command line): a copy only the
-        # server user can read, for as long as initdb runs. (Not /dev/stdin: a pipe made
-        # by root cannot be reopened by the server user.)
-        pwfile = self._data_dir / f".{PASSWORD_NAME}.initdb"
-        pwfile.unlink(missing_ok=True)
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # initdb reads the password from a file, never a command line: an anonymous
+        # in-memory file (memfd) it inherits, which no other process can open by path.
+        # (Not a pipe on /dev/stdin: one made by root cannot be reopened by the user.)
+        pw_fd = os.memfd_create("postgres-password")
         try:
-            with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(self.password + "\n")
-            if user is not None:
-                os.chown(pwfile, user.uid, user.gid)
+            os.write(pw_fd, (self.password + "\n").encode())
+            os.lseek(pw_fd, 0, os.SEEK_SET)
             args = [
                 str(bin_dir / "initdb"),
-                "-D", str(cluster),
+                "-D", self._pgdata_arg(user),
                 "-U", SUPERUSER,
-                f"--pwfile={pwfile}",
+                f"--pwfile=/proc/self/fd/{pw_fd}",
                 "--auth=scram-sha-256",
                 "--encoding=UTF8",
                 "--locale=C",
@@ -384,6 +382,8 @@ class EmbeddedPostgres:
                     stderr=log,
                     check=False,
                     timeout=self._startup_timeout_s,
+                    pass_fds=(pw_fd,),
+                    cwd=cluster,  # entered as root, before the drop (see _pgdata_arg)
                     user=user.uid if user else None,
                     group=user.gid if user else None,
                     extra_groups=[] if user else None,
@@ -392,18 +392,28 @@ class EmbeddedPostgres:
                     preexec_fn=die_with_parent(),
                 )
         finally:
-            pwfile.unlink(missing_ok=True)
+            os.close(pw_fd)
         if done.returncode != 0:
             raise EmbeddedPostgresError(
                 f"initdb failed with code {done.returncode} in {cluster}; log tail "
                 f"({self.log_path}):\n{_tail(self.log_path)}"
             )
 
+    def _pgdata_arg(self, user: _ServerUser | None) -> str:
+        """The data directory as the server names it. Run as another user, the child is
+        started in the cluster directory (Popen enters it while still root) and names it
+        ``/proc/self/cwd``: its own working directory, reached without a path walk, so
+        no directory above the data dir has to let the user in (pytest's 0700 temporary
+        directories, ``/root``), and nothing there is chmodded. Postgres changes into
+        its data directory at start, which is then the same directory: the name holds
+        for every process it forks."""
+        return "/proc/self/cwd" if user is not None else str(self.cluster_dir)
+
     def _spawn_and_wait(self, bin_dir: Path, port: int, user: _ServerUser | None) -> str | None:
         """Run postgres on ``port`` until it says it is ready; an error text on failure."""
         args = [
             str(bin_dir / "postgres"),
-            "-D", str(self.cluster_dir),
+            "-D", self._pgdata_arg(user),
             "-p", str(port),
             "-c", f"listen_addresses={self._host}",
             "-c", "unix_socket_directories=",  # TCP only: no socket file to place
@@ -419,6 +429,7 @@ class EmbeddedPostgres:
                 stdout=log,
                 stderr=log,
                 pass_fds=(self._lock_file.fileno(),),
+                cwd=self.cluster_dir,  # see _pgdata_arg
                 start_new_session=True,  # a terminal's Ctrl-C reaches us, we stop it last
                 user=user.uid if user else None,
                 group=user.gid if user else None,

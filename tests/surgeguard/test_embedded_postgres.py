@@ -63,6 +63,8 @@ async def test_data_survives_a_restart_and_the_password_is_private(
     assert server.password in server.url
     assert server.password not in server.safe_url
     assert (server.cluster_dir / "PG_VERSION").is_file()  # the cluster is in the data dir
+    # pytest's 0700 directories above it stay closed: the server user never walks them.
+    assert stat.S_IMODE(server.data_dir.parent.stat().st_mode) == 0o700
 
 
 async def test_a_client_without_the_password_is_refused(server: EmbeddedPostgres) -> None:
