@@ -51,6 +51,11 @@ CROSS_APP_ALLOWED: dict[tuple[str, str], str] = {
     ("surgeguard_loadtest.storm.measure", "surgeguard_controller.sensing.signals"): _SIGNALS,
     ("surgeguard_loadtest.bench.spike", "surgeguard_controller.sensing.scrape"): _SCRAPE,
     ("surgeguard_loadtest.bench.spike", "surgeguard_controller.sensing.signals"): _SIGNALS,
+    ("surgeguard_loadtest.bench.shared_db", "surgeguard_controller.sensing.scrape"): _SCRAPE,
+    ("surgeguard_loadtest.bench.shared_db", "surgeguard_controller.sensing.signals"): _SIGNALS,
+    ("surgeguard_loadtest.bench.shared_db", "surgeguard_target_app.db.schema"): (
+        "the shared-db benchmark measures the demo's database alone, before any replica"
+    ),
     ("surgeguard_loadtest.bench.history", "surgeguard_controller.store"): (
         "the history benchmark fills the controller's history key to its cap"
     ),
