@@ -176,3 +176,9 @@ EXPORTED: tuple[str, ...] = tuple(
     for key, value in sorted(globals().items())
     if key.isupper() and key != "PREFIX" and isinstance(value, str) and value.startswith(PREFIX)
 )
+
+# -- the controller's own (surgeguard_controller.metrics), after EXPORTED: no replica
+# exports these --------------------------------------------------------------------------
+# gauge, no labels: replicas the controller tunes now (read at least once; an announced
+# one until it leaves)
+CONTROLLER_REPLICAS = "surgeguard_controller_replicas"

@@ -32,6 +32,7 @@ from surgeguard_controller.health import error_text
 from surgeguard_controller.loop import Controller
 from surgeguard_controller.operators import OPERATOR_STATE
 from surgeguard_controller.records import jsonable
+from surgeguard_controller.sensing.discovery import sd_groups
 
 
 def _unicode(text: str) -> str:
@@ -135,6 +136,12 @@ def build_api(controller: Controller) -> APIRouter:
             control = controller.known
             stale = {"control_stale": True, "control_error": error_text(exc)}
         return {**state_json(controller, control), **controller.state_json(), **stale}
+
+    @router.get("/targets")
+    async def targets() -> list[dict[str, Any]]:
+        """The replicas the controller tunes, as Prometheus ``http_sd_configs`` reads
+        them (``[{"targets": ["host:port", ...], "labels": {"job": ...}}]``)."""
+        return sd_groups(controller.source.targets)
 
     @router.get("/history")
     async def history(

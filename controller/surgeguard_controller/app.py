@@ -43,7 +43,7 @@ def build_app(
     """The ASGI app. With ``run_loop`` the control loop runs for the app's lifetime.
     ``scenarios``: the load-test scenarios a drill may run (the composition root hands
     in the load tests' catalogue; the controller does not import the load tests).
-    ``drills`` runs load-test drills (default: against the first target, reports under
+    ``drills`` runs load-test drills (default: against the first target then, reports under
     ``.surgeguard/drills``); a running drill is stopped when the app shuts down.
     ``operators``: who may write (default: ``admin_token`` as the operator "admin");
     ``body_limit``: the largest request body, bytes (413 past it)."""
@@ -51,7 +51,7 @@ def build_app(
         operators = Operators({"admin": admin_token} if admin_token else {})
     runner = drills or DrillRunner(
         controller.redis,
-        target=controller.source.targets[0],
+        target=lambda: next(iter(controller.source.targets), ""),
         out_root=DEFAULT_DRILLS_DIR,
         admin_token=admin_token,
     )

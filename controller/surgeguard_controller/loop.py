@@ -175,6 +175,9 @@ class Controller:
         self.started = clock()
         self.ready_grace_s = max(5.0, 3 * tick_s) if ready_grace_s is None else ready_grace_s
         self._tick_errors: list[str] = []
+        self._targets: set[str] = set()  # the targets read last tick
+        self._joined: set[str] = set()  # announced targets said to have joined
+        self._leaving: set[str] = set()  # replicas that left, still in the document
 
     # -- one tick -----------------------------------------------------------------------
 
@@ -221,12 +224,75 @@ class Controller:
         windows = self._update_views(scrapes)
         if self.lease.held and self._needs_restore():
             await self._restore()
+        await self._follow_fleet(scrapes)
         decisions, modes = self._decide(windows, started)
         decisions, modes = await self._publish(decisions, modes)
         await self._record(decisions, modes, write=self.lease.held)
         self.metrics.tick.observe(self._clock() - started)
         self.ticks += 1
         return decisions
+
+    # -- replicas that come and go (issue 15) ------------------------------------------
+
+    async def _follow_fleet(self, scrapes: Mapping[str, Scrape | None]) -> None:
+        """Forget each replica whose target is no longer read (an announced one that
+        left): its view, reads, series and its own knobs in the document (its share
+        goes back to the pool), with a record saying why; record the joins."""
+        found, present = self.source.found, set(scrapes)
+        records: list[dict[str, Any]] = []
+        for target in sorted(self._targets - present):
+            view = self.replicas.pop(target, None)
+            self._reads.pop(target, None)
+            self._joined.discard(target)
+            if view is None:
+                self.metrics.scrape_errors.remove(target)
+                continue
+            self.metrics.forget(view.replica, target, {*view.knobs, *view.enforced_knobs})
+            self.latest_reasons.pop(view.replica, None)
+            self._leaving.add(view.replica)
+            reason = f"replica {view.replica} left ({found.why_gone(target)}): forgotten"
+            log.info("%s", reason)
+            records.append({"replica": view.replica, "action": "forget", "reason": reason})
+        self._targets = present
+        for target, view in self.replicas.items():
+            if target in found.announced and target not in self._joined:
+                self._joined.add(target)
+                self._leaving.discard(view.replica)
+                reason = f"replica {view.replica} joined (announced at {target}): tuned"
+                log.info("%s", reason)
+                records.append({"replica": view.replica, "action": "join", "reason": reason})
+        self.metrics.replicas.set(len(self.replicas))
+        await self._forget_in_document()
+        if records and self.lease.held:
+            at = self.wall()
+            try:
+                await self.store.add_decisions(
+                    [{"at": at, "knob": "replica", "applied": True, **r} for r in records]
+                )
+            except RedisError as exc:
+                self._tick_errors.append(f"could not record replicas joining or leaving: {exc}")
+
+    async def _forget_in_document(self) -> None:
+        """Drop the replicas that left from the document's ``replicas`` map."""
+        tuned = {v.replica for v in self.replicas.values()}
+        self._leaving -= tuned | (self._leaving - set(self.control.replicas))
+        gone = set(self._leaving)
+        if not gone or not self.lease.held or self.control_error is not None:
+            return
+
+        def drop(state: ControlState) -> ControlState:
+            return replace(
+                state, replicas={r: k for r, k in state.replicas.items() if r not in gone}
+            )
+
+        try:
+            self.control = self.last_good = await self.writer.update(drop)
+        except NotHolder:
+            return
+        except RedisError as exc:
+            self._tick_errors.append(f"could not forget {', '.join(sorted(gone))}: {exc}")
+            return
+        self._leaving -= gone
 
     # -- the document and the lease (issue 13) -------------------------------------------
 
@@ -337,6 +403,8 @@ class Controller:
             "control_error": self.control_error,
             "control_stale": self.control_stale,
             "lease": self.lease.json(),
+            # Who is tuned, who is ignored and why, and each target's last read error.
+            "discovery": {**self.source.found.json(), "errors": dict(self.source.last_error)},
         }
 
     @property

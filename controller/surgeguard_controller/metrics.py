@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from surgeguard import metric_names as names
 
 
 class ControllerMetrics:
@@ -60,3 +64,16 @@ class ControllerMetrics:
             ["replica"],
             registry=registry,
         )
+        self.replicas = Gauge(
+            names.CONTROLLER_REPLICAS,
+            "Replicas the controller tunes (read at least once; an announced one until it leaves).",
+            registry=registry,
+        )
+
+    def forget(self, replica: str, target: str, knobs: Iterable[str]) -> None:
+        """A replica that left: its series go (a fleet that churns must not grow them)."""
+        for gauge in (self.stale, self.p99, self.obeying):
+            gauge.remove(replica)
+        for knob in knobs:
+            self.knob.remove(replica, knob)
+        self.scrape_errors.remove(target)

@@ -14,6 +14,7 @@ from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
 from surgeguard_controller.loop import Controller
 from surgeguard_controller.operators import Operators
+from surgeguard_controller.sensing.discovery import Discovery
 from surgeguard_controller.sensing.sources import DirectSource, PrometheusSource, SignalSource
 from surgeguard_controller.settings import ControllerSettings
 
@@ -31,14 +32,15 @@ def build_controller(
         cooldown_s=max(tick_s, 1.0) + tick_s,
     )
     timeout_s = min(0.8 * tick_s, 2.0)
+    redis = connect(redis_url)
+    # The static targets and every replica announced in Redis, read again each tick.
+    found = Discovery(redis, targets, forget_after_ms=settings.controller_forget_after_ms)
     source: SignalSource
     if settings.prometheus_url:
-        source = PrometheusSource(http, settings.prometheus_url, targets, timeout_s=timeout_s)
+        source = PrometheusSource(http, settings.prometheus_url, found, timeout_s=timeout_s)
     else:
-        source = DirectSource(http, targets, timeout_s=timeout_s)
-    return Controller(
-        connect(redis_url), source, config, scope=settings.controller_scope, tick_s=tick_s
-    )
+        source = DirectSource(http, found, timeout_s=timeout_s)
+    return Controller(redis, source, config, scope=settings.controller_scope, tick_s=tick_s)
 
 
 def serve(
@@ -64,7 +66,7 @@ def serve(
     local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     drills = DrillRunner(
         controller.redis,
-        target=targets[0],
+        target=lambda: next(iter(controller.source.targets), ""),
         out_root=settings.data_dir / "drills",
         controller_url=f"http://{local}:{port}",
         admin_token=drill_token,
@@ -89,7 +91,8 @@ def serve(
     people = [n for n in operators.names if n != "drill"]
     writes = f"on for {', '.join(people)}" if people else "OFF (no SURGEGUARD_ADMIN_TOKEN(S))"
     print(
-        f"controller on http://{settings.host}:{port} tuning {', '.join(targets)} "
+        f"controller on http://{settings.host}:{port} tuning "
+        f"{', '.join(targets) + ' and ' if targets else ''}the replicas announced in Redis "
         f"every {controller.tick_s:g} s with {controller.config.algorithm}; "
         f"operator writes {writes}",
         flush=True,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from surgeguard.settings import ENV_PREFIX, SettingsBase, SettingsError
 from surgeguard_controller.operators import check_tokens, parse_tokens
@@ -30,7 +31,15 @@ class ControllerSettings(SettingsBase):
     # -- the control loop --
     controller_port: int = Field(8001, ge=1, le=65535, description="controller API port")
     controller_targets: str = Field(
-        "", description="comma-separated target replica URLs the controller tunes"
+        "",
+        description="comma-separated target replica URLs the controller tunes, besides "
+        "the replicas that announce themselves in Redis (may be empty)",
+    )
+    controller_forget_after_ms: int = Field(
+        5000,
+        ge=100,
+        le=3_600_000,
+        description="an announced replica silent this long is forgotten, ms",
     )
     controller_tick_ms: int = Field(1000, ge=50, le=60_000, description="control tick, ms")
     controller_algorithm: Literal["aimd", "static", "gradient"] = Field(
@@ -48,6 +57,15 @@ class ControllerSettings(SettingsBase):
     prometheus_url: str | None = Field(
         None, description="read signals from this Prometheus instead of scraping replicas"
     )
+
+    @field_validator("controller_targets")
+    @classmethod
+    def _targets(cls, value: str) -> str:
+        for target in (t.strip() for t in value.split(",")):
+            parts = urlsplit(target)
+            if target and (parts.scheme not in ("http", "https") or not parts.netloc):
+                raise ValueError(f"{target!r} is not an http(s) URL (http://host:port)")
+        return value
 
     def operator_tokens(self) -> dict[str, str]:
         """Every operator's ``name -> token``, from the variables and files; raises

@@ -290,7 +290,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="URL",
-        help="a target replica to tune (repeatable; SURGEGUARD_CONTROLLER_TARGETS)",
+        help="a target replica to tune (repeatable; SURGEGUARD_CONTROLLER_TARGETS), "
+        "besides the replicas announced in Redis (SURGEGUARD_ADVERTISE_URL)",
     )
     ctl.add_argument("--host", help="default 127.0.0.1 (SURGEGUARD_HOST)")
     ctl.add_argument("--port", type=_port, help="default 8001 (SURGEGUARD_CONTROLLER_PORT)")
@@ -533,11 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 controller_targets=",".join(args.target) if args.target else None,
                 data_dir=args.data_dir,
             )
+            # None given: it tunes the replicas that announce themselves in Redis.
             targets = ctl.controller_target_list
-            if not targets:
-                raise SettingsError(
-                    "no target to tune: give --target URL (or SURGEGUARD_CONTROLLER_TARGETS)"
-                )
             ctl.operator_tokens()  # a bad token stops start-up before Redis starts
             with redis_url_for(ctl.redis_url, ctl.data_dir) as url:
                 return serve_controller(

@@ -266,11 +266,13 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
             proc.stdout.close()
 
 
-def test_controller_needs_a_target() -> None:
-    env = {"SURGEGUARD_CONTROLLER_TARGETS": ""}
-    result = _run("controller", env=env)
+def test_controller_refuses_a_target_that_is_no_url() -> None:
+    """No target is fine now (the controller tunes the replicas announced in Redis,
+    issue 15, tests/controller/test_discovery_fleet.py); one that is no URL is a line."""
+    result = _run("controller", "--target", "localhost:8000")
     assert result.returncode == 2
-    assert "no target to tune: give --target URL" in result.stderr
+    assert "--target='localhost:8000'" in result.stderr, result.stderr
+    assert "is not an http(s) URL" in result.stderr, result.stderr
 
 
 def test_controller_rejects_an_unknown_algorithm() -> None:

@@ -80,7 +80,7 @@ class DrillRunner:
         self,
         redis_client: aioredis.Redis,
         *,
-        target: str,
+        target: str | Callable[[], str],
         out_root: Path,
         controller_url: str | None = None,
         admin_token: str | None = None,
@@ -92,8 +92,10 @@ class DrillRunner:
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``target``: the URL the load goes to; ``controller_url``: this controller as
-        the child should reach it (None: taken from the request that starts a drill);
+        """``target``: the URL the load goes to (or what gives it when a drill starts:
+        the controller's first target, which may come and go); ``controller_url``: this
+        controller as the child should reach it (None: taken from the request that
+        starts a drill);
         ``command``: the load generator, its drill arguments appended; ``env``: the
         child's environment (default: the controller's own). ``stop_timeout_s``: SIGTERM
         to SIGKILL, seconds; ``overrun_grace_s``: a drill still running this long past
@@ -104,7 +106,7 @@ class DrillRunner:
                 f"{stop_timeout_s}, {poll_s}, {overrun_grace_s}"
             )
         self.store = DrillStore(redis_client)
-        self.target = target.rstrip("/")
+        self._target = target
         self.out_root = out_root.resolve()  # the child may run elsewhere; paths must not move
         self.controller_url = controller_url.rstrip("/") if controller_url else None
         self.command = tuple(command)
@@ -126,6 +128,11 @@ class DrillRunner:
         # Setting a drill's chaos and putting it back at its end never interleave.
         self._chaos_lock = asyncio.Lock()
         self.desk: writes.Desk | None = None  # where chaos is written (``bind``)
+
+    @property
+    def target(self) -> str:
+        """The URL a drill started now would load ("" while there is none)."""
+        return (self._target() if callable(self._target) else self._target).rstrip("/")
 
     def bind(self, desk: writes.Desk) -> None:
         """Where the drills' chaos is written and audited (the controller's desk)."""
@@ -149,6 +156,8 @@ class DrillRunner:
                     f"drill {c.id} ({c.scenario}) is running: stop it before starting another",
                     409,
                 )
+            if not self.target:
+                raise DrillError("no replica to load: no target is given or announced", 409)
             own_url = self.controller_url or (controller_url or "").rstrip("/")
             at = self.wall()
             stamp = datetime.fromtimestamp(at, tz=UTC).strftime("%Y%m%dT%H%M%S")

@@ -3,7 +3,8 @@ series queried from a Prometheus server that scrapes the replicas.
 
 A source returns one ``Scrape`` per target, or None for a target that could not
 be read this tick (the controller then marks that replica stale and leaves its
-knobs alone)."""
+knobs alone). Its targets come from a ``TargetSet`` refreshed at every read: a fixed
+list, or the static targets plus the replicas announced in Redis (``discovery``)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,24 @@ from urllib.parse import urlsplit
 import httpx
 
 from surgeguard import metric_names as names
+from surgeguard_controller.sensing.discovery import StaticTargets, TargetSet, vet
 from surgeguard_controller.sensing.scrape import Scrape
 
 
 class SignalSource(Protocol):
-    targets: Sequence[str]
+    found: TargetSet  # where its targets come from
+    last_error: dict[str, str]  # target -> why its last read failed
+
+    @property
+    def targets(self) -> Sequence[str]: ...
 
     async def read(self) -> dict[str, Scrape | None]: ...
+
+
+def _target_set(targets: Sequence[str] | TargetSet) -> TargetSet:
+    if isinstance(targets, str):
+        raise TypeError("targets: a list of base URLs, not one string")
+    return StaticTargets(targets) if isinstance(targets, Sequence) else targets
 
 
 class DirectSource:
@@ -31,32 +43,38 @@ class DirectSource:
     def __init__(
         self,
         http: httpx.AsyncClient,
-        targets: Sequence[str],
+        targets: Sequence[str] | TargetSet,
         *,
         timeout_s: float = 0.8,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not targets:
-            raise ValueError("at least one target URL is needed")
-        self.targets: Sequence[str] = [t.rstrip("/") for t in targets]
+        """``targets``: base URLs, or a ``TargetSet`` read again at every ``read``."""
+        self.found = _target_set(targets)
         self._http = http
         self._timeout_s = timeout_s
         self._clock = clock
         self.last_error: dict[str, str] = {}
 
+    @property
+    def targets(self) -> Sequence[str]:
+        return self.found.current
+
     async def _one(self, target: str) -> Scrape | None:
         try:
             response = await self._http.get(f"{target}/metrics", timeout=self._timeout_s)
             response.raise_for_status()
-        except httpx.HTTPError as exc:
+            scrape = Scrape.from_text(response.text, self._clock())
+        except (httpx.HTTPError, ValueError) as exc:  # ValueError: not metrics text
             self.last_error[target] = f"{type(exc).__name__}: {exc}"
             return None
         self.last_error.pop(target, None)
-        return Scrape.from_text(response.text, self._clock())
+        return scrape
 
     async def read(self) -> dict[str, Scrape | None]:
-        results = await asyncio.gather(*(self._one(t) for t in self.targets))
-        return dict(zip(self.targets, results, strict=True))
+        targets = list(await self.found.refresh())
+        results = await asyncio.gather(*(self._one(t) for t in targets))
+        _forget_errors(self.last_error, targets)
+        return vet(dict(zip(targets, results, strict=True)), self.found.announced, self.last_error)
 
 
 class PrometheusSource:
@@ -79,14 +97,13 @@ class PrometheusSource:
         self,
         http: httpx.AsyncClient,
         prometheus_url: str,
-        targets: Sequence[str],
+        targets: Sequence[str] | TargetSet,
         *,
         timeout_s: float = 0.8,
     ) -> None:
-        if not targets:
-            raise ValueError("at least one target URL is needed")
-        self.targets: Sequence[str] = [t.rstrip("/") for t in targets]
-        self._instances = {urlsplit(t).netloc: t for t in self.targets}
+        """``targets``: base URLs, or a ``TargetSet`` read again at every ``read``
+        (each maps to the Prometheus ``instance`` of its ``host:port``)."""
+        self.found = _target_set(targets)
         self._url = prometheus_url.rstrip("/")
         self._http = http
         self._timeout_s = timeout_s
@@ -103,15 +120,22 @@ class PrometheusSource:
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
+    @property
+    def targets(self) -> Sequence[str]:
+        return self.found.current
+
     async def read(self) -> dict[str, Scrape | None]:
+        targets = list(await self.found.refresh())
+        _forget_errors(self.last_error, targets)
+        instances = {urlsplit(t).netloc: t for t in targets}
         try:
             values, stamps = await asyncio.gather(
                 self._query(self.QUERY), self._query(self.STAMP_QUERY)
             )
         except (httpx.HTTPError, ValueError, KeyError) as exc:
-            for target in self.targets:
+            for target in targets:
                 self.last_error[target] = f"prometheus unreachable: {exc}"
-            return dict.fromkeys(self.targets)
+            return dict.fromkeys(targets)
         newest: dict[str, float] = {}
         for series in stamps:
             instance = series["metric"].get("instance", "")
@@ -122,16 +146,22 @@ class PrometheusSource:
             name = labels.pop("__name__")
             instance = labels.pop("instance", "")
             labels.pop("job", None)
-            if instance in self._instances:
+            if instance in instances:
                 samples.setdefault(instance, {})[(name, frozenset(labels.items()))] = float(
                     series["value"][1]
                 )
         scrapes: dict[str, Scrape | None] = {}
-        for instance, target in self._instances.items():
+        for instance, target in instances.items():
             if instance in samples:
                 scrapes[target] = Scrape(newest.get(instance, 0.0), samples[instance])
                 self.last_error.pop(target, None)
             else:
                 scrapes[target] = None
                 self.last_error[target] = f"prometheus has no series for instance {instance}"
-        return scrapes
+        return vet(scrapes, self.found.announced, self.last_error)
+
+
+def _forget_errors(errors: dict[str, str], targets: Sequence[str]) -> None:
+    """Errors of targets no longer read go (a fleet that churns must not grow them)."""
+    for target in set(errors) - set(targets):
+        del errors[target]
