@@ -414,7 +414,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="storm: every measured phase's length, seconds (default: polite 15, "
-        "storms 30, attacker and alone 10 each; --quick: 5, 10, 5)",
+        "storms 30, attacker and alone 10 each; --quick: 5, 10, 5); spike: each policy's "
+        "run, at least 20 (default 110, --quick 40)",
     )
     _log_options(bench)
     parser.set_defaults(pass_on_controller=up_controller, pass_on_dashboard=up_dashboard)

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from surgeguard.settings import SettingsError
-from surgeguard_loadtest.bench.spike import SLO_S, parse_policies, time_to_slo
+from surgeguard_loadtest.bench.spike import (
+    MIN_CAPACITY_S,
+    QUICK,
+    SLO_S,
+    parse_policies,
+    plan_from,
+    time_to_slo,
+)
 from tests.support.processes import clean_env
 
 REQUIRED = {
@@ -29,6 +36,9 @@ REQUIRED = {
     "rejected",
     "errors",
 }
+# Each policy's run: the shortest the spike's phases allow (baseline 4 s, spike 10 s,
+# recovery 6 s), so the module's one real run takes about a minute.
+RUN_S = 20
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +51,8 @@ def quick_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             "surgeguard",
             "bench",
             "--quick",
+            "--seconds",
+            str(RUN_S),
             "--policies",
             "none,aimd",
             "--out",
@@ -68,6 +80,7 @@ def test_bench_quick_writes_a_well_formed_summary(quick_bench: tuple[Path, str])
     assert s["scenario"] == "spike"
     assert s["slo_p99_ms"] == SLO_S * 1000
     assert set(s["policies"]) == {"none", "aimd"}
+    assert s["phases"]["run_s"] == RUN_S and s["phases"]["capacity_s"] == MIN_CAPACITY_S
     for name, policy in s["policies"].items():
         assert set(policy) >= REQUIRED, (name, REQUIRED - set(policy))
         assert policy["capacity_rps"] == s["capacity_rps"] > 0  # measured, the same for all
@@ -79,7 +92,8 @@ def test_bench_quick_writes_a_well_formed_summary(quick_bench: tuple[Path, str])
         assert 0.0 <= policy["slo_window_share"] <= 1.0
         assert all(isinstance(n, int) for n in policy["rejected"].values())
         assert policy["client_side"]["note"].startswith("client-side")
-        assert len(policy["windows"]) >= 30  # one a second, on the spike's clock
+        # One a second, on the spike's clock: at least 3 in 4 of the run's seconds.
+        assert len(policy["windows"]) >= 0.75 * RUN_S
     assert s["policies"]["none"]["recovery_s"] is None  # no limit to recover
 
 
@@ -139,6 +153,16 @@ def test_time_to_slo_is_the_start_of_five_good_windows_in_a_row() -> None:
     assert time_to_slo(during) == 4.0  # windows 5..9 (each ends at "at", began 1 s earlier)
     assert time_to_slo(during[:8]) is None
     assert time_to_slo([{"at": 1.0, "p99_ms": None}] * 6) is None
+
+
+def test_seconds_shorten_the_run_and_the_capacity_measurement_with_it() -> None:
+    assert plan_from(True, None) == QUICK
+    assert plan_from(False, 60).run_s == 60 and plan_from(False, 60).capacity_s == 15
+    assert plan_from(True, 100).capacity_s == QUICK.capacity_s  # never longer than the plan's
+    assert plan_from(True, 20).capacity_s == MIN_CAPACITY_S
+    for bad in (19.5, 601, float("nan")):
+        with pytest.raises(SettingsError, match=r"--seconds must be in \[20, 600\], got"):
+            plan_from(True, bad)
 
 
 def test_policies_are_checked_before_anything_starts(tmp_path: Path) -> None:

@@ -73,6 +73,21 @@ class Plan:
 
 FULL = Plan(capacity_s=15, run_s=110)
 QUICK = Plan(capacity_s=10, run_s=40)
+MIN_RUN_S = 20.0  # the spike's phases then last 4 s, 10 s (5 past SETTLE_S) and 6 s
+MIN_CAPACITY_S = 5.0  # the soak's ramp and at least two saturated windows after it
+
+
+def plan_from(quick: bool, seconds: float | None) -> Plan:
+    """The plan for the flags: ``seconds`` (None: the plan's) is each policy's run, and
+    the capacity measurement takes a quarter of it, within [MIN_CAPACITY_S, the plan's].
+    Raises ``SettingsError`` naming a bad value."""
+    plan = QUICK if quick else FULL
+    if seconds is None:
+        return plan
+    if not (math.isfinite(seconds) and MIN_RUN_S <= seconds <= 600):
+        raise SettingsError(f"--seconds must be in [{MIN_RUN_S:g}, 600], got {seconds:g}")
+    capacity_s = min(plan.capacity_s, max(MIN_CAPACITY_S, seconds / 4))
+    return Plan(capacity_s=capacity_s, run_s=seconds)
 
 
 def target_env(redis_url: str, policy: str) -> dict[str, str]:
@@ -255,7 +270,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.scenario != "spike":
         raise SettingsError(f"only the spike scenario is benchmarked, not {args.scenario!r}")
     policies = parse_policies(args.policies)
-    plan = QUICK if args.quick else FULL
+    plan = plan_from(args.quick, args.seconds)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="surgeguard-bench-") as work:
         report = bench(policies, plan, Path(work))
