@@ -1,9 +1,10 @@
 """``surgeguard up``: the whole stack on one machine, as supervised child processes.
 
-The embedded Redis (unless ``SURGEGUARD_REDIS_URL`` is set) and one process per
-service. Every child dies with this process (PDEATHSIG), and Ctrl-C (or SIGTERM)
-stops them in reverse order, each with a grace period. The admin token is printed
-once, in the start banner; SIGUSR1 prints the URLs, pids and where the token is kept
+The embedded Redis (unless ``SURGEGUARD_REDIS_URL`` is set), the embedded Postgres
+(unless ``SURGEGUARD_DATABASE_URL`` is set) and one process per service. Every child
+dies with this process (PDEATHSIG), and Ctrl-C (or SIGTERM) stops them in reverse
+order, each with a grace period. The admin token is printed once, in the start
+banner; SIGUSR1 prints the URLs, pids and where the token is kept
 again (``surgeguard status`` prints the same from the state file, see stack_state).
 """
 
@@ -27,6 +28,7 @@ from surgeguard.cli import stack_state
 from surgeguard.cli.settings import StackSettings
 from surgeguard.cli.stack_state import Service, StackState
 from surgeguard.logs import LogConfig
+from surgeguard.runtime.embedded_postgres import DEFAULT_POOL_SLOTS, EmbeddedPostgres, mask_password
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard.runtime.process import die_with_parent, free_port, terminate
 from surgeguard_target_app.remote.api import REMOTE_NAMES
@@ -108,6 +110,13 @@ def _without_password(url: str) -> str:
     return f"{head}{sep}***@{hostpart}" if at and "/" not in userinfo else url
 
 
+def _db_pool_slots(settings: StackSettings) -> int:
+    """Connections the embedded Postgres gives the replicas: the db's budget (the total
+    every replica's bulkhead.db shares) when one is set, else a default. Postgres then
+    honours exactly that many (max_connections less the superuser's reserve)."""
+    return settings.budget_totals.get("db", DEFAULT_POOL_SLOTS)
+
+
 def stack_token(settings: StackSettings) -> str:
     """The admin token up hands the controller: the given one, else a new one (24
     characters). Empty when operators are configured another way (named tokens, token
@@ -160,6 +169,11 @@ def up(
     embedded = (
         None if settings.redis_url else EmbeddedRedis(data_dir=data_dir, fsync=settings.redis_fsync)
     )
+    postgres = (
+        None
+        if settings.database_url
+        else EmbeddedPostgres(data_dir=data_dir, pool_slots=_db_pool_slots(settings))
+    )
     children: list[Child] = []
     status = 0
     state: StackState | None = None
@@ -167,7 +181,14 @@ def up(
         if embedded is not None:
             embedded.start()
         redis_url = settings.redis_url or (embedded.url if embedded else "")
-        env = {**os.environ, "SURGEGUARD_REDIS_URL": redis_url}
+        if postgres is not None:
+            postgres.start()
+        database_url = settings.database_url or (postgres.url if postgres else "")
+        env = {
+            **os.environ,
+            "SURGEGUARD_REDIS_URL": redis_url,
+            "SURGEGUARD_DATABASE_URL": database_url,
+        }
         if token:
             env["SURGEGUARD_ADMIN_TOKEN"] = token
         host = settings.host
@@ -253,6 +274,17 @@ def up(
                     note=f"embedded, data in {data_dir}" if embedded else "external",
                 ),
                 Service(
+                    "postgres",
+                    mask_password(database_url),
+                    postgres.pid if postgres else None,
+                    note=(
+                        f"embedded, cluster in {postgres.cluster_dir}, {postgres.pool_slots} "
+                        "connections for the replicas"
+                        if postgres
+                        else "external"
+                    ),
+                ),
+                Service(
                     "target",
                     target_url,
                     pids["target"],
@@ -332,6 +364,8 @@ def up(
             stack_state.remove_state(data_dir, state.pid)
         for child in reversed(children):
             terminate(child.process, timeout_s=10.0)
+        if postgres is not None:
+            postgres.stop()
         if embedded is not None:
             embedded.stop()
         print("surgeguard stopped", flush=True)

@@ -139,7 +139,7 @@ def _read_until(proc: subprocess.Popen[str], lines: list[str], text: str) -> lis
 
 def _description(lines: list[str]) -> list[str]:
     """The URL block of ``status`` / SIGUSR1, without children's log lines in between."""
-    block = re.compile(r"surgeguard is up: pid |  admin token |  \w+ +(http|redis)://")
+    block = re.compile(r"surgeguard is up: pid |  admin token |  \w+ +(http|redis|postgresql)://")
     return [line.rstrip("\n") for line in lines if block.match(line)]
 
 
@@ -185,10 +185,13 @@ def test_up_starts_the_stack_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert re.search(r"redis\s+redis://\*\*\*@127\.0\.0\.1:\d+", banner)
         assert (data / "redis.password").read_text().strip() not in banner
         assert re.search(r"admin token\s+\S{16,}", banner)
+        # The embedded Postgres (issue 15) too, its password kept from the banner.
+        assert re.search(r"postgres\s+postgresql://surgeguard:\*\*\*@127\.0\.0\.1:\d+", banner)
+        assert (data / "postgres.password").read_text().strip() not in banner
         children = _children_of(proc.pid)
-        # redis-server, the two remote APIs (issue 15), the target, the worker, the
-        # controller, the dashboard
-        assert len(children) == 7
+        # redis-server, postgres, the two remote APIs (issue 15), the target, the worker,
+        # the controller, the dashboard
+        assert len(children) == 8
         remotes = dict(re.findall(r"  (recommendations|payments) +(http://\S+) ", banner))
         assert sorted(remotes) == ["payments", "recommendations"], banner
         # the target calls the remote recommendations API, not one of its own
