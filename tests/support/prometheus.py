@@ -29,14 +29,15 @@ def scrape_config(targets: Sequence[str], interval_s: float = 1.0) -> str:
 
 
 @contextmanager
-def prometheus(config_text: str, work: Path) -> Iterator[str]:
+def prometheus(config_text: str, work: Path, port: int | None = None) -> Iterator[str]:
     """Run Prometheus with ``config_text`` until the block ends; yields its URL.
-    Its first scrape comes ~5 s after start (target discovery)."""
+    Its first scrape comes ~5 s after start (target discovery). ``port``: where it
+    listens (default: a free one), for a process that must know it first."""
     assert PROMETHEUS is not None
     work.mkdir(parents=True, exist_ok=True)
     config = work / "prometheus.yml"
     config.write_text(config_text)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     with child(
         [
