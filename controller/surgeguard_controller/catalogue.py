@@ -4,8 +4,10 @@ and unit, every degradation mode with what it does, the dependencies.
 The controller keeps no list of its own: a replica that declares a bulkhead named
 ``postgres`` or a mode named ``search_off`` is tuned and offered as it says. Where
 replicas differ (a rolling deploy) a knob's bounds are the narrowest that every
-replica declaring it accepts, so a value the controller writes fits all of them.
-Before any replica has been read, only the door's knobs and modes are known.
+replica declaring it accepts, so a value the controller writes fits all of them; a
+shared dependency's budget is the smallest any replica declares
+(``surgeguard_dependency_budget``). Before any replica has been read, only the door's
+knobs and modes are known.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from types import MappingProxyType
 
 from surgeguard.controlplane import ControlState
 from surgeguard.knobs import DOOR_KNOB_SPECS, KnobSpec, dependency_of
-from surgeguard.metric_names import KNOB_DEFAULT, KNOB_INFO, KNOB_MAXIMUM, KNOB_MINIMUM, MODE_INFO
+from surgeguard.metric_names import (
+    DEPENDENCY_BUDGET,
+    KNOB_DEFAULT,
+    KNOB_INFO,
+    KNOB_MAXIMUM,
+    KNOB_MINIMUM,
+    MODE_INFO,
+)
 from surgeguard.modes import DOOR_MODES, ModeSpec
 from surgeguard_controller.sensing.scrape import Scrape
 
@@ -27,6 +36,8 @@ class Catalogue:
     modes: Mapping[str, ModeSpec] = field(
         default_factory=lambda: MappingProxyType({m.name: m for m in DOOR_MODES})
     )
+    # dependency -> calls in flight it honours across all replicas (the smallest declared)
+    budgets: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -47,9 +58,13 @@ class Catalogue:
         specs: dict[str, KnobSpec] = dict(DOOR_KNOB_SPECS)
         modes: dict[str, ModeSpec] = {m.name: m for m in DOOR_MODES}
         seen: set[str] = set()
+        budgets: dict[str, int] = {}
         for scrape in scrapes:
             if scrape is None:
                 continue
+            for dependency, total in scrape.by_label(DEPENDENCY_BUDGET, "dependency").items():
+                if total >= 1:  # a replica exporting nonsense declares nothing
+                    budgets[dependency] = min(int(total), budgets.get(dependency, int(total)))
             for knob, spec in _knobs_of(scrape).items():
                 known = specs.get(knob) if knob in seen else None
                 specs[knob] = spec if known is None else _narrowest(known, spec)
@@ -61,7 +76,7 @@ class Catalogue:
         ordered = {k: specs[k] for k in DOOR_KNOB_SPECS} | {
             k: specs[k] for k in sorted(specs) if k not in DOOR_KNOB_SPECS
         }
-        return cls(MappingProxyType(ordered), MappingProxyType(modes))
+        return cls(MappingProxyType(ordered), MappingProxyType(modes), MappingProxyType(budgets))
 
 
 def _knobs_of(scrape: Scrape) -> dict[str, KnobSpec]:

@@ -43,6 +43,7 @@ from surgeguard.controlplane import (
     read_state,
 )
 from surgeguard_controller.bottleneck import Bottleneck, Held, held_json, hold_name
+from surgeguard_controller.budgeting import Budgets
 from surgeguard_controller.catalogue import Catalogue
 from surgeguard_controller.decide import (
     ControllerConfig,
@@ -155,6 +156,7 @@ class Controller:
         )
         self.registry = registry or CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
+        self.budgets = Budgets(self.metrics)  # shared dependencies' budgets (issue 15)
         self._clock, self.wall = clock, wall
         self.window_s = max(tick_s, 1.0) if window_s is None else window_s
         if self.window_s < tick_s:
@@ -403,6 +405,7 @@ class Controller:
             "control_error": self.control_error,
             "control_stale": self.control_stale,
             "lease": self.lease.json(),
+            "budgets": self.budgets.json(),
             # Who is tuned, who is ignored and why, and each target's last read error.
             "discovery": {**self.source.found.json(), "errors": dict(self.source.last_error)},
         }
@@ -559,6 +562,10 @@ class Controller:
                         else self.aggregate
                     )
                 )
+        # A budgeted bulkhead: each replica's held to its share of the total (issue 15).
+        decisions = self.budgets.apply(
+            decisions, windows, self.replicas.values(), state, self.config
+        )
         for d in decisions:
             self.latest_reasons.setdefault(d.replica, {})[d.knob] = d.reason
         return decisions, modes
@@ -592,7 +599,7 @@ class Controller:
             for d in changes:
                 if d.knob in state.pins:
                     continue  # pinned since we read the state: the operator wins
-                if scope_global:
+                if scope_global and d.replica == "all":  # a budget's share is per replica
                     knobs[d.knob] = d.new
                 else:
                     replicas.setdefault(d.replica, {})[d.knob] = d.new

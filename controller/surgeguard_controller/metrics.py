@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from surgeguard import metric_names as names
 
+from surgeguard import metric_names as names
+
 
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -62,6 +64,18 @@ class ControllerMetrics:
             "surgeguard_controller_replica_obeying",
             "1 while a replica applies the published control document, 0 while it does not.",
             ["replica"],
+            registry=registry,
+        )
+        self.budget_total = Gauge(
+            names.CONTROLLER_BUDGET_TOTAL,
+            "Calls in flight a shared dependency honours across all replicas (its budget).",
+            ["dependency"],
+            registry=registry,
+        )
+        self.budget_share = Gauge(
+            names.CONTROLLER_BUDGET_SHARE,
+            "A replica's share of a dependency's budget as published, calls.",
+            ["dependency", "replica"],
             registry=registry,
         )
         self.replicas = Gauge(

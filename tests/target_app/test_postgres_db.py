@@ -211,21 +211,37 @@ async def test_the_pool_never_holds_more_connections_than_the_bulkhead_allows(
 
 
 async def test_db_chaos_slows_and_fails_postgres_calls(
-    start_target: StartTarget, writer: ControlPlaneWriter, database: str
+    start_target: StartTarget, writer: ControlPlaneWriter, postgres: EmbeddedPostgres, database: str
 ) -> None:
     target = start_target(database_url=database, db_latency_ms=50)
     async with httpx.AsyncClient(base_url=target.url, headers=API_KEY, timeout=10.0) as http:
-        state = await writer.set_chaos("db", Chaos(latency_multiplier=6.0))
-        await eventually(lambda: _applied(http, state.version), timeout_s=5, what="chaos")
+
+        async def chaos(**settings: float) -> None:
+            state = await writer.set_chaos("db", Chaos(**settings))
+            await eventually(lambda: _applied(http, state.version), timeout_s=5, what="chaos")
+
+        await chaos(latency_multiplier=6.0)
         started = time.monotonic()
         assert (await http.get("/items/11")).status_code == 200
         assert time.monotonic() - started >= 0.3  # 50 ms x 6 inside Postgres
-        state = await writer.set_chaos("db", Chaos(error_rate=1.0))
-        await eventually(lambda: _applied(http, state.version), timeout_s=5, what="chaos")
+        await chaos(error_rate=1.0)
         failed = await http.get("/items/12")
         assert failed.status_code == 503
         assert failed.json()["dependency"] == "db"
         assert "simulated failure" in failed.json()["detail"]
+        # Slower than the bulkhead's timeout (2 s): cut off, a 503 naming db, not a hang;
+        # and the server drops the work of the call it cut (its lane is free again).
+        await chaos(latency_multiplier=100.0)
+        cut = await http.get("/items/13")
+        assert cut.status_code == 503 and cut.json()["dependency"] == "db", cut.text
+        assert "timeout" in cut.json()["detail"]
+
+        async def lanes_free() -> bool:
+            return (await _lane_holders(postgres, database))[0] == 0
+
+        await eventually(lanes_free, timeout_s=5, what="the cut call's lane released")
+        await chaos()
+        assert (await http.get("/items/14")).status_code == 200
 
 
 async def _applied(http: httpx.AsyncClient, version: int) -> bool:

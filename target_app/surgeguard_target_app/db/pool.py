@@ -94,7 +94,12 @@ class LimitedPool:
         if not graceful or conn.is_closed():
             conn.terminate()  # at once: mid-query state, nothing to say to the server
             return
-        task = asyncio.get_running_loop().create_task(self._close_gently(conn))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trimmed from outside the loop (nothing to await with)
+            conn.terminate()
+            return
+        task = loop.create_task(self._close_gently(conn))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -61,7 +61,7 @@ def _failure(exc: BaseException) -> DependencyError:
     if isinstance(exc, asyncpg.PostgresError):
         return DependencyError(NAME, f"postgres error {exc.sqlstate}: {exc}")
     if isinstance(exc, TimeoutError):
-        return DependencyError(NAME, f"no connection within {CONNECT_TIMEOUT_S * 1000:.0f} ms")
+        return DependencyError(NAME, f"timed out: {exc}")
     if isinstance(exc, OSError):
         return DependencyError(NAME, f"unreachable: {exc.strerror or exc}")
     return DependencyError(NAME, f"connection lost: {exc}")
@@ -113,17 +113,23 @@ class PostgresDb:
         self.pool.trim()
 
     async def _connect(self) -> asyncpg.Connection:
+        # No client-side statement timeout: the bulkhead's cuts every call (and the
+        # server's statement_timeout, the same, ends the work of one it cut).
         statement_timeout_ms = int(self._bulkhead.timeout_s * 1000)
-        conn: asyncpg.Connection = await asyncpg.connect(
-            self._url,
-            timeout=CONNECT_TIMEOUT_S,
-            command_timeout=self._bulkhead.timeout_s,
-            server_settings={
-                "application_name": self._application_name,
-                "statement_timeout": str(statement_timeout_ms),
-                "client_connection_check_interval": str(CLIENT_CHECK_MS),
-            },
-        )
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self._url,
+                timeout=CONNECT_TIMEOUT_S,
+                server_settings={
+                    "application_name": self._application_name,
+                    "statement_timeout": str(statement_timeout_ms),
+                    "client_connection_check_interval": str(CLIENT_CHECK_MS),
+                },
+            )
+        except TimeoutError:
+            raise DependencyError(
+                NAME, f"no connection within {CONNECT_TIMEOUT_S * 1000:.0f} ms"
+            ) from None
         return conn
 
     async def _ensure_ready(self) -> None:
@@ -134,7 +140,7 @@ class PostgresDb:
                 return
             try:
                 conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
-                try:
+                try:  # its own timeout: seeding may take longer than one call may
                     async with asyncio.timeout(SCHEMA_TIMEOUT_S):
                         await ensure_schema(conn, self._capacity)
                 finally:

@@ -1,0 +1,250 @@
+"""The budgets in the control loop: each tick, divide every budgeted dependency's total
+among the replicas (``surgeguard_controller.budgets``) and hold each replica's
+``bulkhead.<dependency>`` to its share.
+
+What a replica gets is the smaller of what its own limit algorithm decides (AIMD, from
+that replica's signals) and its share: the algorithm still cuts a bulkhead whose
+dependency is slow, the budget caps the sum. The shares live in the control document
+(each replica's own ``bulkhead.<dependency>``), so a restarted controller starts from
+what was published. A move made for the budget is a ``Decision`` with a reason an
+operator can read ("budget db 24: share 12 -> 8, demand 3.1 of 9.4 in all"); a pinned
+knob is the operator's and is not divided; with the autopilot off the moves are said,
+not applied; a replica that does not obey has its moves recorded as not applied.
+
+Which replicas hold slots: every replica the loop knows (one not read this tick keeps
+its share: it may still enforce it) and every replica with a share in the document
+(one that left keeps its slots until it is dropped from the document).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from surgeguard import metric_names as names
+from surgeguard.controlplane import ControlState
+from surgeguard.knobs import bulkhead_knob
+from surgeguard_controller.algorithms import CUT, GROW, HOLD
+from surgeguard_controller.budgets import Claim, Division, divide
+from surgeguard_controller.config import ControllerConfig
+from surgeguard_controller.decide import Decision
+from surgeguard_controller.metrics import ControllerMetrics
+from surgeguard_controller.obey import NOT_APPLIED
+from surgeguard_controller.sensing.scrape import Scrape
+from surgeguard_controller.sensing.signals import Signals
+
+log = logging.getLogger("controller.budgets")
+
+PAUSED = " (autopilot paused: would have done this)"
+
+
+class View(Protocol):
+    """What the loop knows of one replica (``surgeguard_controller.loop.ReplicaView``)."""
+
+    replica: str
+    signals: Signals
+    knobs: dict[str, int]
+    enforced_knobs: dict[str, int]
+
+    @property
+    def obeying(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Report:
+    """One budget as the state, the dashboard and the metrics show it."""
+
+    total: int
+    source: str
+    shares: Mapping[str, int]
+    demand: Mapping[str, float]
+    reason: str
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "source": self.source,
+            "shares": dict(self.shares),
+            "demand": {r: round(d, 2) for r, d in self.demand.items()},
+            "reason": self.reason,
+        }
+
+
+class Budgets:
+    """Every budget's division, tick by tick, and what it last said."""
+
+    def __init__(self, metrics: ControllerMetrics | None = None) -> None:
+        self.metrics = metrics
+        self.reports: dict[str, Report] = {}
+        self._over: dict[str, int] = {}  # dependency -> calls over its budget, as last logged
+        self._series: set[tuple[str, str]] = set()  # (dependency, replica) shares exported
+
+    def json(self) -> dict[str, Any]:
+        return {d: r.json() for d, r in sorted(self.reports.items())}
+
+    def apply(
+        self,
+        decisions: Sequence[Decision],
+        windows: Iterable[tuple[View, Scrape, Scrape]],
+        views: Iterable[View],
+        state: ControlState,
+        config: ControllerConfig,
+    ) -> list[Decision]:
+        """``decisions`` with each budgeted bulkhead held to its replica's share (the
+        limit algorithm's decisions for it replaced, and moves added where the budget
+        alone moves a share)."""
+        fresh = {view.replica: (view, now) for view, _, now in windows}
+        known = list(views)
+        out = list(decisions)
+        reports: dict[str, Report] = {}
+        for dependency, total in sorted(config.catalogue.budgets.items()):
+            knob = bulkhead_knob(dependency)
+            if knob not in config.catalogue.knob_specs:
+                continue
+            claims = _claims(dependency, knob, known, fresh, state)
+            if knob in state.pins:
+                value = state.knobs.get(knob)
+                reports[dependency] = Report(
+                    total,
+                    "replicas",
+                    {c.replica: c.enforced or 0 for c in claims},
+                    {c.replica: c.demand for c in claims if c.demand is not None},
+                    f"budget {dependency} {total}: {knob} is pinned at {value} by an operator "
+                    f"({len(claims)} replicas, {len(claims) * (value or 0)} in all): not divided",
+                )
+                continue
+            low, high = config.bounds_of(knob)
+            low = max(1, low)  # a bulkhead of 0 calls is no share
+            division = divide(dependency, total, claims, minimum=low, maximum=max(low, high))
+            self._say_over(dependency, division)
+            out = _held_to_shares(out, knob, division, claims, fresh, state)
+            shares = {c.replica: _published(out, c, knob, division) for c in claims}
+            reports[dependency] = Report(
+                total,
+                "replicas",
+                shares,
+                {c.replica: c.demand for c in claims if c.demand is not None},
+                division.reason,
+            )
+        self.reports = reports
+        self._export()
+        return out
+
+    def _say_over(self, dependency: str, division: Division) -> None:
+        """Log a budget too small for the minimums once when it starts, changes or ends."""
+        if division.over != self._over.get(dependency, 0):
+            if division.over:
+                log.warning("%s", division.reason)
+            else:
+                log.info("budget %s %d covers every minimum again", dependency, division.total)
+            self._over[dependency] = division.over
+
+    def _export(self) -> None:
+        if self.metrics is None:
+            return
+        series = set()
+        for dependency, report in self.reports.items():
+            self.metrics.budget_total.labels(dependency).set(report.total)
+            for replica, share in report.shares.items():
+                self.metrics.budget_share.labels(dependency, replica).set(share)
+                series.add((dependency, replica))
+        for dependency, replica in self._series - series:  # a replica that left
+            self.metrics.budget_share.remove(dependency, replica)
+        for dependency in {d for d, _ in self._series} - set(self.reports):
+            self.metrics.budget_total.remove(dependency)
+        self._series = series
+
+
+def _claims(
+    dependency: str,
+    knob: str,
+    views: Sequence[View],
+    fresh: Mapping[str, tuple[View, Scrape]],
+    state: ControlState,
+) -> list[Claim]:
+    claims: list[Claim] = []
+    for view in views:
+        enforced = view.enforced_knobs.get(knob, view.knobs.get(knob))
+        if enforced is None or view.replica in {c.replica for c in claims}:
+            continue  # it does not call this dependency (or is listed twice)
+        demand = None
+        if view.replica in fresh:
+            _, now = fresh[view.replica]
+            dep = view.signals.dependencies.get(dependency)
+            # In flight: the window's mean (busy time per second) or now, the larger.
+            in_flight = max(dep.mean_in_flight, dep.in_flight) if dep is not None else 0.0
+            demand = in_flight + now.total(names.DEPENDENCY_WAITING, dependency=dependency)
+        share = state.replicas.get(view.replica, {}).get(knob)
+        claims.append(Claim(view.replica, demand, share, int(enforced)))
+    seen = {c.replica for c in claims}
+    for replica, knobs in sorted(state.replicas.items()):
+        if replica not in seen and knob in knobs:
+            # In the document but not read (just restarted, or it left and is still
+            # listed): its share holds its slots.
+            claims.append(Claim(replica, None, knobs[knob], None))
+    return claims
+
+
+def _held_to_shares(
+    decisions: list[Decision],
+    knob: str,
+    division: Division,
+    claims: Sequence[Claim],
+    fresh: Mapping[str, tuple[View, Scrape]],
+    state: ControlState,
+) -> list[Decision]:
+    """Each read replica's decision for ``knob``: min(the algorithm's, its share). A
+    hold publishes nothing (the document keeps what it has) unless the share is below
+    it; a move is capped at the share."""
+    own = {d.replica: d for d in decisions if d.knob == knob}
+    everyone = own.pop("all", None)  # scope "global": one value, held per replica here
+    out = [d for d in decisions if d.knob != knob]
+    for claim in claims:
+        if claim.demand is None:
+            continue  # not read this tick: nothing is decided for it
+        view, _ = fresh[claim.replica]
+        decided = own.get(claim.replica, everyone)
+        share = division.shares[claim.replica]
+        enforced = claim.enforced if claim.enforced is not None else share
+        before = claim.share if claim.share is not None else enforced
+        moving = decided is not None and decided.action != HOLD
+        wanted = decided.new if decided is not None and moving else before
+        value = min(wanted, share)
+        if decided is not None and decided.replica == claim.replica and value == wanted:
+            out.append(decided)  # the share does not bind: the algorithm's decision stands
+            continue
+        if value == before:
+            continue  # nothing to publish
+        why = division.why.get(claim.replica, f"{division.reason}: {before} -> {value}")
+        if decided is not None and moving:
+            reason = decided.reason if value == wanted else f"{decided.reason}; capped: {why}"
+        else:
+            reason = why
+        applied = state.autopilot and view.obeying
+        if not state.autopilot:
+            reason += PAUSED
+        elif not view.obeying:
+            reason += NOT_APPLIED
+        inputs = {
+            **(dict(decided.inputs) if decided is not None else {}),
+            "budget": float(division.total),
+            "share": float(share),
+            "demand": float(claim.demand),
+        }
+        action = CUT if value < before else GROW
+        out.append(Decision(claim.replica, knob, before, value, action, reason, applied, inputs))
+    if everyone is not None and everyone.action == HOLD:
+        out.append(everyone)  # what the algorithm said for all, kept for the reasons
+    return out
+
+
+def _published(decisions: Sequence[Decision], claim: Claim, knob: str, division: Division) -> int:
+    """What the replica's share is once this tick's decisions are published."""
+    for d in decisions:
+        if d.replica == claim.replica and d.knob == knob and d.applied and d.action != HOLD:
+            return d.new
+    if claim.share is not None:
+        return claim.share
+    return claim.enforced if claim.enforced is not None else division.shares[claim.replica]
