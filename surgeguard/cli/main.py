@@ -417,6 +417,13 @@ def _parser() -> argparse.ArgumentParser:
         "storms 30, attacker and alone 10 each; --quick: 5, 10, 5); spike: each policy's "
         "run, at least 20 (default 110, --quick 40)",
     )
+    bench.add_argument(
+        "--settle-s",
+        type=float,
+        metavar="S",
+        help="storm: the quiet between two phases, for the limits to recover, seconds "
+        "(default 10, --quick 3; at least 2)",
+    )
     _log_options(bench)
     parser.set_defaults(pass_on_controller=up_controller, pass_on_dashboard=up_dashboard)
     return parser

@@ -38,7 +38,7 @@ def storm_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     done = subprocess.run(
         [
             sys.executable, "-m", "surgeguard", "bench", "--scenario", "storm", "--quick",
-            "--storms", "50,100", "--seconds", "3", "--out", str(out),
+            "--storms", "50,100", "--seconds", "3", "--settle-s", "2", "--out", str(out),
         ],
         env=clean_env(),
         capture_output=True,
@@ -56,6 +56,7 @@ def test_the_storm_bench_writes_a_well_formed_summary(storm_bench: tuple[Path, s
     s: dict[str, Any] = json.loads((out / "summary.json").read_text())
     assert s["scenario"] == "storm" and s["slo_p99_ms"] == 250
     assert s["plan"]["storms"] == [50, 100] and s["plan"]["storm_s"] == 3
+    assert s["plan"]["settle_s"] == 2
     assert set(s["configurations"]) == {"guarded", "unguarded"}
     unguarded = s["configurations"]["unguarded"]["env"]
     assert unguarded["target"] == {"SURGEGUARD_PENALTY_BOX": "false"}
@@ -132,6 +133,9 @@ def test_storm_plan_flags_are_checked_before_anything_starts() -> None:
             plan_from(False, bad, None)
     with pytest.raises(SettingsError, match=r"--seconds must be in \[1, 600\], got 0.5"):
         plan_from(False, None, 0.5)
+    assert plan_from(True, None, 3, 2).settle_s == 2 and plan_from(True, None, 3).settle_s == 3
+    with pytest.raises(SettingsError, match=r"--settle-s must be in \[2, 600\], got 1.5"):
+        plan_from(True, None, 3, 1.5)
 
 
 def _phase(p99: float | None, scrape_s: float, limit: float, failed: int = 0) -> dict[str, Any]:

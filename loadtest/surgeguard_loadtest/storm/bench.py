@@ -107,7 +107,15 @@ FULL = Plan(15, 30, 10, (2_000, 10_000), settle_s=10, idle_s=5, warmup_s=3)
 QUICK = Plan(5, 10, 5, (500, 2_000), settle_s=3, idle_s=3, warmup_s=2)
 
 
-def plan_from(quick: bool, storms: str | None, seconds: float | None) -> Plan:
+# The shortest quiet between two phases: each phase reads the scrapes from 1.5 s before
+# its start to 1.5 s after its end (judge_phases), which then never reach into another
+# phase's load.
+MIN_SETTLE_S = 2.0
+
+
+def plan_from(
+    quick: bool, storms: str | None, seconds: float | None, settle_s: float | None = None
+) -> Plan:
     """The plan for the flags; raises ``SettingsError`` naming a bad one."""
     plan = QUICK if quick else FULL
     if storms is not None:
@@ -125,6 +133,10 @@ def plan_from(quick: bool, storms: str | None, seconds: float | None) -> Plan:
         if not 1 <= seconds <= 600:
             raise SettingsError(f"--seconds must be in [1, 600], got {seconds:g}")
         plan = replace(plan, polite_s=seconds, storm_s=seconds, attacker_s=seconds)
+    if settle_s is not None:
+        if not MIN_SETTLE_S <= settle_s <= 600:
+            raise SettingsError(f"--settle-s must be in [{MIN_SETTLE_S:g}, 600], got {settle_s:g}")
+        plan = replace(plan, settle_s=settle_s)
     return plan
 
 
@@ -335,7 +347,7 @@ def bench(plan: Plan, work: Path, logs: Path) -> dict[str, Any]:
 
 
 def run_storm_command(args: argparse.Namespace) -> int:
-    plan = plan_from(args.quick, args.storms, args.seconds)
+    plan = plan_from(args.quick, args.storms, args.seconds, args.settle_s)
     if shutil.which("wrk") is None:
         raise SettingsError("the storm benchmark needs wrk on PATH (apt-get install wrk)")
     wanted = plan.storms[1] + OPEN_FILES_SPARE
