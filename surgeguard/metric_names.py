@@ -177,14 +177,14 @@ EXPORTED: tuple[str, ...] = tuple(
     if key.isupper() and key != "PREFIX" and isinstance(value, str) and value.startswith(PREFIX)
 )
 
-# The controller's budgets (surgeguard_controller.metrics; no replica exports these).
-# gauge {dependency}: calls in flight the dependency honours across all replicas
-CONTROLLER_BUDGET_TOTAL = "surgeguard_controller_budget_total"
-# gauge {dependency, replica}: a replica's share of the budget as published, calls
-CONTROLLER_BUDGET_SHARE = "surgeguard_controller_budget_share"
-
 # -- the controller's own (surgeguard_controller.metrics), after EXPORTED: no replica
 # exports these --------------------------------------------------------------------------
 # gauge, no labels: replicas the controller tunes now (read at least once; an announced
 # one until it leaves)
 CONTROLLER_REPLICAS = "surgeguard_controller_replicas"
+
+# The controller's budgets (surgeguard_controller.metrics; no replica exports these).
+# gauge {dependency}: calls in flight the dependency honours across all replicas
+CONTROLLER_BUDGET_TOTAL = "surgeguard_controller_budget_total"
+# gauge {dependency, replica}: a replica's share of the budget as published, calls
+CONTROLLER_BUDGET_SHARE = "surgeguard_controller_budget_share"

@@ -8,8 +8,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from surgeguard import metric_names as names
 
-from surgeguard import metric_names as names
-
 
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
