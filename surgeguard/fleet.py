@@ -20,17 +20,13 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from surgeguard.aio import cancel_and_wait
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-
-    from surgeguard.settings import ReplicaSettings
-
-S = TypeVar("S", bound="ReplicaSettings")
 
 log = logging.getLogger("surgeguard.fleet")
 
@@ -119,13 +115,6 @@ def default_advertise_url(host: str, port: int) -> str:
     resolve)."""
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     return f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
-
-
-def with_advertise_url(settings: S, port: int) -> S:
-    """``settings`` announcing ``default_advertise_url`` when they name no URL."""
-    if settings.advertise_url is not None:
-        return settings
-    return settings.model_copy(update={"advertise_url": default_advertise_url(settings.host, port)})
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from surgeguard.client_keys import ClientKeys
 from surgeguard.declaration import DEPENDENCY_NAME
-from surgeguard.fleet import check_advertise_url
+from surgeguard.fleet import check_advertise_url, default_advertise_url
 from surgeguard.knobs import DOOR_KNOB_SPECS
 from surgeguard.modes import MODE_NAME, split_modes
 
@@ -215,6 +215,13 @@ class ReplicaSettings(SettingsBase):
             "queue_limit": self.queue_limit,
             "queue_timeout_ms": self.queue_timeout_ms,
         }
+
+    def advertised(self, port: int) -> Self:
+        """These settings announcing ``http://host:port`` (``default_advertise_url``)
+        when they name no URL of their own."""
+        if self.advertise_url is not None:
+            return self
+        return self.model_copy(update={"advertise_url": default_advertise_url(self.host, port)})
 
     def replica_name(self, port: int) -> str:
         return self.replica_id or f"{socket.gethostname()}:{port}"

@@ -507,7 +507,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             )
         if args.command == "target":
-            from surgeguard.fleet import with_advertise_url
             from surgeguard_target_app.server import serve
             from surgeguard_target_app.settings import DemoSettings
 
@@ -523,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 modes=",".join(args.mode) if args.mode else None,
                 advertise_url=args.advertise_url,
             )
-            return serve(with_advertise_url(demo, args.port), args.port)
+            return serve(demo.advertised(args.port), args.port)
         if args.command == "controller":
             from surgeguard.cli.wiring import drill_scenarios
             from surgeguard.runtime.embedded_redis import redis_url_for

@@ -18,7 +18,6 @@ from surgeguard.fleet import (
     check_advertise_url,
     default_advertise_url,
     expired,
-    with_advertise_url,
 )
 from surgeguard.protect import protect
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
@@ -75,10 +74,10 @@ def test_the_default_url_is_host_and_port_listen_everywhere_as_loopback() -> Non
     assert default_advertise_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
     assert default_advertise_url("10.1.2.3", 81) == "http://10.1.2.3:81"
     assert default_advertise_url("::1", 81) == "http://[::1]:81"
-    chosen = with_advertise_url(ReplicaSettings.load(host="0.0.0.0"), 8000)
+    chosen = ReplicaSettings.load(host="0.0.0.0").advertised(8000)
     assert chosen.advertise_url == "http://127.0.0.1:8000"
     given = ReplicaSettings.load(advertise_url="http://target1:8000")
-    assert with_advertise_url(given, 8000).advertise_url == "http://target1:8000"
+    assert given.advertised(8000).advertise_url == "http://target1:8000"
 
 
 # -- in a real Redis -------------------------------------------------------------------------
