@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from surgeguard import metric_names as names
@@ -216,6 +216,18 @@ def _held_to_shares(
             out.append(decided)  # the share does not bind: the algorithm's decision stands
             continue
         if value == before:
+            if decided is not None and moving:  # the share holds it where it is
+                reason = f"{decided.reason}; held at its share: {division.reason}"
+                out.append(
+                    replace(
+                        decided,
+                        replica=claim.replica,
+                        new=before,
+                        action=HOLD,
+                        reason=reason,
+                        applied=False,
+                    )
+                )
             continue  # nothing to publish
         why = division.why.get(claim.replica, f"{division.reason}: {before} -> {value}")
         if decided is not None and moving:
