@@ -261,7 +261,7 @@ def test_slow_dependency_slows_the_db_half_way_and_puts_it_back(
         done = run(
             "slow_dependency",
             20,
-            10,
+            6,  # the chaos half-way, at 3 s: slowed, then put back at the end
             url,
             out,
             "--controller",
@@ -273,7 +273,7 @@ def test_slow_dependency_slows_the_db_half_way_and_puts_it_back(
         drills = httpx.get(f"{ctl}/api/v1/drills").json()
     summary = summary_of(out)
     (event,) = summary["chaos"]
-    assert event == {"at_s": 5.0, "dependency": "db", "latency_multiplier": 5.0, "applied": True}
+    assert event == {"at_s": 3.0, "dependency": "db", "latency_multiplier": 5.0, "applied": True}
     chaos = [
         (a["what"], a["new"]["latency_multiplier"])
         for a in reversed(audit)
@@ -362,7 +362,7 @@ def test_a_retry_storm_asks_more_often_than_a_polite_spike(
     ) as url:
         for scenario in ("spike", "retry_storm"):
             out = tmp_path / scenario
-            done = run(scenario, 40, 8, url, out, "--no-marks", env=clean_env())
+            done = run(scenario, 40, 6, url, out, "--no-marks", env=clean_env())
             assert done.returncode == 0, done.stderr[-2000:]
             summary = summary_of(out)
             assert summary["population"] == ("impatient" if scenario == "retry_storm" else "mixed")
