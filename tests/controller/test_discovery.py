@@ -151,6 +151,17 @@ def test_a_target_that_answers_as_another_replica_or_none_is_stale_with_a_reason
     }
 
 
+def test_a_static_targets_twin_stays_out_while_the_static_target_is_down() -> None:
+    """A static target and an announcement of the same replica under another URL
+    (``--target http://0.0.0.0:8000``, announced as 127.0.0.1): read once, as static."""
+    seen: set[str] = set()
+    announced = {"http://127.0.0.1:8000": ["shop-1"]}
+    both = {"http://0.0.0.0:8000": _scrape("shop-1"), "http://127.0.0.1:8000": _scrape("shop-1")}
+    assert set(vet(both, announced, {}, seen)) == {"http://0.0.0.0:8000"}
+    down = {**both, "http://0.0.0.0:8000": None}
+    assert vet(down, announced, {}, seen) == {"http://0.0.0.0:8000": None}
+
+
 def test_the_targets_as_prometheus_http_sd_groups() -> None:
     assert sd_groups([]) == [{"targets": [], "labels": {"job": "surgeguard-replicas"}}]
     assert sd_groups(["http://a:8000", "http://b:8000", "https://c:8443/shop"]) == [

@@ -218,11 +218,14 @@ def vet(
     scrapes: Mapping[str, Scrape | None],
     announced: Mapping[str, Sequence[str]],
     errors: dict[str, str],
+    static_seen: set[str] | None = None,
 ) -> dict[str, Scrape | None]:
     """The reads of announced targets checked against what they announced: one that
     answers as another replica, or as no replica at all, is read as stale (None) with
     its reason in ``errors``; one that is a static target's replica under another URL
-    is left out (the static target reads it)."""
+    is left out (the static target reads it). ``static_seen``: the names static
+    targets answered as so far, kept across reads (so a static target down for a tick
+    does not let its announced twin in), updated here."""
 
     def name_of(scrape: Scrape) -> set[str]:
         return scrape.label_values(names.REPLICA_INFO, "replica")
@@ -233,6 +236,9 @@ def vet(
         if target not in announced and scrape is not None
         for name in name_of(scrape)
     }
+    if static_seen is not None:
+        static_seen |= static_names
+        static_names = static_seen
     vetted: dict[str, Scrape | None] = {}
     for target, scrape in scrapes.items():
         expected = announced.get(target, ())

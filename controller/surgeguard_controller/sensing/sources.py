@@ -50,6 +50,7 @@ class DirectSource:
     ) -> None:
         """``targets``: base URLs, or a ``TargetSet`` read again at every ``read``."""
         self.found = _target_set(targets)
+        self._static_names: set[str] = set()  # replicas the static targets answered as
         self._http = http
         self._timeout_s = timeout_s
         self._clock = clock
@@ -74,7 +75,8 @@ class DirectSource:
         targets = list(await self.found.refresh())
         results = await asyncio.gather(*(self._one(t) for t in targets))
         _forget_errors(self.last_error, targets)
-        return vet(dict(zip(targets, results, strict=True)), self.found.announced, self.last_error)
+        read = dict(zip(targets, results, strict=True))
+        return vet(read, self.found.announced, self.last_error, self._static_names)
 
 
 class PrometheusSource:
@@ -104,6 +106,7 @@ class PrometheusSource:
         """``targets``: base URLs, or a ``TargetSet`` read again at every ``read``
         (each maps to the Prometheus ``instance`` of its ``host:port``)."""
         self.found = _target_set(targets)
+        self._static_names: set[str] = set()  # replicas the static targets answered as
         self._url = prometheus_url.rstrip("/")
         self._http = http
         self._timeout_s = timeout_s
@@ -158,7 +161,7 @@ class PrometheusSource:
             else:
                 scrapes[target] = None
                 self.last_error[target] = f"prometheus has no series for instance {instance}"
-        return vet(scrapes, self.found.announced, self.last_error)
+        return vet(scrapes, self.found.announced, self.last_error, self._static_names)
 
 
 def _forget_errors(errors: dict[str, str], targets: Sequence[str]) -> None:
