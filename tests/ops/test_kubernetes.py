@@ -21,6 +21,7 @@ import yaml
 
 from surgeguard.cli.settings import StackSettings
 from surgeguard.settings import ENV_PREFIX, SettingsError
+from surgeguard_controller.settings import ControllerSettings
 from tests.ops.postgres_budget import RESERVE, db_budget, fits, max_connections
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,6 +330,20 @@ def test_no_secret_value_is_written_into_a_workload_or_the_config_map() -> None:
     # Placeholders that say so, and the README says to replace them.
     assert all("REPLACE" in v for v in values), "a Secret's placeholder must say REPLACE"
     assert "REPLACE" in README.read_text()
+
+
+def test_the_controller_refuses_to_start_with_the_placeholder_admin_token(
+    tmp_path: Path,
+) -> None:
+    """Applied unchanged, the stack must not run with a token anyone can read here."""
+    placeholder = of_kind_named("Secret", "surgeguard-admin")["stringData"]["admin-token"]
+    (tmp_path / "admin-token").write_text(placeholder)
+    (tmp_path / "operators").write_text("")
+    settings = ControllerSettings.load(
+        admin_token_file=tmp_path / "admin-token", admin_tokens_file=tmp_path / "operators"
+    )
+    with pytest.raises(SettingsError, match="at least 24 are required"):
+        settings.operator_tokens()
 
 
 def test_the_token_files_the_controller_reads_are_the_mounted_secret() -> None:
