@@ -21,7 +21,7 @@ from surgeguard.runtime.embedded_postgres import APP_ROLE, EmbeddedPostgres
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard_target_app.db.schema import ensure_schema
 from tests.support.polling import eventually
-from tests.target_app.conftest import API_KEY, StartTarget
+from tests.target_app.conftest import API_KEY, RunningTarget, StartTarget
 from tests.target_app.test_worker_processes import (
     FAST,
     Spawn,
@@ -130,14 +130,26 @@ async def _lane_holders(postgres: EmbeddedPostgres, url: str) -> tuple[int, int]
     return rows[0]["working"], rows[0]["waiting"]
 
 
+async def _set_bulkhead_db(writer: ControlPlaneWriter, target: RunningTarget, value: int) -> None:
+    """This replica's own bulkhead.db (a budgeted knob would ignore a global value)."""
+    await writer.set_knobs({"bulkhead.db": value}, replica=target.service.replica)
+
+    async def applied() -> bool:
+        return target.service.bulkheads["db"].limit == value
+
+    await eventually(applied, timeout_s=5, what=f"bulkhead.db = {value}")
+
+
 async def test_two_replicas_share_the_db_capacity(
-    start_target: StartTarget, postgres: EmbeddedPostgres, database: str
+    start_target: StartTarget, writer: ControlPlaneWriter, postgres: EmbeddedPostgres, database: str
 ) -> None:
     """Capacity 2, 50 ms a call: 2 replicas x 8 concurrent reads are served as 2 at a
     time inside Postgres (never more working at once), so no faster than 16 x 50 / 2 ms."""
     replicas = [
         start_target(database_url=database, db_capacity=2, db_latency_ms=50) for _ in range(2)
     ]
+    for replica in replicas:
+        await _set_bulkhead_db(writer, replica, 16)  # room for all 8: the db is the limit
     seen = {"working": 0, "waiting": 0}
     stop = asyncio.Event()
 
@@ -182,6 +194,7 @@ async def test_the_pool_never_holds_more_connections_than_the_bulkhead_allows(
 ) -> None:
     target = start_target(database_url=database, db_capacity=6, db_latency_ms=300)
     replica = target.service.replica
+    await _set_bulkhead_db(writer, target, 8)
     async with httpx.AsyncClient(base_url=target.url, headers=API_KEY, timeout=10.0) as http:
         calls = [asyncio.ensure_future(http.get(f"/items/{2000 + i}")) for i in range(6)]
 
@@ -194,7 +207,7 @@ async def test_the_pool_never_holds_more_connections_than_the_bulkhead_allows(
             what="6 connections open for 6 calls",
         )
         # The limit falls while the 6 are in flight: they finish, the surplus goes.
-        await writer.set_knobs({"bulkhead.db": 2})
+        await writer.set_knobs({"bulkhead.db": 2}, replica=replica)
         answers = await asyncio.gather(*calls)
         assert [a.status_code for a in answers] == [200] * 6
         await eventually(
