@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from surgeguard_dashboard.budgets import Budget
 from surgeguard_dashboard.health import Obedience, TickHealth
 from surgeguard_dashboard.jsonread import NAN, floats, ints, mapping, num
 
@@ -301,6 +302,7 @@ class State:
     # controller on the same Redis); None: a controller that does not report it.
     lease_held: bool | None = None
     lease_holder: str = ""
+    budgets: Mapping[str, Budget] = field(default_factory=dict)  # dependency -> its budget
 
     @classmethod
     def parse(cls, raw: Any) -> State:
@@ -341,6 +343,7 @@ class State:
             control_stale=s.get("control_stale") is True,
             lease_held=_lease_held(s.get("lease")),
             lease_holder=str(mapping(s.get("lease")).get("holder") or ""),
+            budgets=Budget.parse_all(s.get("budgets")),
         )
 
     def signals(self, replica: str | None) -> Signals | None:

@@ -17,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from surgeguard_dashboard import bands, door, figures, jobs, strip, zoom
+from surgeguard_dashboard.budget_panel import budget_panel
 from surgeguard_dashboard.drills import chaos_lines, describe
 from surgeguard_dashboard.feed import Feed
 from surgeguard_dashboard.literal import literal
@@ -255,4 +256,5 @@ def live_section(feed: Feed, url: str, view: View, now: float | None = None) -> 
         st.warning(line, icon=":material/science:")
     zoom_bar(view)
     charts(state, feed, view, violated=now_status.slo == "violated")
+    budget_panel(state.budgets, view.replica)
     tables(feed, view)
