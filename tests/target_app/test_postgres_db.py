@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 
+from surgeguard import metric_names as names
 from surgeguard.chaos import Chaos
 from surgeguard.controlplane import ControlPlaneWriter
 from surgeguard.runtime.embedded_postgres import APP_ROLE, EmbeddedPostgres
@@ -255,6 +256,12 @@ async def test_db_chaos_slows_and_fails_postgres_calls(
         await eventually(lanes_free, timeout_s=5, what="the cut call's lane released")
         await chaos()
         assert (await http.get("/items/14")).status_code == 200
+    # The db's dependency metrics (the bulkhead's) count these Postgres calls.
+    value = target.service.registry.get_sample_value
+    duration = f"{names.DEPENDENCY_DURATION_SECONDS}_count"
+    assert value(duration, {"dependency": "db", "outcome": "ok"}) == 2
+    assert value(duration, {"dependency": "db", "outcome": "error"}) == 1
+    assert value(duration, {"dependency": "db", "outcome": "timeout"}) == 1
 
 
 async def _applied(http: httpx.AsyncClient, version: int) -> bool:
