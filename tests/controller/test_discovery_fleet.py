@@ -21,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 
 from surgeguard.controlplane import ControlPlaneWriter
-from surgeguard.fleet import REPLICAS_KEY
+from surgeguard.fleet import REPLICAS_KEY, URLS_KEY
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.polling import until_truthy
 from tests.support.processes import clean_env, free_port, stop, surgeguard
@@ -148,6 +148,17 @@ def test_replicas_come_and_go_without_a_restart(
 ) -> None:
     with fleet(own_redis.url) as f:
         assert f.state()["replicas"] == {}
+        # Written straight into Redis: shown with a reason, never a broken tick.
+        nowhere = f"http://127.0.0.1:{free_port()}"
+        store.hset(URLS_KEY, mapping={"bogus-ftp": "ftp://127.0.0.1:21", "bogus-nowhere": nowhere})
+        seconds, _ = store.time()
+        store.zadd(REPLICAS_KEY, {"bogus-ftp": seconds * 1000, "bogus-nowhere": seconds * 1000})
+
+        def shown() -> bool:
+            found = f.state()["discovery"]
+            return "bogus-ftp" in found["ignored"] and nowhere in found["errors"]
+
+        until_truthy(shown, WITHIN_S, "the bogus announcements shown with their reasons")
         url_a = f.start("fleet-a")
         until_truthy(lambda: f.tuned("fleet-a"), WITHIN_S, "fleet-a tuned")
         url_b = f.start("fleet-b")
@@ -182,6 +193,7 @@ def test_replicas_come_and_go_without_a_restart(
         assert f.state()["control"]["replicas"] == {}
         assert "surgeguard_controller_replicas 0.0" in f.metrics()
         assert f.state()["tick"]["ok"], f.state()["tick"]
+        assert not f.state()["discovery"]["errors"]  # bogus-nowhere pruned once silent
 
         # And one more comes: still no restart.
         f.start("fleet-c")
