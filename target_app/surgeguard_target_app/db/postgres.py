@@ -151,8 +151,15 @@ class PostgresDb:
 
     # -- one call ------------------------------------------------------------------------
 
-    async def _call(self, work: float, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """``query`` after ``work`` of lane time, in one transaction, in the bulkhead."""
+    async def _call(
+        self,
+        work: float,
+        query: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        durable: bool = False,
+    ) -> T:
+        """``query`` after ``work`` of lane time, in one transaction, in the bulkhead;
+        ``durable``: a write, committed only once its WAL is flushed."""
         await self._ensure_ready()
         chaos = self._chaos
         work_s = self._base_latency_s * chaos.latency_multiplier * work
@@ -161,7 +168,9 @@ class PostgresDb:
         async def run() -> T:
             try:
                 async with self.pool.connection() as conn, conn.transaction():
-                    await conn.execute("SELECT surgeguard_hold_lane($1, $2)", work_s, fails)
+                    await conn.execute(
+                        "SELECT surgeguard_hold_lane($1, $2, $3)", work_s, fails, durable
+                    )
                     return await query(conn)
             except _TROUBLE as exc:
                 raise _failure(exc) from exc
@@ -199,7 +208,7 @@ class PostgresDb:
                 quantity,
             )
 
-        await self._call(WRITE_WORK, write)
+        await self._call(WRITE_WORK, write, durable=True)
 
     async def add_signup(self, signup_id: str, email: str, name: str) -> None:
         """Idempotent by id: a replayed signup (same Idempotency-Key) lands once."""
@@ -213,4 +222,4 @@ class PostgresDb:
                 name,
             )
 
-        await self._call(WRITE_WORK, write)
+        await self._call(WRITE_WORK, write, durable=True)

@@ -2,12 +2,15 @@
 
 ``items`` (ITEM_COUNT rows, seeded once), ``signups`` and ``orders`` (written by the
 routes), and ``surgeguard_lanes``: one row per unit of the db's capacity
-(``SURGEGUARD_DB_CAPACITY``). ``surgeguard_hold_lane(work_s, fail)`` is what makes
-Postgres the bottleneck, plainly a stand-in: it takes a row lock on a free lane
+(``SURGEGUARD_DB_CAPACITY``). ``surgeguard_hold_lane(work_s, fail, durable)`` is what
+makes Postgres the bottleneck, plainly a stand-in: it takes a row lock on a free lane
 (``FOR UPDATE SKIP LOCKED``), or when every lane is held queues on one, as queries
 queue on a hot row, and holds it for ``pg_sleep(work_s)`` seconds, standing in for the
-work of a query plan. So at most ``capacity`` calls do "work" at once, across every
-replica sharing the server, and the rest wait inside Postgres.
+work of a query plan; ``fail`` then raises (chaos), and a call that is not ``durable``
+(a read) commits without waiting for its WAL flush. So at most ``capacity`` calls do
+"work" at once, across every replica sharing the server, and the rest wait inside
+Postgres (queued on a lane, they look for a free one again every quarter of a call's
+work, so no lane idles long while calls wait on another).
 
 Many replicas may start at once: everything runs in one transaction under a
 transaction-scoped advisory lock, so they take turns and the later ones find it done.
@@ -44,19 +47,34 @@ CREATE TABLE IF NOT EXISTS surgeguard_lanes (id integer PRIMARY KEY);
 """
 
 HOLD_LANE = """
-CREATE OR REPLACE FUNCTION surgeguard_hold_lane(work_s double precision, fail boolean)
-RETURNS integer LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION surgeguard_hold_lane(
+    work_s double precision, fail boolean, durable boolean
+) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     lane integer;
     lanes integer;
 BEGIN
-    SELECT id INTO lane FROM surgeguard_lanes ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF lane IS NULL THEN
-        -- Every lane is held: wait for one (at random, so waiters spread out).
-        SELECT count(*) INTO lanes FROM surgeguard_lanes;
-        lane := 1 + floor(random() * lanes)::integer;
-        PERFORM 1 FROM surgeguard_lanes WHERE id = lane FOR UPDATE;
+    IF NOT durable THEN
+        -- A read: its only write is the lane's row lock, not worth a WAL flush.
+        PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
+    LOOP
+        SELECT id INTO lane FROM surgeguard_lanes ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED;
+        EXIT WHEN lane IS NOT NULL;
+        -- Every lane is held: queue on one (at random, so waiters spread out) for a
+        -- quarter of a call's work at most, then look for a free one again, so no lane
+        -- stays idle long while calls queue on another.
+        SELECT count(*) INTO lanes FROM surgeguard_lanes;
+        BEGIN
+            PERFORM set_config('lock_timeout', greatest(ceil(work_s * 250), 5)::text, true);
+            lane := 1 + floor(random() * lanes)::integer;
+            PERFORM 1 FROM surgeguard_lanes WHERE id = lane FOR UPDATE;
+            PERFORM set_config('lock_timeout', '0', true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            lane := NULL;
+        END;
+    END LOOP;
     PERFORM pg_sleep(work_s);  -- the stand-in for a query plan's work
     IF fail THEN
         RAISE EXCEPTION 'simulated failure (chaos error_rate)' USING ERRCODE = 'XX000';
