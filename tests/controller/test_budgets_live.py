@@ -212,7 +212,7 @@ def test_the_db_budget_is_divided_and_never_exceeded(
                 f"{controller}/api/v1/decisions", params={"limit": 2000}, timeout=5
             ).json()
             said = [d["reason"] for d in decisions if d.get("knob") == "bulkhead.db"]
-            assert any(r.startswith(f"budget db {BUDGET}: share ") for r in said), said[:5]
+            assert any(f"budget db {BUDGET}: share " in r for r in said), said[:5]
             watch.workers[c.url] = 0
             del watch.sampled[c.name]  # before it stops (it cannot be read while it does)
         # c stopped: its share goes back to b.
