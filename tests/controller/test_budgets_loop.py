@@ -5,8 +5,10 @@ not obey, global scope, and what the controller reports and exports (issue 15)."
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from surgeguard.controlplane import ControlState
@@ -152,3 +154,28 @@ def test_in_global_scope_the_one_value_is_held_per_replica() -> None:
         [everyone], [(a, a_now, a_now), (b, b_now, b_now)], [a, b], state, _config()
     )
     assert {d.replica: d.new for d in out} == {"a": 6, "b": 5}  # 11 by equal demand, no "all"
+
+
+def test_a_budget_too_small_for_the_minimums_is_a_warning_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tight = Declaration.of([Dependency("db", slots=5, min_slots=5, max_slots=40, budget=8)])
+    config = ControllerConfig()
+    config.learn(Catalogue.from_scrapes([scrape_of(tight)]))
+    (a, a_now), (b, b_now) = _view("a", 5, 5.0), _view("b", 5, 5.0)
+    windows = [(a, a_now, a_now), (b, b_now, b_now)]
+    state = ControlState(version=3, replicas={"a": {KNOB: 5}, "b": {KNOB: 5}})
+    budgets = Budgets()
+    with caplog.at_level(logging.INFO, logger="controller.budgets"):
+        for _ in range(3):
+            assert budgets.apply([], windows, [a, b], state, config) == []  # minimums stay
+        budgets.apply([], windows[:1], [a], replace(state, replicas={"a": {KNOB: 5}}), config)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "WARNING",
+            "budget db 8 < 2 replicas x minimum 5: each gets the minimum, 10 in all, "
+            "2 over the budget",
+        ),
+        ("INFO", "budget db 8 covers every minimum again"),
+    ]
