@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def listed_files() -> list[Path]:
     return [MANIFESTS / name for name in kustomization["resources"]]
 
 
+@cache  # read once per session; no test changes a document (the broken one is a copy)
 def documents() -> list[tuple[str, dict[str, Any]]]:
     """(file name, document) for every document of every file the kustomization lists."""
     found = []
