@@ -166,7 +166,9 @@ def _claims(
 ) -> list[Claim]:
     claims: list[Claim] = []
     for view in views:
-        enforced = view.enforced_knobs.get(knob, view.knobs.get(knob))
+        # What it enforces: its surgeguard_dependency_limit as last read, else (read
+        # once only) the knob value it reports.
+        enforced = view.knobs.get(knob, view.enforced_knobs.get(knob))
         if enforced is None or view.replica in {c.replica for c in claims}:
             continue  # it does not call this dependency (or is listed twice)
         demand = None
