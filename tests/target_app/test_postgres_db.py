@@ -22,6 +22,7 @@ from surgeguard.runtime.embedded_postgres import APP_ROLE, EmbeddedPostgres
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard_target_app.db.schema import ensure_schema
 from tests.support.polling import eventually
+from tests.support.processes import free_port
 from tests.target_app.conftest import API_KEY, RunningTarget, StartTarget
 from tests.target_app.test_worker_processes import (
     FAST,
@@ -269,15 +270,23 @@ async def _applied(http: httpx.AsyncClient, version: int) -> bool:
     return bool(ready["control_plane"]["version"] >= version)
 
 
-async def test_postgres_down_is_a_503_naming_db_and_it_comes_back(
+async def test_postgres_absent_or_down_is_a_503_naming_db_and_it_comes_back(
     start_target: StartTarget, tmp_path: Path
 ) -> None:
-    server = EmbeddedPostgres(data_dir=tmp_path / "pg", pool_slots=3)
-    server.start()
+    server = EmbeddedPostgres(data_dir=tmp_path / "pg", pool_slots=3, port=free_port())
     try:
+        # The replica comes up before its db (compose may start them so): 503s naming db
+        # at once, not a hang, until the db is there.
         target = start_target(database_url=server.url, db_latency_ms=1)
         async with httpx.AsyncClient(base_url=target.url, headers=API_KEY, timeout=10.0) as http:
-            assert (await http.get("/items/5")).status_code == 200
+            early = await http.get("/items/4")
+            assert early.status_code == 503 and early.json()["dependency"] == "db", early.text
+            server.start()
+
+            async def serving(path: str) -> bool:
+                return (await http.get(path)).status_code == 200
+
+            await eventually(lambda: serving("/items/5"), timeout_s=10, what="the db's schema")
             # Every pool slot taken elsewhere: Postgres says too many connections.
             await asyncio.to_thread(target.server.call, target.service.db.close())  # idle ones
             held = [await asyncpg.connect(server.url) for _ in range(3)]
@@ -300,9 +309,6 @@ async def test_postgres_down_is_a_503_naming_db_and_it_comes_back(
             server = EmbeddedPostgres(data_dir=tmp_path / "pg", pool_slots=3, port=port)
             server.start()
 
-            async def back() -> bool:
-                return (await http.get("/items/8")).status_code == 200
-
-            await eventually(back, timeout_s=10, what="items served again")
+            await eventually(lambda: serving("/items/8"), timeout_s=10, what="served again")
     finally:
         server.stop()

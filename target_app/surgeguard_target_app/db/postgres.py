@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -38,7 +39,7 @@ from surgeguard_target_app.db.model import (
     WRITE_WORK,
 )
 from surgeguard_target_app.db.pool import LimitedPool
-from surgeguard_target_app.db.schema import ensure_schema
+from surgeguard_target_app.db.schema import HOLD_LANE_CALL, ensure_schema
 from surgeguard_target_app.dependencies import DependencyError
 
 T = TypeVar("T")
@@ -48,6 +49,7 @@ log = logging.getLogger("surgeguard_target_app.db")
 NAME = "db"
 CONNECT_TIMEOUT_S = 1.0
 SCHEMA_TIMEOUT_S = 30.0
+SCHEMA_RETRY_S = 1.0  # after a failed attempt, calls fail at once for this long
 # How soon the server drops the work of a client that went away (a cut-off call).
 CLIENT_CHECK_MS = 100
 
@@ -80,6 +82,7 @@ class PostgresDb:
         base_latency_s: float,
         application_name: str = "surgeguard",
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``capacity``: lanes (calls Postgres works on at once, for all replicas);
         ``base_latency_s``: seconds of work per call at work 1 when calm."""
@@ -92,6 +95,9 @@ class PostgresDb:
         self._chaos = CALM
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self._clock = clock
+        self._retry_at = 0.0  # clock time before which no new schema attempt is made
+        self._not_ready = ""
         self.pool = LimitedPool(self._connect, lambda: self._bulkhead.limit)
 
     # -- life ----------------------------------------------------------------------------
@@ -133,11 +139,15 @@ class PostgresDb:
         return conn
 
     async def _ensure_ready(self) -> None:
+        """The schema, made once. Never a queue: while one attempt runs, or for
+        ``SCHEMA_RETRY_S`` after one failed, calls fail at once (503 naming db)."""
         if self._ready:
             return
+        if self._ready_lock.locked():
+            raise DependencyError(NAME, "not ready yet: its schema is being made")
+        if self._clock() < self._retry_at:
+            raise DependencyError(NAME, f"not ready: {self._not_ready}")
         async with self._ready_lock:
-            if self._ready:
-                return
             try:
                 conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
                 try:  # its own timeout: seeding may take longer than one call may
@@ -146,7 +156,10 @@ class PostgresDb:
                 finally:
                     await conn.close(timeout=1.0)
             except _TROUBLE as exc:
-                raise _failure(exc) from exc
+                failure = _failure(exc)
+                self._retry_at = self._clock() + SCHEMA_RETRY_S
+                self._not_ready = failure.message
+                raise failure from exc
             self._ready = True
 
     # -- one call ------------------------------------------------------------------------
@@ -168,9 +181,7 @@ class PostgresDb:
         async def run() -> T:
             try:
                 async with self.pool.connection() as conn, conn.transaction():
-                    await conn.execute(
-                        "SELECT surgeguard_hold_lane($1, $2, $3)", work_s, fails, durable
-                    )
+                    await conn.execute(HOLD_LANE_CALL, work_s, fails, durable)
                     return await query(conn)
             except _TROUBLE as exc:
                 raise _failure(exc) from exc
