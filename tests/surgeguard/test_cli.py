@@ -30,7 +30,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 @pytest.mark.parametrize(
-    "sub", ["up", "status", "redis", "target", "worker", "controller", "dashboard"]
+    "sub", ["up", "status", "redis", "postgres", "target", "worker", "controller", "dashboard"]
 )
 def test_every_subcommand_has_help(sub: str) -> None:
     result = _run(sub, "--help")

@@ -147,3 +147,18 @@ def test_surgeguard_postgres_prints_its_url_masked_and_stops_on_ctrl_c(tmp_path:
             if pipe is not None:
                 pipe.close()
     assert os.path.isdir(tmp_path / "postgres")
+
+
+def test_surgeguard_postgres_refuses_bad_pool_slots_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "surgeguard", "postgres", "--pool-slots", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(SURGEGUARD_DATA_DIR=str(tmp_path)),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "surgeguard postgres: --pool-slots must be in [1, 10000], got 0"
+    ]
+    assert not (tmp_path / "postgres").exists()  # nothing started
