@@ -19,6 +19,7 @@ its share: it may still enforce it) and every replica with a share in the docume
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -171,15 +172,18 @@ def _claims(
         enforced = view.knobs.get(knob, view.enforced_knobs.get(knob))
         if enforced is None or view.replica in {c.replica for c in claims}:
             continue  # it does not call this dependency (or is listed twice)
-        demand = None
+        demand, held = None, int(enforced)
         if view.replica in fresh:
             _, now = fresh[view.replica]
             dep = view.signals.dependencies.get(dependency)
             # In flight: the window's mean (busy time per second) or now, the larger.
             in_flight = max(dep.mean_in_flight, dep.in_flight) if dep is not None else 0.0
             demand = in_flight + now.total(names.DEPENDENCY_WAITING, dependency=dependency)
+            # A cut limit does not end the calls already in flight above it: until they
+            # finish they still hold their slots (a pooled connection each).
+            held = max(held, math.ceil(now.total(names.DEPENDENCY_INFLIGHT, dependency=dependency)))
         share = state.replicas.get(view.replica, {}).get(knob)
-        claims.append(Claim(view.replica, demand, share, int(enforced)))
+        claims.append(Claim(view.replica, demand, share, held))
     seen = {c.replica for c in claims}
     for replica, knobs in sorted(state.replicas.items()):
         if replica not in seen and knob in knobs:
@@ -209,8 +213,8 @@ def _held_to_shares(
         view, _ = fresh[claim.replica]
         decided = own.get(claim.replica, everyone)
         share = division.shares[claim.replica]
-        enforced = claim.enforced if claim.enforced is not None else share
-        before = claim.share if claim.share is not None else enforced
+        limit = view.knobs.get(knob, view.enforced_knobs.get(knob, share))
+        before = claim.share if claim.share is not None else limit
         moving = decided is not None and decided.action != HOLD
         wanted = decided.new if decided is not None and moving else before
         value = min(wanted, share)

@@ -42,14 +42,21 @@ def _config() -> ControllerConfig:
     return config
 
 
-def _view(replica: str, limit: int, in_flight: float, waiting: float = 0.0) -> tuple[View, Scrape]:
+def _view(
+    replica: str, limit: int, in_flight: float, waiting: float = 0.0, now_in_flight: float = 0.0
+) -> tuple[View, Scrape]:
     s = replace(
         signals(replica=replica),
         dependencies={"db": dep(limit=limit, mean_in_flight=in_flight, in_flight=in_flight)},
     )
     view = View(replica, s, {KNOB: limit}, {KNOB: limit})
+    db = frozenset({("dependency", "db")})
     now = Scrape(
-        1.0, {("surgeguard_dependency_waiting", frozenset({("dependency", "db")})): waiting}
+        1.0,
+        {
+            ("surgeguard_dependency_waiting", db): waiting,
+            ("surgeguard_dependency_inflight", db): now_in_flight,
+        },
     )
     return view, now
 
@@ -179,3 +186,13 @@ def test_a_budget_too_small_for_the_minimums_is_a_warning_logged_once(
         ),
         ("INFO", "budget db 8 covers every minimum again"),
     ]
+
+
+def test_calls_still_in_flight_above_a_cut_limit_hold_their_slots() -> None:
+    # a applied its cut to 2, but 8 of its calls (pooled connections) are still running.
+    (a, a_now), (b, b_now) = _view("a", 2, 2.0, now_in_flight=8.0), _view("b", 1, 1.0, 9.0)
+    state = ControlState(version=3, replicas={"a": {KNOB: 2}, "b": {KNOB: 1}})
+    windows = [(a, a_now, a_now), (b, b_now, b_now)]
+    out = Budgets().apply([_aimd("b", 1, 12)], windows, [a, b], state, _config())
+    # 12 - 1 kept - 8 held by a = 3 for b (not 12 - 1 - 2 = 9).
+    assert [(d.replica, d.new) for d in out] == [("b", 3)]
