@@ -75,13 +75,13 @@ class Protection:
         injects chaos from it)."""
         self.app = app
         self.settings = settings
-        self.declaration = declaration
         try:  # the deployment's budgets over the declared ones
             declaration = declaration.with_budgets(settings.budget_totals)
         except ValueError as exc:
             raise SettingsError(
                 f"invalid setting {ENV_PREFIX}BUDGETS={settings.budgets!r}: {exc}"
             ) from None
+        self.declaration = declaration
         self.replica = replica
         self._on_control = on_control
         self._running = False
@@ -96,11 +96,11 @@ class Protection:
             raise SettingsError(f"invalid setting {ENV_PREFIX}MODES: {exc}") from None
         self.initial_knobs = Knobs.build(settings.initial_door_knobs(), declaration.knob_specs)
         self.knobs: Knobs = self.initial_knobs
-        self.control = ControlState()  # the document applied (version 0: none yet)
         if redis_client is not None or settings.redis_url is not None:
             # A control plane divides the budgets: until its document is read (Redis may
             # be down at start), a budgeted bulkhead has no share and runs at its minimum.
             self.knobs = ControlState().knobs_for(replica, self.initial_knobs)
+        self.control = ControlState()  # the document applied (version 0: none yet)
         self.modes: frozenset[str] = self.start_modes
 
         self.limiter = Limiter(
