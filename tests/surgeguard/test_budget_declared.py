@@ -90,7 +90,7 @@ def test_a_budget_for_a_dependency_the_app_does_not_declare_stops_start_up() -> 
 
 def test_a_replica_exports_its_budgets_and_nothing_for_the_others() -> None:
     registry = CollectorRegistry()
-    _shop("db:24", registry)
+    assert _shop("db:24", registry).declaration.budgets == {"db": 24}
     budget = "surgeguard_dependency_budget"
     assert registry.get_sample_value(budget, {"dependency": "db"}) == 24
     assert registry.get_sample_value(budget, {"dependency": "search"}) is None
