@@ -386,11 +386,21 @@ def _parser() -> argparse.ArgumentParser:
         "from the capacity measured first. storm: one replica with its controller, guarded "
         "(defaults) and unguarded (no penalty box, no hold rule), each through a polite "
         "closed loop, two wrk storms of impatient connections and a keyless attacker "
-        "claiming critical (needs wrk). The service's own metrics are the truth. Writes "
-        "summary.json, report.md (and the spike's plots) into --out.",
+        "claiming critical (needs wrk). shared-db: 1, 2 and 3 replicas on one embedded "
+        "Postgres, with the db budget the controller divides and without it. The "
+        "service's own metrics are the truth. Writes summary.json, report.md (and the "
+        "spike's plots) into --out.",
     )
     bench.add_argument(
-        "--scenario", default="spike", choices=("spike", "storm"), help="default spike"
+        "--scenario",
+        default="spike",
+        choices=("spike", "storm", "shared-db"),
+        help="default spike",
+    )
+    bench.add_argument(
+        "--replicas",
+        metavar="N,N",
+        help="shared-db: the replica counts to run, default 1,2,3",
     )
     bench.add_argument(
         "--policies",
@@ -574,6 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from surgeguard_loadtest.storm.bench import run_storm_command
 
             return run_storm_command(args)
+        if args.command == "bench" and args.scenario == "shared-db":
+            from surgeguard_loadtest.bench.shared_db import run_shared_db_command
+
+            return run_shared_db_command(args)
         if args.command == "bench":
             from surgeguard_loadtest.bench.spike import run_bench_command
 

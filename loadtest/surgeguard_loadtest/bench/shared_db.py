@@ -24,6 +24,7 @@ the sum of their enforced ``bulkhead.db`` limits, the figure the budget bounds.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import random
@@ -60,8 +61,8 @@ class Plan:
     """What one configuration's run is made of: seconds of each phase, the load in
     multiples of the database's capacity, the database's own shape."""
 
-    lanes: int = 6  # queries Postgres serves at once (its budget)
-    latency_ms: float = 40.0  # each query's work, ms (pg_sleep on a locked lane)
+    lanes: int = 8  # queries Postgres serves at once (its budget)
+    latency_ms: float = 50.0  # each query's work, ms (pg_sleep on a locked lane)
     baseline_s: float = 10.0
     spike_s: float = 30.0
     after_s: float = 10.0
@@ -89,6 +90,18 @@ class Run:
     spike_end: float = 0.0
     scrapes: dict[str, list[Scrape]] = field(default_factory=dict)  # replica URL -> scrapes
     client: LoadReport = field(default_factory=LoadReport)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the controller's, newest last
+
+
+def _decisions(controller: str) -> list[dict[str, Any]]:
+    """The controller's recorded moves (with their reasons) for the run's report."""
+    try:
+        response = httpx.get(f"{controller}/api/v1/decisions", timeout=5.0, trust_env=False)
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        return []
+    items = body.get("decisions", body) if isinstance(body, dict) else body
+    return list(items)[-200:] if isinstance(items, list) else []
 
 
 def replica_env(redis_url: str, database_url: str, plan: Plan, budget: bool) -> dict[str, str]:
@@ -99,8 +112,6 @@ def replica_env(redis_url: str, database_url: str, plan: Plan, budget: bool) -> 
         "cache_capacity": "64",
         "recommendations_capacity": "64",
         "payments_capacity": "64",
-        "bulkhead_max_wait_ms": "2000",
-        "dependency_timeout_ms": "5000",
         "control_poll_ms": "200",
         "slo_p99_ms": f"{SLO_S * 1000:g}",
         "admin_token": ADMIN_TOKEN,
@@ -112,14 +123,15 @@ def replica_env(redis_url: str, database_url: str, plan: Plan, budget: bool) -> 
 
 
 @contextmanager
-def fleet(count: int, env: dict[str, str], logs: Path, tag: str) -> Iterator[list[str]]:
-    """``count`` fresh replicas and one controller that discovers them; their URLs."""
+def fleet(count: int, env: dict[str, str], logs: Path, tag: str) -> Iterator[tuple[list[str], str]]:
+    """``count`` fresh replicas, each announcing itself, and one controller that
+    discovers them; the replicas' URLs."""
     with ExitStack() as stack:
         urls = []
         for n in range(count):
             port = free_port()
             url = f"http://{HOST}:{port}"
-            own = {**env, "SURGEGUARD_ADVERTISE_URL": url, "SURGEGUARD_REPLICA": f"r{n + 1}"}
+            own = {**env, "SURGEGUARD_ADVERTISE_URL": url, "SURGEGUARD_REPLICA_ID": f"r{n + 1}"}
             stack.enter_context(
                 running(
                     ["target", "--port", str(port)],
@@ -131,11 +143,12 @@ def fleet(count: int, env: dict[str, str], logs: Path, tag: str) -> Iterator[lis
             urls.append(url)
         cport = free_port()
         controller = f"http://{HOST}:{cport}"
-        args = ["controller", "--port", str(cport), "--target", ",".join(urls)]
+        # No --target: the controller tunes the replicas that announce themselves.
+        args = ["controller", "--port", str(cport)]
         stack.enter_context(
             running(args, env, f"{controller}/healthz", logs / f"{tag}-controller.log")
         )
-        yield urls
+        yield urls, controller
 
 
 async def _scrape_every_second(urls: Sequence[str], into: Run, stop: asyncio.Event) -> None:
@@ -194,6 +207,29 @@ def db_limit_sum(run: Run) -> list[float]:
     ]
 
 
+def windows(run: Run) -> list[dict[str, Any]]:
+    """Second by second on the spike's clock (0 = the spike starts): goodput and
+    admitted p99 over all replicas, and the sums of their limits."""
+    rounds = list(zip(*(run.scrapes[u] for u in sorted(run.scrapes)), strict=False))
+    out = []
+    for before, now in itertools.pairwise(rounds):
+        total = aggregate(list(zip(before, now, strict=True)), slo_s=SLO_S)
+        out.append(
+            {
+                "at": round(now[0].at - run.spike_start, 1),
+                "good_per_s": round(total.good_per_s, 1),
+                "admitted_per_s": round(total.admitted_per_s, 1),
+                "p99_ms": ms_or_none(total.p99_s),
+                "concurrency_limit": sum(s.total(names.CONCURRENCY_LIMIT) for s in now),
+                "db_slots": sum(s.total(names.DEPENDENCY_LIMIT, dependency="db") for s in now),
+                "db_in_flight": sum(
+                    s.total(names.DEPENDENCY_INFLIGHT, dependency="db") for s in now
+                ),
+            }
+        )
+    return out
+
+
 def summarize(run: Run, capacity: float, plan: Plan) -> dict[str, Any]:
     """One configuration's row, from the spike's settled part (``SETTLE_S`` on)."""
     start, end = run.spike_start + SETTLE_S, run.spike_end
@@ -220,6 +256,8 @@ def summarize(run: Run, capacity: float, plan: Plan) -> dict[str, Any]:
         "db_limit_sum_median": statistics.median(sums) if sums else None,
         "client_statuses": {str(k): v for k, v in sorted(statuses.items())},
         "budget_total": plan.lanes if run.budget else None,
+        "windows": windows(run),
+        "decisions": run.decisions,
     }
 
 
@@ -270,7 +308,7 @@ async def _db_capacity(url: str, lanes: int, latency_s: float, seconds: float) -
     replica in the way), after the schema is made."""
     import asyncpg  # the demo extra's driver: only this benchmark needs it here
 
-    from surgeguard_target_app.db.schema import ensure_schema
+    from surgeguard_target_app.db.schema import HOLD_LANE_CALL, ensure_schema
 
     first = await asyncpg.connect(url)
     try:
@@ -285,7 +323,7 @@ async def _db_capacity(url: str, lanes: int, latency_s: float, seconds: float) -
         nonlocal done
         while time.monotonic() < stop_at:
             async with conn.transaction():
-                await conn.execute("SELECT surgeguard_hold_lane($1, false)", latency_s)
+                await conn.execute(HOLD_LANE_CALL, latency_s, False, False)
             done += 1
 
     started = time.monotonic()
@@ -326,8 +364,9 @@ def bench(plan: Plan, work: Path) -> dict[str, Any]:
                     print(f"{count} replica(s), budget {'on' if budget else 'off'}:", flush=True)
                     env = replica_env(server.url, database.url, plan, budget)
                     run = Run(count, budget)
-                    with fleet(count, env, work, tag) as urls:
+                    with fleet(count, env, work, tag) as (urls, controller):
                         asyncio.run(_drive(urls, plan, capacity, run))
+                        run.decisions = _decisions(controller)
                     row = summarize(run, capacity, plan)
                     print("   ", json.dumps({k: row[k] for k in list(row)[:9]}), flush=True)
                     rows.append(row)

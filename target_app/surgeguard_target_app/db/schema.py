@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE TABLE IF NOT EXISTS surgeguard_lanes (id integer PRIMARY KEY);
 """
 
+# One call's lane time: (work_s seconds, fail after it, durable commit). The demo's
+# calls and the shared-db benchmark's direct measurement of the db use the same.
+HOLD_LANE_CALL = "SELECT surgeguard_hold_lane($1, $2, $3)"
+
 HOLD_LANE = """
 CREATE OR REPLACE FUNCTION surgeguard_hold_lane(
     work_s double precision, fail boolean, durable boolean
