@@ -85,22 +85,22 @@ def test_a_grow_is_capped_at_the_share_and_an_idle_replicas_share_is_cut() -> No
         )
     }
     # b is idle: cut to the minimum at once; a's grow waits for b's slots (b still
-    # enforces 6): of 12, one is kept for a replica that starts, so a gets 11 - 6 - 4 = 1.
+    # enforces 6): none of the 12 is kept back, so a gets 12 - 6 - 4 = 2.
     assert (out["b"].new, out["b"].action, out["b"].applied) == (1, "cut", True)
     assert out["b"].reason == "budget db 12: share 6 -> 1, demand 0.0 of 10.0 in all"
-    assert (out["a"].old, out["a"].new) == (4, 5)
+    assert (out["a"].old, out["a"].new) == (4, 6)
     assert out["a"].reason.startswith(
-        f"db p99 fine: {KNOB} 4 -> 12; capped: budget db 12: share 4 -> 5"
+        f"db p99 fine: {KNOB} 4 -> 12; capped: budget db 12: share 4 -> 6"
     )
     assert out["a"].inputs["budget"] == 12 and out["a"].inputs["demand"] == 10.0
     report = budgets.json()["db"]
-    assert report["total"] == 12 and report["shares"] == {"a": 5, "b": 1}
+    assert report["total"] == 12 and report["shares"] == {"a": 6, "b": 1}
     assert report["demand"] == {"a": 10.0, "b": 0.0}
     assert (
         registry.get_sample_value("surgeguard_controller_budget_total", {"dependency": "db"}) == 12
     )
     share = "surgeguard_controller_budget_share"
-    assert registry.get_sample_value(share, {"dependency": "db", "replica": "a"}) == 5
+    assert registry.get_sample_value(share, {"dependency": "db", "replica": "a"}) == 6
     # b applied its cut: a grows into the slots (AIMD's 12 is more than its share).
     state = ControlState(version=4, replicas={"a": {KNOB: 5}, "b": {KNOB: 1}})
     (a, a_now), (b, b_now) = _view("a", 5, 5.0, waiting=5.0), _view("b", 1, 0.0)
@@ -110,7 +110,7 @@ def test_a_grow_is_capped_at_the_share_and_an_idle_replicas_share_is_cut() -> No
             [_aimd("a", 5, 12)], [(a, a_now, a_now), (b, b_now, b_now)], [a, b], state, _config()
         )
     }
-    assert out["a"].new == 10 and "b" not in out  # b stays at the minimum: nothing to say
+    assert out["a"].new == 11 and "b" not in out  # b stays at the minimum: nothing to say
     # b leaves (dropped from the view and the document): its series go.
     budgets.apply(
         [], [(a, a_now, a_now)], [a], ControlState(version=5, replicas={"a": {KNOB: 10}}), _config()
@@ -125,13 +125,13 @@ def test_a_move_within_the_share_is_the_algorithms_own_and_a_replica_not_read_ho
     out = Budgets().apply([grow], [(a, a_now, a_now)], [a, b], state, _config())
     assert out == [grow]  # within a's share: AIMD's decision, unchanged; b not read: nothing
     # A replica in the document the loop has not read yet holds its share too.
-    state = ControlState(version=3, replicas={"a": {KNOB: 3}, "ghost": {KNOB: 8}})
+    state = ControlState(version=3, replicas={"a": {KNOB: 3}, "ghost": {KNOB: 9}})
     budgets = Budgets()
     out = budgets.apply([_aimd("a", 3, 9)], [(a, a_now, a_now)], [a], state, _config())
-    # 12 - 1 kept - 8 held by ghost = 3: a stays, and says why.
+    # 12 - 9 held by ghost = 3: a stays, and says why.
     assert (out[0].new, out[0].action, out[0].applied) == (3, "hold", False)
     assert "held at its share: budget db 12" in out[0].reason
-    assert budgets.json()["db"]["shares"] == {"a": 3, "ghost": 8}
+    assert budgets.json()["db"]["shares"] == {"a": 3, "ghost": 9}
 
 
 def test_pins_win_the_autopilot_off_says_and_a_disobeying_replica_is_not_applied() -> None:
@@ -160,7 +160,7 @@ def test_in_global_scope_the_one_value_is_held_per_replica() -> None:
     out = Budgets().apply(
         [everyone], [(a, a_now, a_now), (b, b_now, b_now)], [a, b], state, _config()
     )
-    assert {d.replica: d.new for d in out} == {"a": 6, "b": 5}  # 11 by equal demand, no "all"
+    assert {d.replica: d.new for d in out} == {"a": 6, "b": 6}  # 12 by equal demand, no "all"
 
 
 def test_a_budget_too_small_for_the_minimums_is_a_warning_logged_once(
@@ -194,5 +194,5 @@ def test_calls_still_in_flight_above_a_cut_limit_hold_their_slots() -> None:
     state = ControlState(version=3, replicas={"a": {KNOB: 2}, "b": {KNOB: 1}})
     windows = [(a, a_now, a_now), (b, b_now, b_now)]
     out = Budgets().apply([_aimd("b", 1, 12)], windows, [a, b], state, _config())
-    # 12 - 1 kept - 8 held by a = 3 for b (not 12 - 1 - 2 = 9).
-    assert [(d.replica, d.new) for d in out] == [("b", 3)]
+    # 12 - 8 held by a = 4 for b (not 12 - 2 = 10).
+    assert [(d.replica, d.new) for d in out] == [("b", 4)]
