@@ -132,9 +132,11 @@ class Bulkhead:
         return sum(1 for w in self._waiters if not w.done())
 
     def set_limit(self, limit: int) -> None:
-        """Raising wakes waiters at once; lowering never cancels calls in flight."""
-        if limit < 1:
-            raise ValueError(f"bulkhead.{self.name} limit must be >= 1, got {limit}")
+        """Raising wakes waiters at once; lowering never cancels calls in flight. 0: no
+        slot at all (a budgeted dependency's share not granted yet): every call is
+        refused at once, without waiting for a slot that cannot come."""
+        if limit < 0:
+            raise ValueError(f"bulkhead.{self.name} limit must be >= 0, got {limit}")
         self.limit = limit
         self._wake()
 
@@ -149,6 +151,8 @@ class Bulkhead:
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
             return
+        if self.limit == 0:
+            raise BulkheadFull(self.name, "no slots: no share of its budget granted yet")
         if self.max_wait_s == 0:
             raise BulkheadFull(self.name, f"all {self.limit} slots busy")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -133,12 +133,14 @@ class ControlState:
 
         A budgeted knob (``KnobSpec.budgeted``) is a share the controller hands out: a
         replica without a value of its own (it just joined, or the document predates
-        it) runs at the knob's minimum until it is granted one, never at a global or
-        start-up value that could take the budget past its total. A pinned value is
-        the operator's and still applies to every replica."""
+        it) runs at 0 slots (its calls to that dependency refused at once) until it is
+        granted one, never at a global, start-up or minimum value: the controller keeps
+        no slots in reserve, so any slot taken before a grant could take the budget
+        past its total. The cost: a joiner waits about one to three ticks for its first
+        slots. A pinned value is the operator's and still applies to every replica."""
         own = self.replicas.get(replica, {})
         waiting = {
-            name: spec.minimum
+            name: 0
             for name, spec in initial.specs.items()
             if spec.budgeted and name not in own and name not in self.pins
         }

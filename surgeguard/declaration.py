@@ -30,8 +30,9 @@ class Dependency:
     ``budget``: the calls in flight the dependency honours across ALL replicas (for
     Postgres: ``max_connections`` less a reserve); None: no shared limit. A budgeted
     bulkhead is a share the controller hands out: the sum of every replica's stays
-    within the budget, and a replica without a share of its own runs at ``min_slots``
-    (``ControlState.knobs_for``)."""
+    within the budget, and a replica without a share of its own runs at 0 slots until
+    the controller grants it one (``ControlState.knobs_for``); once granted, a share is
+    at least ``min_slots``."""
 
     name: str
     slots: int = 16

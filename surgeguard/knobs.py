@@ -31,13 +31,16 @@ class KnobSpec:
     unit: str
     description: str
     # A share of a budget the controller divides among replicas (surgeguard.declaration):
-    # without a value of its own in the control document, a replica runs at the minimum.
+    # without a value of its own in the control document, a replica runs at 0 slots (its
+    # calls refused at once) until the controller grants it one, so 0 is a value too.
     budgeted: bool = False
 
     def check(self, value: object) -> int:
         # bool is an int subclass; "true" as a limit is always a mistake.
         if isinstance(value, bool) or not isinstance(value, int):
             raise KnobError(f"{self.name} must be an integer, got {value!r}")
+        if self.budgeted and value == 0:
+            return value  # no share granted (yet): the start rule's value
         if not self.minimum <= value <= self.maximum:
             raise KnobError(
                 f"{self.name} must be in [{self.minimum}, {self.maximum}] {self.unit}, got {value}"

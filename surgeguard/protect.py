@@ -98,7 +98,7 @@ class Protection:
         self.knobs: Knobs = self.initial_knobs
         if redis_client is not None or settings.redis_url is not None:
             # A control plane divides the budgets: until its document is read (Redis may
-            # be down at start), a budgeted bulkhead has no share and runs at its minimum.
+            # be down at start), a budgeted bulkhead has no share and runs at 0 slots.
             self.knobs = ControlState().knobs_for(replica, self.initial_knobs)
         self.control = ControlState()  # the document applied (version 0: none yet)
         self.modes: frozenset[str] = self.start_modes

@@ -13,7 +13,15 @@ not applied; a replica that does not obey has its moves recorded as not applied.
 
 Which replicas hold slots: every replica the loop knows (one not read this tick keeps
 its share: it may still enforce it) and every replica with a share in the document
-(one that left keeps its slots until it is dropped from the document).
+(one that left keeps its slots until it is dropped from the document). A replica that
+just started has no share and enforces 0 slots (``ControlState.knobs_for``): nothing
+is kept in reserve for it, so it waits about one to three ticks for its first grant
+(seen, the others cut, granted once they enforce the cuts); that grant is the budget's
+alone (the limit algorithm has no calls of its to judge).
+
+Demand: calls in flight + waiting for a slot + the slots the calls its bulkhead refused
+would have needed (``_refused_demand``), so a replica turning calls away is not taken
+for one whose share suffices.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from surgeguard_controller.decide import Decision
 from surgeguard_controller.metrics import ControllerMetrics
 from surgeguard_controller.obey import NOT_APPLIED
 from surgeguard_controller.sensing.scrape import Scrape
-from surgeguard_controller.sensing.signals import Signals
+from surgeguard_controller.sensing.signals import DependencySignals, Signals
 
 log = logging.getLogger("controller.budgets")
 
@@ -166,6 +174,7 @@ def _claims(
     state: ControlState,
 ) -> list[Claim]:
     claims: list[Claim] = []
+    latency = _fleet_latency(dependency, [fresh[r][0] for r in fresh])
     for view in views:
         # What it enforces: its surgeguard_dependency_limit as last read, else (read
         # once only) the knob value it reports.
@@ -179,6 +188,7 @@ def _claims(
             # In flight: the window's mean (busy time per second) or now, the larger.
             in_flight = max(dep.mean_in_flight, dep.in_flight) if dep is not None else 0.0
             demand = in_flight + now.total(names.DEPENDENCY_WAITING, dependency=dependency)
+            demand += _refused_demand(dep, latency)
             # A cut limit does not end the calls already in flight above it: until they
             # finish they still hold their slots (a pooled connection each).
             held = max(held, math.ceil(now.total(names.DEPENDENCY_INFLIGHT, dependency=dependency)))
@@ -191,6 +201,38 @@ def _claims(
             # listed): its share holds its slots.
             claims.append(Claim(replica, None, knobs[knob], None))
     return claims
+
+
+def _fleet_latency(dependency: str, views: Sequence[View]) -> float:
+    """The mean call time to ``dependency`` over the replicas read this tick, seconds
+    (busy seconds per second over calls per second, Little's law); 0 when none called."""
+    busy = calls = 0.0
+    for view in views:
+        dep = view.signals.dependencies.get(dependency)
+        if dep is not None and dep.calls_per_s > 0 and math.isfinite(dep.mean_in_flight):
+            busy, calls = busy + dep.mean_in_flight, calls + dep.calls_per_s
+    return busy / calls if calls > 0 else 0.0
+
+
+def _refused_demand(dep: DependencySignals | None, fleet_latency_s: float) -> float:
+    """The slots the calls a replica's bulkhead refused would have needed (Little's law:
+    refused per second x the time a call takes, its own mean or else the fleet's).
+
+    Why: in flight + waiting understates the load once a bulkhead refuses calls (after
+    its short wait, 50 ms by default, or at once with 0 slots): a replica whose share is
+    far too small shows a demand near its share, however many calls it turns away, so
+    demand alone would leave the shares where they are. Only refusals for a full
+    bulkhead count: a timed-out call is a rejection too, but it held its slot and is
+    already in the busy time."""
+    if dep is None:
+        return 0.0
+    timed_out = dep.timeout_rate * dep.calls_per_s
+    refused = dep.rejected_per_s - (timed_out if math.isfinite(timed_out) else 0.0)
+    if not math.isfinite(refused) or refused <= 0:
+        return 0.0
+    own = dep.mean_in_flight / dep.calls_per_s if dep.calls_per_s > 0 else math.nan
+    latency = own if math.isfinite(own) and own > 0 else fleet_latency_s
+    return refused * latency
 
 
 def _held_to_shares(
@@ -217,8 +259,16 @@ def _held_to_shares(
         before = claim.share if claim.share is not None else limit
         moving = decided is not None and decided.action != HOLD
         wanted = decided.new if decided is not None and moving else before
-        value = min(wanted, share)
-        if decided is not None and decided.replica == claim.replica and value == wanted:
+        # A joiner (no share yet, 0 slots) has made no calls the algorithm could judge:
+        # its first grant is the budget's alone.
+        joiner = claim.share is None and before == 0
+        value = share if joiner else min(wanted, share)
+        if (
+            decided is not None
+            and decided.replica == claim.replica
+            and value == wanted
+            and not joiner
+        ):
             out.append(decided)  # the share does not bind: the algorithm's decision stands
             continue
         if value == before:
@@ -236,7 +286,7 @@ def _held_to_shares(
                 )
             continue  # nothing to publish
         why = division.why.get(claim.replica, f"{division.reason}: {before} -> {value}")
-        if decided is not None and moving:
+        if decided is not None and moving and not joiner:
             reason = decided.reason if value == wanted else f"{decided.reason}; capped: {why}"
         else:
             reason = why

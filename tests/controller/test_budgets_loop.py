@@ -196,3 +196,69 @@ def test_calls_still_in_flight_above_a_cut_limit_hold_their_slots() -> None:
     out = Budgets().apply([_aimd("b", 1, 12)], windows, [a, b], state, _config())
     # 12 - 8 held by a = 4 for b (not 12 - 2 = 10).
     assert [(d.replica, d.new) for d in out] == [("b", 4)]
+
+
+def test_calls_a_full_bulkhead_refused_count_in_the_demand_by_littles_law() -> None:
+    # a and b both run 4 calls at once (100 ms each, 40/s): equal on what they hold,
+    # but a's bulkhead refuses 60 calls/s more (6 timed out too, already in its busy
+    # time): 54 full x 0.1 s = 5.4 slots it would have needed.
+    (a, a_now), (b, b_now) = _view("a", 4, 4.0), _view("b", 4, 4.0)
+    a.signals = replace(
+        a.signals,
+        dependencies={
+            "db": dep(
+                limit=4,
+                mean_in_flight=4.0,
+                in_flight=4.0,
+                calls_per_s=40.0,
+                rejected_per_s=60.0,
+                timeout_rate=0.15,
+            )
+        },
+    )
+    b.signals = replace(
+        b.signals,
+        dependencies={"db": dep(limit=4, mean_in_flight=4.0, in_flight=4.0, calls_per_s=40.0)},
+    )
+    state = ControlState(version=3, replicas={"a": {KNOB: 4}, "b": {KNOB: 4}})
+    budgets = Budgets()
+    budgets.apply([], [(a, a_now, a_now), (b, b_now, b_now)], [a, b], state, _config())
+    demand = budgets.json()["db"]["demand"]
+    assert demand == {"a": 9.4, "b": 4.0}
+
+
+def test_a_joiner_at_0_slots_is_granted_its_minimum_out_of_free_slots_only() -> None:
+    # c just started: no share in the document, it enforces 0 and refuses its calls
+    # (50/s; it made none, so the time a call takes is the fleet's: 0.1 s).
+    (a, a_now), (b, b_now) = _view("a", 6, 6.0, waiting=4.0), _view("b", 6, 6.0, waiting=4.0)
+    (c, c_now) = _view("c", 0, 0.0)
+    for view in (a, b):
+        view.signals = replace(
+            view.signals,
+            dependencies={"db": dep(limit=6, mean_in_flight=6.0, in_flight=6.0, calls_per_s=60.0)},
+        )
+    c.signals = replace(
+        c.signals,
+        dependencies={
+            "db": dep(
+                limit=0, mean_in_flight=0.0, in_flight=0.0, calls_per_s=0.0, rejected_per_s=50.0
+            )
+        },
+    )
+    windows = [(a, a_now, a_now), (b, b_now, b_now), (c, c_now, c_now)]
+    state = ControlState(version=3, replicas={"a": {KNOB: 6}, "b": {KNOB: 6}})
+    budgets = Budgets()
+    out = {d.replica: d for d in budgets.apply([], windows, [a, b, c], state, _config())}
+    # Nothing is free (a and b enforce 6 + 6 = 12): they are cut, c gets nothing yet.
+    assert out["a"].new < 6 and out["b"].new < 6 and "c" not in out
+    report = budgets.json()["db"]
+    assert report["shares"]["c"] == 0 and report["demand"]["c"] == 5.0
+    assert "c wait for slots others still hold" in report["reason"]
+    # They applied their cuts: c is granted slots (the knob's minimum, 1, or more).
+    cut = {r: out[r].new for r in ("a", "b")}
+    for view, r in ((a, "a"), (b, "b")):
+        view.knobs = view.enforced_knobs = {KNOB: cut[r]}
+    state = ControlState(version=4, replicas={r: {KNOB: v} for r, v in cut.items()})
+    out = {d.replica: d for d in budgets.apply([], windows, [a, b, c], state, _config())}
+    assert out["c"].old == 0 and out["c"].new == 12 - sum(cut.values())
+    assert out["c"].reason.startswith("budget db 12: share none -> ")
