@@ -9,8 +9,9 @@ Under a load that keeps more calls waiting for the db than the budget allows, ev
 replica's enforced ``bulkhead.db`` (its ``surgeguard_dependency_limit``) is sampled
 about twice a tick, all replicas at once, and their sum never exceeds the budget,
 including while a third replica joins: it starts at 0 slots (no share of its own)
-and is granted a share taken from the others'; stopped, it gives it back. While the
-db is saturated the shares add up to the whole budget: no slot is left idle.
+and is granted a share taken from the others'; stopped, it gives it back. The shares
+follow the load from one replica to both, and while the db is saturated they add up to
+the whole budget: no slot is left idle.
 
 The SLO is set far above the db's latency so the door lets the load wait for the db
 (the demand the budget is divided by) instead of the concurrency limit cutting it off.
@@ -242,7 +243,7 @@ def test_the_db_budget_is_divided_among_replicas_on_one_postgres_and_never_excee
     with ExitStack() as stack:
         c_port = free_port()
         c_url = f"http://127.0.0.1:{c_port}"
-        watch.workers = {a.url: WORKERS, b.url: WORKERS, c_url: 0}  # c's wait for it
+        watch.workers = {a.url: WORKERS, b.url: 1, c_url: 0}  # c's wait for it
         watch.sampled = {a.name: a, b.name: b}
         driver = threading.Thread(
             target=asyncio.run, args=(_drive(watch, list(watch.workers)),), daemon=True
@@ -251,9 +252,22 @@ def test_the_db_budget_is_divided_among_replicas_on_one_postgres_and_never_excee
         stack.callback(driver.join, 10)
         stack.callback(watch.stop.set)
 
-        # Both saturate the db: between them they get the whole budget, none idle.
+        # a has the load: it gets most of the budget.
+        until_truthy(
+            lambda: (s := _shares(controller, a.name, b.name)) and s[a.name] >= BUDGET - 2,
+            25,
+            "replica-a's share growing with its load",
+        )
+        # Both saturate the db: the shares follow the load, and between them they get
+        # the whole budget, none idle.
+        watch.workers[b.url] = WORKERS
         both = until_truthy(
-            lambda: (s := _shares(controller, a.name, b.name)) and sum(s.values()) == BUDGET and s,
+            lambda: (
+                (s := _shares(controller, a.name, b.name))
+                and sum(s.values()) == BUDGET
+                and min(s.values()) >= 2
+                and s
+            ),
             25,
             "the shares of two saturating replicas adding up to the budget",
         )
