@@ -102,6 +102,24 @@ def test_dependency_signals() -> None:
     assert s.utilisation == pytest.approx(s.mean_in_flight / 10)
 
 
+def test_dependency_latency_comes_from_the_calls_that_succeeded() -> None:
+    # A database out of connections refuses in a millisecond: half the calls failing
+    # fast must not make the median (the healthy baseline) a millisecond.
+    r = Replica()
+    before = r.scrape(at=0.0)
+    r.db(50, 0.075)
+    r.db(50, 0.001, outcome="error")
+    s = compute("a", before, r.scrape(at=1.0), slo_s=SLO).dependencies["db"]
+    assert 0.05 < s.p50_s <= 0.1
+    assert s.error_rate == pytest.approx(0.5)
+    # When nothing succeeded, the failed calls' times are the latency there is.
+    before = r.scrape(at=1.0)
+    r.db(10, 2.0, outcome="timeout")
+    s = compute("a", before, r.scrape(at=2.0), slo_s=SLO).dependencies["db"]
+    assert s.p50_s > 1.0
+    assert s.timeout_rate == pytest.approx(1.0)
+
+
 def test_aggregate_sums_replicas_like_promql_sum() -> None:
     a, b = Replica(), Replica()
     a_before, b_before = a.scrape(at=0.0), b.scrape(at=0.0)

@@ -175,13 +175,22 @@ def _dependency(name: str, before: Scrape, now: Scrape, window: float) -> Depend
     timeouts = _window_buckets(
         now, before, names.DEPENDENCY_DURATION_SECONDS, dependency=name, outcome="timeout"
     )
+    # Latency from the calls that succeeded: a call refused at once (a database out of
+    # connections answers in a millisecond) would pull the median, and so the healthy
+    # baseline, far below the work a call really takes, and then every normal call
+    # would look inflated. Only when nothing succeeded (all timed out or failed) do
+    # the failed calls' times stand for the latency.
+    ok = _window_buckets(
+        now, before, names.DEPENDENCY_DURATION_SECONDS, dependency=name, outcome="ok"
+    )
+    timed = ok if ok and ok[-1][1] > 0 else hist
     busy = _rate(now, before, f"{names.DEPENDENCY_DURATION_SECONDS}_sum", window, dependency=name)
     limit = now.total(names.DEPENDENCY_LIMIT, dependency=name)
     in_flight = now.total(names.DEPENDENCY_INFLIGHT, dependency=name)
     return DependencySignals(
         name=name,
-        p50_s=histogram_quantile(0.50, hist),
-        p99_s=histogram_quantile(0.99, hist),
+        p50_s=histogram_quantile(0.50, timed),
+        p99_s=histogram_quantile(0.99, timed),
         calls_per_s=calls / window,
         mean_in_flight=busy,
         in_flight=in_flight,
