@@ -5,8 +5,9 @@ holding its lane for ``LATENCY_MS`` (see ``surgeguard_target_app.db``), and
 ``max_connections`` set to what it honours. The same spike goes to 1, 2 and 3
 replicas of the demo on that one database, once with the budget (``SURGEGUARD_BUDGETS
 =db:<lanes>``: the controller divides the lanes among the replicas) and once without
-(each replica's ``bulkhead.db`` tuned alone, as before the budget). Adding replicas
-adds compute, not database.
+(each replica's ``bulkhead.db`` started at the database's whole capacity, right for
+one replica, and tuned alone, as before the budget). Adding replicas adds compute, not
+database.
 
 The database's capacity is measured first, straight against Postgres (no replica in
 the way): the lanes kept busy by a closed loop of clients for a few seconds, in
@@ -149,6 +150,31 @@ def fleet(count: int, env: dict[str, str], logs: Path, tag: str) -> Iterator[tup
             running(args, env, f"{controller}/healthz", logs / f"{tag}-controller.log")
         )
         yield urls, controller
+
+
+def size_for_one(controller: str, slots: int) -> None:
+    """Without a budget, start every replica's ``bulkhead.db`` at the database's whole
+    capacity (unpinned: the controller tunes each replica alone from there), as an
+    operator sizing the pool for one replica would. Retried until the controller has
+    read the replicas' declarations (it refuses a knob no replica has declared)."""
+    deadline = time.monotonic() + 20.0
+    body = {"value": slots, "pin": False, "reason": "sized for one replica"}
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    while True:
+        response = httpx.put(
+            f"{controller}/api/v1/knobs/bulkhead.db",
+            json=body,
+            headers=headers,
+            timeout=5.0,
+            trust_env=False,
+        )
+        if response.status_code == 200:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"could not size bulkhead.db: {response.status_code} {response.text}"
+            )
+        time.sleep(0.5)
 
 
 async def _scrape_every_second(urls: Sequence[str], into: Run, stop: asyncio.Event) -> None:
@@ -365,6 +391,8 @@ def bench(plan: Plan, work: Path) -> dict[str, Any]:
                     env = replica_env(server.url, database.url, plan, budget)
                     run = Run(count, budget)
                     with fleet(count, env, work, tag) as (urls, controller):
+                        if not budget:
+                            size_for_one(controller, plan.lanes)
                         asyncio.run(_drive(urls, plan, capacity, run))
                         run.decisions = _decisions(controller)
                     row = summarize(run, capacity, plan)
