@@ -37,6 +37,7 @@ from surgeguard.asgi import ASGIApp, Message, Receive, Scope, Send
 from surgeguard.body_limit import declared_length, too_large
 from surgeguard.client_keys import ClientKeys
 from surgeguard.client_watch import ClientDisconnected, ClientWatch, ResponseWatch
+from surgeguard.inner.samples import WindowSamples
 from surgeguard.limiter import Limiter, Waiter
 from surgeguard.metrics import REJECTED, AdmissionMetrics, outcome_of
 from surgeguard.modes import READ_ONLY, SHED_SHEDDABLE
@@ -113,7 +114,9 @@ class AdmissionMiddleware:
     (None: off). ``address_header``: identify a client by this header's value (a
     trusted proxy's ``X-Real-IP``) instead of its TCP connection. ``registry``: answer
     ``/metrics`` at the door from it. ``max_body_bytes``: the body limit the app
-    enforces (``BodySizeLimitMiddleware``), kept while a request waits (None: off)."""
+    enforces (``BodySizeLimitMiddleware``), kept while a request waits (None: off).
+    ``samples``: where each admitted request's latency is recorded for the inner loop
+    (None: no inner loop)."""
 
     def __init__(
         self,
@@ -134,6 +137,7 @@ class AdmissionMiddleware:
         clock: Callable[[], float] = time.perf_counter,
         enabled: bool = True,
         max_body_bytes: int | None = None,
+        samples: WindowSamples | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
@@ -146,6 +150,7 @@ class AdmissionMiddleware:
         self.clock = clock
         self.enabled = enabled
         self.max_body_bytes = max_body_bytes
+        self.samples = samples
         self._too_large = too_large(max_body_bytes) if max_body_bytes is not None else None
         self.shed_sheddable = False
         self.read_only = False
@@ -303,8 +308,12 @@ class AdmissionMiddleware:
                 watch.stop()
             self.limiter.release(key)
             outcome = outcome_of(status)
-            self.metrics.duration[(route.name, outcome)].observe(clock() - admitted)
+            elapsed = clock() - admitted
+            self.metrics.duration[(route.name, outcome)].observe(elapsed)
             self.metrics.requests[(route.name, priority, outcome)].inc()
+            samples = self.samples
+            if samples is not None:  # the inner loop's; +1: it was in flight until now
+                samples.record(elapsed, status, self.limiter.in_flight + 1)
 
     async def _reject(
         self, send: Send, route: str, priority: Priority, reason: str, status: int, who: Any

@@ -30,12 +30,22 @@ INFLIGHT = "surgeguard_inflight"
 INFLIGHT_PEAK = "surgeguard_inflight_peak"
 # gauge, no labels: requests waiting for a slot now
 QUEUE_DEPTH = "surgeguard_queue_depth"
-# gauge, no labels: the in-flight limit now, requests
+# (What the door enforces; with the inner loop on, its ceiling: INNER_LIMIT is then
+# what is enforced.)
+# gauge, no labels: the concurrency_limit knob now, requests
 CONCURRENCY_LIMIT = "surgeguard_concurrency_limit"
 # gauge, no labels: how many may wait now (the shed threshold), requests
 QUEUE_LIMIT = "surgeguard_queue_limit"
 # gauge, no labels: longest allowed wait for a slot now, seconds
 QUEUE_TIMEOUT_SECONDS = "surgeguard_queue_timeout_seconds"
+
+# -- the inner loop (surgeguard.inner.loop; SURGEGUARD_INNER_LOOP) ---------------------
+# (The inner loop's, within the concurrency_limit knob; the knob's when it is off or
+# the knob is pinned.)
+# gauge, no labels: the concurrency limit the door enforces now, requests
+INNER_LIMIT = "surgeguard_inner_limit"
+# counter {direction}: changes of the inner loop's limit (cut|grow)
+INNER_MOVES_TOTAL = "surgeguard_inner_moves_total"
 
 # -- the penalty box (surgeguard.metrics) ----------------------------------------------
 # gauge, no labels: requests held now (their client came back before its Retry-After)
@@ -142,6 +152,7 @@ CONTROLLER_READS: tuple[str, ...] = (
     CONCURRENCY_LIMIT,
     QUEUE_LIMIT,
     QUEUE_TIMEOUT_SECONDS,
+    INNER_LIMIT,
     PENALTY_BOX_HELD,
     PENALTY_BOX_HOLDS_TOTAL,
     DEPENDENCY_INFLIGHT,

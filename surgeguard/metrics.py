@@ -121,7 +121,10 @@ class AdmissionMetrics:
             for name, doc in (
                 (names.INFLIGHT, "Admitted requests in flight now."),
                 (names.QUEUE_DEPTH, "Requests waiting for a slot now."),
-                (names.CONCURRENCY_LIMIT, "In-flight limit now (requests)."),
+                (
+                    names.CONCURRENCY_LIMIT,
+                    "In-flight limit now: the concurrency_limit knob (requests).",
+                ),
                 (names.QUEUE_LIMIT, "How many may wait now: the shed threshold (requests)."),
                 (
                     names.QUEUE_TIMEOUT_SECONDS,
@@ -156,12 +159,14 @@ class AdmissionMetrics:
             Gauge(name, doc, registry=registry).set_function(read)
         registry.register(_BoxHolds(box))
 
-    def bind_limiter(self, limiter: Limiter) -> None:
-        """Gauges read the limiter at scrape time: zero cost on the request path."""
+    def bind_limiter(self, limiter: Limiter, knob: Callable[[], float] | None = None) -> None:
+        """Gauges read the limiter at scrape time: zero cost on the request path.
+        ``knob``: reads the ``concurrency_limit`` knob when the limiter enforces another
+        limit under it (the inner loop's); None: the limiter's limit is the knob."""
         readers: dict[str, Callable[[], float]] = {
             names.INFLIGHT: lambda: limiter.in_flight,
             names.QUEUE_DEPTH: lambda: limiter.waiting,
-            names.CONCURRENCY_LIMIT: lambda: limiter.limit,
+            names.CONCURRENCY_LIMIT: knob or (lambda: limiter.limit),
             names.QUEUE_LIMIT: lambda: limiter.queue_limit,
             names.QUEUE_TIMEOUT_SECONDS: lambda: limiter.queue_timeout_s,
             names.INFLIGHT_PEAK: limiter.recent_peak,

@@ -32,6 +32,7 @@ from surgeguard.controlplane import ControlState
 from surgeguard.declaration import Declaration, Dependency
 from surgeguard.fleet import Announcer
 from surgeguard.health_listener import HealthListener
+from surgeguard.inner.loop import InnerLoop, InnerMetrics
 from surgeguard.knobs import Knobs
 from surgeguard.limiter import Limiter
 from surgeguard.loop_lag import LoopLagMonitor
@@ -112,7 +113,25 @@ class Protection:
         self.admission_metrics = AdmissionMetrics(
             registry, slo_seconds=settings.slo_seconds, routes=routes.names
         )
-        self.admission_metrics.bind_limiter(self.limiter)
+        # The inner loop (SURGEGUARD_INNER_LOOP): a fast limit under the knob, which stays
+        # the ceiling (and what the concurrency_limit gauge says, for the controller).
+        self.inner: InnerLoop | None = None
+        algorithm = settings.inner_algorithm()
+        if algorithm is not None:
+            self.inner = InnerLoop(
+                algorithm,
+                self.limiter,
+                floor=self.knobs.specs["concurrency_limit"].minimum,
+                ceiling=self.knobs.concurrency_limit,
+                window_s=settings.inner_window_ms / 1000.0,
+                metrics=InnerMetrics(registry, lambda: self.limiter.limit),
+            )
+            self.admission_metrics.bind_limiter(
+                self.limiter, knob=lambda: self.knobs.concurrency_limit
+            )
+        else:
+            InnerMetrics(registry, lambda: self.limiter.limit)  # the knob's, never moved
+            self.admission_metrics.bind_limiter(self.limiter)
         self.client_keys = settings.client_key_ceilings
         # Clients that ignore Retry-After wait for it before they are answered again.
         self.penalty_box = (
@@ -200,6 +219,7 @@ class Protection:
             registry=registry,
             enabled=not settings.no_admission,
             max_body_bytes=settings.max_body_bytes,
+            samples=self.inner.samples if self.inner is not None else None,
         )
         self.door.set_modes(self.modes)
         _answer_bulkhead_rejections(app)
@@ -246,6 +266,8 @@ class Protection:
             await self.watcher.refresh()
             self.watcher.start()
         self.loop_lag.start()
+        if self.inner is not None:
+            self.inner.start()
         if self.health is not None:
             self.health.start()
         if self.announcer is not None:
@@ -260,6 +282,8 @@ class Protection:
         if self.health is not None:
             self.health.stop()
         await self.loop_lag.stop()
+        if self.inner is not None:
+            await self.inner.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         if self._owns_redis and self.redis is not None:
@@ -273,8 +297,12 @@ class Protection:
         knobs = state.knobs_for(self.replica, self.initial_knobs)
         known = self.declaration.all_modes
         modes = state.modes_known(known) if state.version > 0 else self.start_modes
+        limit, pinned = knobs.concurrency_limit, "concurrency_limit" in state.pins
+        if self.inner is not None:  # under the knob, re-clamped at once; a pin is exact
+            limit = self.inner.bounded(knobs.concurrency_limit, pinned=pinned)
+            self.inner.set_bounds(knobs.concurrency_limit, pinned=pinned)
         self.limiter.set_limits(
-            limit=knobs.concurrency_limit,
+            limit=limit,
             queue_limit=knobs.queue_limit,
             queue_timeout_s=knobs.queue_timeout_ms / 1000.0,
         )

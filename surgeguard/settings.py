@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from surgeguard.client_keys import ClientKeys
 from surgeguard.declaration import DEPENDENCY_NAME
 from surgeguard.fleet import check_advertise_url, default_advertise_url
+from surgeguard.inner.algorithms import InnerAlgorithm, build_algorithm, parse_params
 from surgeguard.knobs import DOOR_KNOB_SPECS
 from surgeguard.modes import MODE_NAME, split_modes
 
@@ -130,6 +131,30 @@ class ReplicaSettings(SettingsBase):
         500, ge=50, le=60_000, description="control-plane polling fallback period, ms"
     )
 
+    # -- the inner loop (surgeguard.inner): a fast limit under the controller's knob --
+    inner_loop: Literal["off", "aimd", "netflix-aimd", "vegas", "envoy-gradient", "gradient2"] = (
+        Field(
+            "off",
+            description="the per-replica limit algorithm run every window under the "
+            "concurrency_limit knob (off: the knob is the limit)",
+        )
+    )
+    inner_window_ms: int = Field(
+        100, ge=10, le=10_000, description="how often the inner loop moves the limit, ms"
+    )
+    inner_headroom: float = Field(
+        0.2,
+        ge=0.0,
+        le=0.5,
+        description="the aimd inner loop steers each window's p90 under the SLO less "
+        "this share (the controller's default headroom)",
+    )
+    inner_params: str = Field(
+        "",
+        description="the inner loop algorithm's parameters, name=value,... "
+        "(timeout_s=0.25,backoff=0.9; surgeguard.inner.algorithms); empty: its defaults",
+    )
+
     # -- request edges and bulkheads --
     max_body_bytes: int = Field(64 * 1024, ge=64, le=16 * 1024 * 1024)
     body_timeout_ms: int = Field(
@@ -176,6 +201,12 @@ class ReplicaSettings(SettingsBase):
         return value
 
     @model_validator(mode="after")
+    def _inner_params(self) -> Self:
+        if self.inner_loop != "off" or self.inner_params.strip():
+            self.inner_algorithm()  # a ValueError names the bad parameter
+        return self
+
+    @model_validator(mode="after")
     def _retry_range(self) -> Self:
         if self.retry_after_min_s > self.retry_after_max_s:
             raise ValueError(
@@ -208,6 +239,16 @@ class ReplicaSettings(SettingsBase):
     @property
     def slo_seconds(self) -> float:
         return self.slo_p99_ms / 1000.0
+
+    def inner_algorithm(self) -> InnerAlgorithm | None:
+        """The inner loop's algorithm as set (None: off); raises ``ValueError``."""
+        params = parse_params(self.inner_params)
+        if self.inner_loop == "off":
+            if params:
+                raise ValueError("inner_params are set but inner_loop is off")
+            return None
+        target = self.slo_seconds * (1.0 - self.inner_headroom)
+        return build_algorithm(self.inner_loop, params, target_s=target)
 
     def initial_door_knobs(self) -> dict[str, int]:
         return {

@@ -59,7 +59,8 @@ def latency_figure(
     drills: Sequence[Drill] = (),
 ) -> go.Figure:
     """p50/p95/p99 of admitted requests (ms), the SLO, and the concurrency limit as a
-    step line on a second axis; shaded spans where a mode was on."""
+    step line on a second axis (with the inner loop's limit under it, dotted, when one
+    moved it); shaded spans where a mode was on."""
     x = x_ms(ticks, offset_s)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for q, get in (
@@ -85,10 +86,11 @@ def latency_figure(
         ),
         secondary_y=False,
     )
+    limit = series(ticks, replica, lambda s: s.concurrency_limit)
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=series(ticks, replica, lambda s: s.concurrency_limit),
+            y=limit,
             name="concurrency limit",
             uid="limit",
             mode="lines",
@@ -96,6 +98,19 @@ def latency_figure(
         ),
         secondary_y=True,
     )
+    inner = series(ticks, replica, lambda s: s.inner_limit)
+    if np.any(np.isfinite(inner) & (inner != limit)):  # an inner loop moved under the knob
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=inner,
+                name="inner limit",
+                uid="inner_limit",
+                mode="lines",
+                line={"color": LIMIT_COLOUR, "shape": "hv", "width": 1.5, "dash": "dot"},
+            ),
+            secondary_y=True,
+        )
     shade_modes(fig, ticks, offset_s)
     mark_drills(fig, ticks, drills, offset_s)
     fig.update_yaxes(title_text="latency, ms", secondary_y=False)

@@ -76,6 +76,9 @@ class Signals:
     # holds per second (a controller older than the penalty box sends neither: NaN).
     penalty_held: float = NAN
     penalty_holds_per_s: float = NAN
+    # The limit the replica's inner loop enforces under concurrency_limit (requests);
+    # NaN from a controller or replica without one.
+    inner_limit: float = NAN
     stale: bool = False
 
     @classmethod
@@ -104,6 +107,7 @@ class Signals:
             jobs_dead=num(s.get("jobs_dead")),
             penalty_held=num(s.get("penalty_held")),
             penalty_holds_per_s=num(s.get("penalty_holds_per_s")),
+            inner_limit=num(s.get("inner_limit")),
             stale=bool(s.get("stale", False)),
         )
 

@@ -73,6 +73,9 @@ class Signals:
     # replica does not export them.
     penalty_held: float = 0.0
     penalty_holds_per_s: float = 0.0
+    # The concurrency limit the replica's door enforces now (its inner loop's, under the
+    # concurrency_limit knob; the knob's without one), requests; NaN: not exported.
+    inner_limit: float = math.nan
     stale: bool = False
 
     @property
@@ -151,7 +154,12 @@ def compute(replica: str, before: Scrape, now: Scrape, *, slo_s: float) -> Signa
         else 0.0,
         penalty_held=now.total(names.PENALTY_BOX_HELD),
         penalty_holds_per_s=_rate(now, before, names.PENALTY_BOX_HOLDS_TOTAL, window),
+        inner_limit=now.total(names.INNER_LIMIT) if _exported(now, names.INNER_LIMIT) else math.nan,
     )
+
+
+def _exported(scrape: Scrape, name: str) -> bool:
+    return any(key[0] == name for key in scrape.samples)
 
 
 def _count(buckets: Sequence[Bucket]) -> float:
