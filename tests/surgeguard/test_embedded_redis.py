@@ -21,7 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from surgeguard.runtime import embedded_redis
+from surgeguard.runtime import child_server, embedded_redis, process
 from surgeguard.runtime.embedded_redis import (
     EmbeddedRedis,
     EmbeddedRedisError,
@@ -322,10 +322,10 @@ def test_a_picked_port_taken_meanwhile_is_retried(
     # The thief is another redis: it answers PING on the port our server failed to
     # bind, which must not pass for our server coming up.
     with EmbeddedRedis(data_dir=tmp_path / "thief") as thief:
-        real_free_port = embedded_redis.free_port
+        real_free_port = process.free_port
         picks = iter([thief.port, thief.port])
         monkeypatch.setattr(
-            embedded_redis, "free_port", lambda host: next(picks, None) or real_free_port(host)
+            child_server, "free_port", lambda host: next(picks, None) or real_free_port(host)
         )
         with EmbeddedRedis(data_dir=tmp_path / "ours") as srv:
             assert srv.port != thief.port
