@@ -38,28 +38,26 @@ to the server user, which would clear it), and an ``atexit`` hook stops it. Each
 directory is locked (flock, inherited by the server) so two servers never share a
 cluster, and ``stop`` asks for a fast shutdown (SIGINT: open transactions roll back,
 clients are disconnected, a checkpoint is written) instead of waiting for clients.
+That life (the lock, the password file, the port, start and stop) is
+``surgeguard.runtime.child_server``'s, shared with the embedded Redis; this module owns
+what is Postgres's: its binaries, ``initdb`` and the role and database, the server user
+when we are root, ``/proc/self/cwd``, and ``max_connections``.
 """
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import importlib.util
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import stat
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, Self
 
-from surgeguard.runtime.process import die_with_parent, free_port, terminate
+from surgeguard.runtime.child_server import ChildServer, serve_forever
+from surgeguard.runtime.process import die_with_parent
 
 __all__ = [
     "APP_DATABASE",
@@ -79,14 +77,10 @@ SUPERUSER = "postgres"
 SERVER_USER = "surgeguard-postgres"  # runs the server when we are root
 PASSWORD_NAME = "postgres.password"
 CLUSTER_NAME = "postgres"  # <data_dir>/postgres
-_LOG_NAME = "postgres.log"
-_LOCK_NAME = "embedded-postgres.lock"
 # Connections only the superuser may use: set-up at start, monitoring (a test's look
 # at pg_stat_activity), an operator's psql. Not pool slots.
 RESERVED_CONNECTIONS = 3
 DEFAULT_POOL_SLOTS = 32
-_BIND_ATTEMPTS = 5
-_POLL_S = 0.05
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -123,14 +117,6 @@ def mask_password(url: str) -> str:
         return url
     user, colon, _ = userinfo.partition(":")
     return f"{head}{sep}{user}{':***' if colon else ''}@{hostpart}"
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:]) or f"(empty log at {path})"
 
 
 @dataclass(frozen=True)
@@ -178,9 +164,23 @@ def _open_for_traversal(path: Path, user: _ServerUser) -> None:
             parent.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ChildServer):
     """One ``postgres`` child process bound to loopback, its cluster in
-    ``<data_dir>/postgres``. Create, start and stop it from one long-lived thread."""
+    ``<data_dir>/postgres``. Create, start and stop it from one long-lived thread.
+
+    ``start`` initialises the cluster if new, starts the server, waits until it accepts
+    connections and makes sure the application's role and database exist.
+    """
+
+    _PROGRAM = "postgres"
+    _KIND = "postgres"
+    _LOG_NAME = "postgres.log"
+    _LOCK_NAME = "embedded-postgres.lock"
+    PASSWORD_NAME = PASSWORD_NAME
+    _ERROR = EmbeddedPostgresError
+    _STOP_SIGNAL = signal.SIGINT  # fast shutdown: no waiting for clients
+    _ABORT_TIMEOUT_S = 5.0
+    _PORT_TAKEN = "already in use"
 
     def __init__(
         self,
@@ -197,29 +197,16 @@ class EmbeddedPostgres:
             raise ValueError(f"pool_slots must be an integer in [1, 10000], got {pool_slots!r}")
         if pool_slots > 10_000:
             raise ValueError(f"pool_slots must be an integer in [1, 10000], got {pool_slots}")
-        self._data_dir = Path(data_dir).expanduser().resolve()
-        self._requested_port = port
-        self._port = port
-        self._host = host
+        super().__init__(data_dir, port, host, startup_timeout_s)
         self._pool_slots = pool_slots
-        self._startup_timeout_s = startup_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock_file: IO[bytes] | None = None
+        self._user: _ServerUser | None = None  # who runs the server: chosen at start
 
     # -- where and how to reach it -------------------------------------------------------
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     @property
     def cluster_dir(self) -> Path:
         """The Postgres data directory (PGDATA): ``<data_dir>/postgres``."""
         return self._data_dir / CLUSTER_NAME
-
-    @property
-    def log_path(self) -> Path:
-        return self._data_dir / _LOG_NAME
 
     @property
     def pool_slots(self) -> int:
@@ -228,30 +215,6 @@ class EmbeddedPostgres:
     @property
     def max_connections(self) -> int:
         return self._pool_slots + RESERVED_CONNECTIONS
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise EmbeddedPostgresError("port not chosen yet: call start() first")
-        return self._port
-
-    @property
-    def password(self) -> str:
-        """From ``postgres.password`` (0600) in the data directory; made at first need."""
-        path = self._data_dir / PASSWORD_NAME
-        try:
-            return path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            pass
-        self._data_dir.mkdir(parents=True, exist_ok=True)
-        password = secrets.token_urlsafe(32)  # URL- and SQL-literal-safe characters only
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text(encoding="ascii").strip()
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(password + "\n")
-        return password
 
     def _url(self, role: str) -> str:
         port = self.port  # first: fail before making a password when not started
@@ -271,83 +234,23 @@ class EmbeddedPostgres:
     def safe_url(self) -> str:
         return mask_password(self.url)
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     # -- life ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Initialise the cluster if new, start the server, wait until it accepts
-        connections and make sure the application's role and database exist.
-
-        Raises ``EmbeddedPostgresError`` if already started, if another server holds the
-        data directory, or if Postgres does not come up (the message has the log tail).
-        """
-        if self._proc is not None:
-            raise EmbeddedPostgresError(f"already started (pid {self._proc.pid}); stop() first")
-        bin_dir = find_postgres_bin()
-        self._data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_data_dir()
-        try:
-            user = _server_user()
-            self._prepare_cluster_dir(bin_dir, user)
-            attempts = 1 if self._requested_port is not None else _BIND_ATTEMPTS
-            for attempt in range(1, attempts + 1):
-                port = self._requested_port or free_port(self._host)
-                error = self._spawn_and_wait(bin_dir, port, user)
-                if error is None:
-                    self._port = port
-                    break
-                if attempt == attempts or "already in use" not in error:
-                    raise EmbeddedPostgresError(error)
-            self._bootstrap(bin_dir)
-            atexit.register(self.stop)
-        except BaseException:
-            self.stop()  # also on Ctrl-C mid-wait: no half-started server, no lock left
-            raise
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Fast shutdown (SIGINT), then SIGKILL after ``timeout_s`` seconds. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            atexit.unregister(self.stop)
-            terminate(proc, timeout_s, sig=signal.SIGINT)
-        self._unlock_data_dir()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().stop(timeout_s)
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _lock_data_dir(self) -> None:
-        lock_file = (self._data_dir / _LOCK_NAME).open("ab")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.close()
-            raise EmbeddedPostgresError(
-                f"data dir {self._data_dir} is in use by another postgres server"
-            ) from None
-        self._lock_file = lock_file
+    def _find_programs(self) -> Path:
+        return find_postgres_bin()
 
-    def _unlock_data_dir(self) -> None:
-        lock_file, self._lock_file = self._lock_file, None
-        if lock_file is not None:
-            lock_file.close()
+    def _prepare(self, programs: Path) -> None:
+        self._user = _server_user()
+        self._prepare_cluster_dir(programs, self._user)
+
+    def _started(self, programs: Path) -> None:
+        self._bootstrap(programs)
 
     def _prepare_cluster_dir(self, bin_dir: Path, user: _ServerUser | None) -> None:
         cluster = self.cluster_dir
@@ -395,8 +298,7 @@ class EmbeddedPostgres:
             os.close(pw_fd)
         if done.returncode != 0:
             raise EmbeddedPostgresError(
-                f"initdb failed with code {done.returncode} in {cluster}; log tail "
-                f"({self.log_path}):\n{_tail(self.log_path)}"
+                self._with_log_tail(f"initdb failed with code {done.returncode} in {cluster}")
             )
 
     def _pgdata_arg(self, user: _ServerUser | None) -> str:
@@ -409,10 +311,11 @@ class EmbeddedPostgres:
         for every process it forks."""
         return "/proc/self/cwd" if user is not None else str(self.cluster_dir)
 
-    def _spawn_and_wait(self, bin_dir: Path, port: int, user: _ServerUser | None) -> str | None:
+    def _spawn_and_wait(self, programs: Path, port: int) -> str | None:
         """Run postgres on ``port`` until it says it is ready; an error text on failure."""
+        user = self._user
         args = [
-            str(bin_dir / "postgres"),
+            str(programs / "postgres"),
             "-D", self._pgdata_arg(user),
             "-p", str(port),
             "-c", f"listen_addresses={self._host}",
@@ -421,41 +324,15 @@ class EmbeddedPostgres:
             "-c", f"superuser_reserved_connections={RESERVED_CONNECTIONS}",
             "-c", "logging_collector=off",  # its stderr is our log file
         ]  # fmt: skip
-        assert self._lock_file is not None
-        with self.log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(self._lock_file.fileno(),),
-                cwd=self.cluster_dir,  # see _pgdata_arg
-                start_new_session=True,  # a terminal's Ctrl-C reaches us, we stop it last
-                user=user.uid if user else None,
-                group=user.gid if user else None,
-                extra_groups=[] if user else None,
-                preexec_fn=die_with_parent(),  # set after the drop to user (see initdb)
-            )
-        self._proc = proc
-        deadline = time.monotonic() + self._startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                self._proc = None
-                return (
-                    f"postgres exited with code {proc.returncode} while starting on "
-                    f"{self._host}:{port}; log tail ({self.log_path}):\n{_tail(self.log_path)}"
-                )
-            if self._ready(proc.pid):
-                return None
-            if time.monotonic() >= deadline:
-                self._proc = None
-                terminate(proc, timeout_s=5.0, sig=signal.SIGINT)
-                return (
-                    f"postgres did not become ready on {self._host}:{port} within "
-                    f"{self._startup_timeout_s} s; log tail ({self.log_path}):\n"
-                    f"{_tail(self.log_path)}"
-                )
-            time.sleep(_POLL_S)
+        proc = self._spawn(
+            args,
+            stdin=subprocess.DEVNULL,
+            cwd=self.cluster_dir,  # see _pgdata_arg
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=[] if user else None,
+        )
+        return self._wait_ready(proc, port, self._ready, "become ready")
 
     def _ready(self, pid: int) -> bool:
         """True when ``postmaster.pid`` names our process and says ``ready`` (what
@@ -507,30 +384,13 @@ def run_forever(
 ) -> int:
     """Serve Postgres in the foreground until SIGINT/SIGTERM (``surgeguard postgres``).
     Main thread only. Returns 0 after a requested stop, 1 if Postgres died on its own."""
-    stop_requested = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     server = EmbeddedPostgres(data_dir=data_dir, port=port, pool_slots=pool_slots)
-    try:
-        server.start()
-        url = server.url if show_password else server.safe_url
-        print(
-            f"postgres ready at {url} (cluster in {server.cluster_dir}, password in "
-            f"{server.data_dir / PASSWORD_NAME}; {server.pool_slots} connections for "
-            f"{APP_ROLE} + {RESERVED_CONNECTIONS} reserved for the superuser)",
-            flush=True,
-        )
-        while not stop_requested and server.running:
-            time.sleep(0.2)
-        if not stop_requested:
-            print(f"postgres exited unexpectedly; see {server.log_path}", file=sys.stderr)
-            return 1
-        return 0
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return serve_forever(
+        server,
+        lambda: (
+            f"postgres ready at {server.url if show_password else server.safe_url} (cluster "
+            f"in {server.cluster_dir}, password in {server.data_dir / PASSWORD_NAME}; "
+            f"{server.pool_slots} connections for {APP_ROLE} + {RESERVED_CONNECTIONS} "
+            "reserved for the superuser)"
+        ),
+    )
