@@ -50,7 +50,7 @@ PAUSED = " (autopilot paused: would have done this)"
 
 
 class View(Protocol):
-    """What the loop knows of one replica (``surgeguard_controller.loop.ReplicaView``)."""
+    """What the loop knows of one replica (``surgeguard_controller.replica_views.ReplicaView``)."""
 
     replica: str
     signals: Signals

@@ -6,10 +6,10 @@ once for all, ``scope="global"``), publish the applied changes as one new versio
 the control document, and record decisions and a history point in Redis.
 
 It also knows when it is not obeyed or not working (issue 16): a replica whose applied
-control-document version does not follow the published one is flagged and its moves
-are recorded as not applied (``surgeguard_controller.obey``); a tick that fails is counted with
-its error (``surgeguard_controller.health``); and the bottleneck's name holds still
-(``surgeguard_controller.bottleneck.hold_name``).
+control-document version does not follow the published one is flagged
+(``surgeguard_controller.replica_views``) and its moves are recorded as not applied; a
+tick that fails is counted with its error (``surgeguard_controller.health``); and the
+bottleneck's name holds still (``surgeguard_controller.bottleneck.hold_name``).
 
 It survives the loss of Redis's data (issue 13): it keeps the last good document in
 memory (``last_good``); a document gone, unreadable or older than what it knew is
@@ -25,16 +25,14 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
-from surgeguard import metric_names as names
 from surgeguard.controlplane import (
     ControlDocumentError,
     ControlPlaneWriter,
@@ -50,56 +48,20 @@ from surgeguard_controller.decide import (
     Decider,
     Decision,
     ModeDecision,
-    current_knobs,
 )
 from surgeguard_controller.health import TickHealth, error_text, readiness
 from surgeguard_controller.lease import Lease
 from surgeguard_controller.metrics import ControllerMetrics
-from surgeguard_controller.obey import Obedience, follow
 from surgeguard_controller.records import compact, jsonable
+from surgeguard_controller.replica_views import ReplicaView, ReplicaViews, Window
 from surgeguard_controller.sensing.scrape import Scrape
-from surgeguard_controller.sensing.signals import (
-    Signals,
-    aggregate,
-    compute,
-    stale,
-)
+from surgeguard_controller.sensing.signals import Signals
 from surgeguard_controller.sensing.sources import SignalSource
 from surgeguard_controller.store import RecordStore
 
 log = logging.getLogger("controller")
 
 SCOPES = ("replica", "global")
-
-
-@dataclass
-class ReplicaView:
-    target: str
-    replica: str
-    signals: Signals
-    knobs: dict[str, int] = field(default_factory=dict)
-    last_ok: float = -math.inf  # monotonic seconds of the last good read
-    obedience: Obedience | None = None  # None until it was read once
-    # What it reports it enforces (its applied version, knob values, modes on).
-    applied_version: int = -1
-    enforced_knobs: dict[str, int] = field(default_factory=dict)
-    enforced_modes: frozenset[str] = frozenset()
-    # Its document's pins and autopilot (None: it does not export them).
-    reported_pins: frozenset[str] | None = None
-    reported_autopilot: bool | None = None
-
-    @property
-    def obeying(self) -> bool:
-        return self.obedience is None or self.obedience.obeying
-
-    def obedience_json(self) -> dict[str, Any]:
-        o = self.obedience
-        return {
-            "applied_version": o.applied if o is not None else None,
-            "published_version": o.published if o is not None else None,
-            "obeying": self.obeying,
-            "disobeying_since": o.since if o is not None else None,
-        }
 
 
 class Controller:
@@ -161,17 +123,17 @@ class Controller:
         self.window_s = max(tick_s, 1.0) if window_s is None else window_s
         if self.window_s < tick_s:
             raise ValueError(f"window_s must be >= tick_s ({tick_s} s), got {self.window_s}")
-        self._reads: dict[str, deque[Scrape]] = {}
-        self._reads_kept = max(2, round(self.window_s / tick_s) + 1)
-        self.replicas: dict[str, ReplicaView] = {}
-        self.aggregate: Signals | None = None
+        self.views = ReplicaViews(
+            self.config,
+            self.metrics,
+            reads_kept=max(2, round(self.window_s / tick_s) + 1),
+            wall=wall,
+        )
         self.held: Held | None = None  # the bottleneck as named, held still
         self.bottleneck: dict[str, Any] = held_json(None, self.config.bottleneck_hold_ticks)
-        self.latest_reasons: dict[str, dict[str, str]] = {}  # replica -> knob -> reason
         self.control = ControlState()
         self.ticks = 0
         self.last_tick_at = math.nan  # unix seconds
-        self._slo_warned: set[str] = set()  # replicas told about a different SLO
         self.health = TickHealth()
         self.last_change: dict[str, Any] | None = None  # the latest move, as recorded
         self.started = clock()
@@ -180,6 +142,21 @@ class Controller:
         self._targets: set[str] = set()  # the targets read last tick
         self._joined: set[str] = set()  # announced targets said to have joined
         self._leaving: set[str] = set()  # replicas that left, still in the document
+
+    @property
+    def replicas(self) -> dict[str, ReplicaView]:
+        """Every replica read and not forgotten, by target URL."""
+        return self.views.by_target
+
+    @property
+    def aggregate(self) -> Signals | None:
+        """All replicas' windows of the last tick together (None: none was read anew)."""
+        return self.views.aggregate
+
+    @property
+    def latest_reasons(self) -> dict[str, dict[str, str]]:
+        """Replica -> knob -> the reason of its latest decision."""
+        return self.views.reasons
 
     # -- one tick -----------------------------------------------------------------------
 
@@ -223,7 +200,7 @@ class Controller:
             self._tick_errors.append(f"control plane unreachable, deciding nothing: {exc}")
             return []
         self.control_stale = False
-        windows = self._update_views(scrapes)
+        windows = self.views.update(scrapes, self.control.version)
         if self.lease.held and self._needs_restore():
             await self._restore()
         await self._follow_fleet(scrapes)
@@ -243,14 +220,10 @@ class Controller:
         found, present = self.source.found, set(scrapes)
         records: list[dict[str, Any]] = []
         for target in sorted(self._targets - present):
-            view = self.replicas.pop(target, None)
-            self._reads.pop(target, None)
+            view = self.views.forget(target)
             self._joined.discard(target)
             if view is None:
-                self.metrics.scrape_errors.remove(target)
                 continue
-            self.metrics.forget(view.replica, target, {*view.knobs, *view.enforced_knobs})
-            self.latest_reasons.pop(view.replica, None)
             self._leaving.add(view.replica)
             reason = f"replica {view.replica} left ({found.why_gone(target)}): forgotten"
             log.info("%s", reason)
@@ -381,7 +354,7 @@ class Controller:
 
     def highest_applied(self) -> int:
         """The highest control-document version any replica reports it applies."""
-        return max((v.applied_version for v in self.replicas.values()), default=-1)
+        return self.views.highest_applied()
 
     def _restored(self, pipe: Any, state: ControlState, why: str) -> None:
         """The restore's audit entry, in the restoring write's transaction."""
@@ -436,92 +409,8 @@ class Controller:
             self.health, running_s=self._clock() - self.started, grace_s=self.ready_grace_s
         )
 
-    def _update_views(
-        self, scrapes: Mapping[str, Scrape | None]
-    ) -> list[tuple[ReplicaView, Scrape, Scrape]]:
-        windows = []
-        for target, scrape in scrapes.items():
-            view = self.replicas.get(target)
-            if scrape is None:
-                self.metrics.scrape_errors.labels(target).inc()
-                if view is not None:
-                    view.signals = stale(view.replica)
-                    self.metrics.stale.labels(view.replica).set(1)
-                continue
-            replica = next(iter(scrape.label_values(names.REPLICA_INFO, "replica")), target)
-            reads = self._reads.setdefault(target, deque(maxlen=self._reads_kept))
-            before = reads[0] if reads else None
-            new = not reads or scrape.at > reads[-1].at
-            reads.append(scrape)
-            if view is None:
-                view = self.replicas[target] = ReplicaView(target, replica, stale(replica))
-            view.replica, view.last_ok = replica, scrape.at
-            _note_enforced(view, scrape)
-            self.metrics.stale.labels(replica).set(0)
-            self._check_slo(view, scrape)
-            if new:
-                self._judge_obedience(view, scrape)
-            if before is None or scrape.at <= before.at:
-                continue  # the first read only sets the baseline
-            view.signals = compute(replica, before, scrape, slo_s=self.config.slo_s)
-            view.knobs = current_knobs(view.signals)
-            self.metrics.p99.labels(replica).set(view.signals.p99_s)
-            for knob, value in view.knobs.items():
-                self.metrics.knob.labels(replica, knob).set(value)
-            windows.append((view, before, scrape))
-        self.aggregate = (
-            aggregate([(b, n) for _, b, n in windows], slo_s=self.config.slo_s) if windows else None
-        )
-        return windows
-
-    def _check_slo(self, view: ReplicaView, scrape: Scrape) -> None:
-        """Say once when a replica's own objective is not the one steered to: its
-        buckets are cut at its SLO, so goodput and p99 near the controller's are off."""
-        if not any(name == names.SLO_SECONDS for name, _ in scrape.samples):
-            return
-        theirs = scrape.total(names.SLO_SECONDS)
-        differs = abs(theirs - self.config.slo_s) > 1e-3 * self.config.slo_s
-        if differs and view.replica not in self._slo_warned:
-            log.warning(
-                "replica %s declares an SLO of %.0f ms, the controller steers to %.0f ms: "
-                "give both the same SURGEGUARD_SLO_P99_MS",
-                view.replica,
-                theirs * 1000,
-                self.config.slo_s * 1000,
-            )
-            self._slo_warned.add(view.replica)
-        elif not differs:
-            self._slo_warned.discard(view.replica)
-
-    def _judge_obedience(self, view: ReplicaView, scrape: Scrape) -> None:
-        applied = (
-            int(scrape.total(names.CONTROL_PLANE_VERSION))
-            if any(name == names.CONTROL_PLANE_VERSION for name, _ in scrape.samples)
-            else None
-        )
-        was = view.obeying
-        view.obedience = follow(
-            view.obedience,
-            applied,
-            self.control.version,
-            now=self.wall(),
-            grace_ticks=self.config.obey_grace_ticks,
-        )
-        self.metrics.obeying.labels(view.replica).set(1 if view.obeying else 0)
-        if was != view.obeying:
-            if view.obeying:
-                log.info("replica %s applies the control plane again", view.replica)
-            else:
-                log.warning(
-                    "replica %s does not apply the control plane: it applied version %s, "
-                    "the controller published %d; its moves are not applied",
-                    view.replica,
-                    applied,
-                    self.control.version,
-                )
-
     def _decide(
-        self, windows: list[tuple[ReplicaView, Scrape, Scrape]], now: float
+        self, windows: list[Window], now: float
     ) -> tuple[list[Decision], list[ModeDecision]]:
         state = self.control
         decisions: list[Decision] = []
@@ -681,8 +570,7 @@ class Controller:
 
     def staleness(self) -> dict[str, float]:
         """Seconds since each replica was last read successfully."""
-        now = self._clock()
-        return {v.replica: max(0.0, now - v.last_ok) for v in self.replicas.values()}
+        return self.views.staleness(self._clock())
 
     async def run(self) -> None:
         """Tick every ``tick_s`` seconds until cancelled; a failed tick never stops it."""
@@ -698,22 +586,6 @@ class Controller:
 
 def _not_applied(decisions: list[Decision], why: str) -> list[Decision]:
     return [replace(d, applied=False, reason=d.reason + why) if d.applied else d for d in decisions]
-
-
-def _note_enforced(view: ReplicaView, scrape: Scrape) -> None:
-    """What the replica reports it enforces (to rebuild a lost document from)."""
-    if any(name == names.CONTROL_PLANE_VERSION for name, _ in scrape.samples):
-        view.applied_version = int(scrape.total(names.CONTROL_PLANE_VERSION))
-    view.enforced_knobs = {k: int(v) for k, v in scrape.by_label(names.KNOB_VALUE, "knob").items()}
-    view.enforced_modes = frozenset(
-        m for m, on in scrape.by_label(names.MODE_ACTIVE, "mode").items() if on >= 1
-    )
-    pinned = scrape.by_label(names.CONTROL_PINNED, "knob")
-    exported = {name for name, _ in scrape.samples}
-    view.reported_pins = frozenset(k for k, on in pinned.items() if on >= 1) if pinned else None
-    view.reported_autopilot = (
-        scrape.total(names.CONTROL_AUTOPILOT) >= 1 if names.CONTROL_AUTOPILOT in exported else None
-    )
 
 
 def _per_replica(total: Signals, replicas: int) -> Signals:
