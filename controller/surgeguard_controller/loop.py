@@ -11,12 +11,9 @@ control-document version does not follow the published one is flagged
 tick that fails is counted with its error (``surgeguard_controller.health``); and the
 bottleneck's name holds still (``surgeguard_controller.bottleneck.hold_name``).
 
-It survives the loss of Redis's data (issue 13): it keeps the last good document in
-memory (``last_good``); a document gone, unreadable or older than what it knew is
-rebuilt from that memory (or, after a restart, from what the replicas report they
-enforce) above any version seen, and audited; an unreadable one is reported
-(``control_error``) and decided around (nothing is published) until a write repairs
-it. Only the holder of the lease (``surgeguard_controller.lease``) writes.
+It survives the loss of Redis's data (issue 13): the control document as it knows it,
+rebuilt when Redis lost it, and the lease that lets it write are
+``surgeguard_controller.control_document``'s. Only the holder of the lease writes.
 """
 
 from __future__ import annotations
@@ -33,16 +30,11 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
-from surgeguard.controlplane import (
-    ControlDocumentError,
-    ControlPlaneWriter,
-    ControlState,
-    NotHolder,
-    read_state,
-)
+from surgeguard.controlplane import ControlState, NotHolder
 from surgeguard_controller.bottleneck import Bottleneck, Held, held_json, hold_name
 from surgeguard_controller.budgeting import Budgets
 from surgeguard_controller.catalogue import Catalogue
+from surgeguard_controller.control_document import ControlDocument
 from surgeguard_controller.decide import (
     ControllerConfig,
     Decider,
@@ -100,22 +92,6 @@ class Controller:
         self.redis = redis_client
         self.store = RecordStore(redis_client)
         self.lease = lease or Lease(redis_client, ttl_ms=max(1, round(3 * tick_s * 1000)))
-        self.last_good = ControlState()  # the last valid document read or written
-        self.control_error: str | None = None  # why the stored document is not used
-        self.control_stale = False  # True while Redis cannot be read
-        self._lease_said: bool | None = None
-        self._stored_version = 0  # the version read from Redis this tick (0: none)
-        self._recalled_from = ""
-        # Nothing is stored that names a knob or mode no replica declares.
-        self.writer = ControlPlaneWriter(
-            redis_client,
-            writer="controller",
-            check=lambda state: self.catalogue.check(state),
-            recall=self.recall,
-            floor=self.highest_applied,
-            fence=self.lease.fence,
-            on_restore=self._restored,
-        )
         self.registry = registry or CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
         self.budgets = Budgets(self.metrics)  # shared dependencies' budgets (issue 15)
@@ -129,9 +105,18 @@ class Controller:
             reads_kept=max(2, round(self.window_s / tick_s) + 1),
             wall=wall,
         )
+        self.document = ControlDocument(
+            redis_client,
+            self.lease,
+            self.views,
+            self.store,
+            # Nothing is stored that names a knob or mode no replica declares.
+            check=lambda state: self.catalogue.check(state),
+            wall=wall,
+        )
+        self.writer = self.document.writer  # operators' writes go through it too
         self.held: Held | None = None  # the bottleneck as named, held still
         self.bottleneck: dict[str, Any] = held_json(None, self.config.bottleneck_hold_ticks)
-        self.control = ControlState()
         self.ticks = 0
         self.last_tick_at = math.nan  # unix seconds
         self.health = TickHealth()
@@ -152,6 +137,17 @@ class Controller:
     def aggregate(self) -> Signals | None:
         """All replicas' windows of the last tick together (None: none was read anew)."""
         return self.views.aggregate
+
+    @property
+    def control(self) -> ControlState:
+        """The control document decided from this tick (the last good one when the
+        stored one is unreadable)."""
+        return self.document.control
+
+    @property
+    def known(self) -> ControlState:
+        """The newest document this controller read or wrote (an operator's write too)."""
+        return self.document.known
 
     @property
     def latest_reasons(self) -> dict[str, dict[str, str]]:
@@ -193,16 +189,13 @@ class Controller:
         if any(scrape is not None for scrape in scrapes.values()):
             self.config.learn(Catalogue.from_scrapes(scrapes.values()))
         try:
-            await self._renew_lease()
-            await self._read_control()
+            await self.document.sync()
         except RedisError as exc:
-            self.control_stale = True
             self._tick_errors.append(f"control plane unreachable, deciding nothing: {exc}")
             return []
-        self.control_stale = False
         windows = self.views.update(scrapes, self.control.version)
-        if self.lease.held and self._needs_restore():
-            await self._restore()
+        if (error := await self.document.restore()) is not None:
+            self._tick_errors.append(error)
         await self._follow_fleet(scrapes)
         decisions, modes = self._decide(windows, started)
         decisions, modes = await self._publish(decisions, modes)
@@ -252,7 +245,7 @@ class Controller:
         tuned = {v.replica for v in self.replicas.values()}
         self._leaving -= tuned | (self._leaving - set(self.control.replicas))
         gone = set(self._leaving)
-        if not gone or not self.lease.held or self.control_error is not None:
+        if not gone or not self.lease.held or self.document.error is not None:
             return
 
         def drop(state: ControlState) -> ControlState:
@@ -261,7 +254,7 @@ class Controller:
             )
 
         try:
-            self.control = self.last_good = await self.writer.update(drop)
+            await self.document.write(drop)
         except NotHolder:
             return
         except RedisError as exc:
@@ -269,115 +262,10 @@ class Controller:
             return
         self._leaving -= gone
 
-    # -- the document and the lease (issue 13) -------------------------------------------
-
-    async def _renew_lease(self) -> None:
-        held = await self.lease.renew()
-        if held != self._lease_said:
-            if held:
-                log.info("holding the controller lease: this controller writes")
-            else:
-                log.warning(
-                    "controller %s holds the lease: this one reads and decides but writes nothing",
-                    self.lease.holder,
-                )
-            self._lease_said = held
-
-    async def _read_control(self) -> None:
-        """Read the document; keep the last good one when it is unreadable or older."""
-        try:
-            state = await read_state(self.redis)
-        except ControlDocumentError as exc:
-            if self.control_error is None:
-                log.error("the stored control document is invalid, holding: %s", exc)
-            self.control_error = f"invalid control document in Redis: {exc}"
-            return  # decide from the last good one; publish nothing until it is repaired
-        self.control_error = None
-        self._stored_version = state.version
-        if state.version >= self.last_good.version and state.version > 0:
-            self.control = self.last_good = state
-        elif self.last_good.version == 0 and state.version == 0:
-            self.control = state
-
-    def _needs_restore(self) -> bool:
-        """The document is gone or older than what this controller or a replica knew."""
-        if self.control_error is not None:
-            return False  # an invalid document: the next write repairs it
-        return self._stored_version < max(self.known.version, self.highest_applied())
-
-    async def _restore(self) -> None:
-        try:
-            self.control = self.last_good = await self.writer.update(lambda s: s)
-        except NotHolder:
-            return
-        except RedisError as exc:
-            self._tick_errors.append(f"could not restore the control document: {exc}")
-
-    def recall(self) -> ControlState:
-        """What to rebuild the plane from: the last good document; without one (the
-        controller just started), what the replicas report they enforce."""
-        top, known = self.highest_applied(), self.known
-        self._recalled_from = "the controller's last good document"
-        if known.version >= top:
-            return known
-        self._recalled_from = "what the replicas report they enforce"
-        # The replicas enforce a newer document than any this controller read: take
-        # their knobs, modes, pins and autopilot (as last known where not reported).
-        reporting = [v for v in self.replicas.values() if v.applied_version == top]
-        pins = [v.reported_pins for v in reporting if v.reported_pins is not None]
-        autopilot = [v.reported_autopilot for v in reporting if v.reported_autopilot is not None]
-        knobs: dict[str, int] = {}
-        replicas: dict[str, dict[str, int]] = {}
-        for name in {k for v in reporting for k in v.enforced_knobs}:
-            values = {
-                v.replica: v.enforced_knobs[name] for v in reporting if name in v.enforced_knobs
-            }
-            if len(set(values.values())) == 1:
-                knobs[name] = next(iter(values.values()))
-            else:
-                for replica, value in values.items():
-                    replicas.setdefault(replica, {})[name] = value
-        return replace(
-            known,
-            version=top,
-            knobs=knobs,
-            replicas=replicas,
-            modes=frozenset(m for v in reporting for m in v.enforced_modes),
-            pins=frozenset().union(*pins) if pins else known.pins,
-            autopilot=all(autopilot) if autopilot else known.autopilot,
-        )
-
-    @property
-    def known(self) -> ControlState:
-        """The newest document this controller read or wrote (an operator's write too)."""
-        return max(self.last_good, self.writer.last_written, key=lambda s: s.version)
-
-    def highest_applied(self) -> int:
-        """The highest control-document version any replica reports it applies."""
-        return self.views.highest_applied()
-
-    def _restored(self, pipe: Any, state: ControlState, why: str) -> None:
-        """The restore's audit entry, in the restoring write's transaction."""
-        source = self._recalled_from
-        restored = state.restored_from
-        self.store.queue_audit(
-            pipe,
-            {
-                "at": self.wall(),
-                "who": "controller",
-                "what": "control document restored",
-                "old": None if restored is None else {"epoch": restored[0], "version": restored[1]},
-                "new": {"epoch": state.epoch, "version": state.version},
-                "reason": f"{why}; rebuilt from {source}",
-            },
-        )
-
     def state_json(self) -> dict[str, object]:
         """What ``GET /state`` adds about the document and the lease."""
         return {
-            "control_error": self.control_error,
-            "control_stale": self.control_stale,
-            "lease": self.lease.json(),
+            **self.document.json(),
             "budgets": self.budgets.json(),
             # Who is tuned, who is ignored and why, and each target's last read error.
             "discovery": {**self.source.found.json(), "errors": dict(self.source.last_error)},
@@ -473,10 +361,10 @@ class Controller:
         changes = [d for d in decisions if d.applied]
         if not changes and not modes:
             return decisions, modes
-        if self.control_error is not None or not self.lease.held:
+        if self.document.error is not None or not self.lease.held:
             why = (
                 " (the stored control document is invalid: not applied)"
-                if self.control_error is not None
+                if self.document.error is not None
                 else f" (controller {self.lease.holder} holds the lease: not applied)"
             )
             return _not_applied(decisions, why), []
@@ -498,7 +386,7 @@ class Controller:
             return replace(state, knobs=knobs, replicas=replicas, modes=frozenset(active))
 
         try:
-            self.control = self.last_good = await self.writer.update(change)
+            await self.document.write(change)
         except NotHolder as exc:
             return _not_applied(
                 decisions, f" (controller {exc.holder} holds the lease: not applied)"
