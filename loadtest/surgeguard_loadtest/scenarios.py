@@ -17,6 +17,9 @@ a laptop or up to 10,000 users without learning each shape's parameters:
   (through the controller's chaos API) until the run ends.
 - ``retry_storm``: like ``spike`` but every user is impatient (asks again at once
   after a 429/503), the traffic pattern of clients with naive retries.
+- ``square``: a square wave: a baseline (2% of ``users``) for 5 s, then ``users`` for
+  10 s and the baseline for 10 s, repeated until the run ends (a limit that
+  oscillates shows here).
 - ``storm``: ``users`` polite Locust users for the whole run and, from 20% to 70% of
   it, a ``wrk`` storm of impatient connections that ignore ``Retry-After`` and ask again
   at once (Locust alone cannot make thousands of such connections on two cores). Sized
@@ -37,6 +40,8 @@ MAX_DURATION_S = 3_600.0
 MIN_DURATION_S = 5.0
 RAMP_S = 10.0  # the issue's "10,000 users within 10 s"
 SLOW_DB_MULTIPLIER = 5.0
+SQUARE_PRE_S = 5.0  # the square wave's baseline before its first "on"
+SQUARE_HALF_S = 10.0  # each "on" and each "off" of the square wave
 
 
 class ScenarioError(ValueError):
@@ -107,6 +112,8 @@ class Scenario:
             return "done"
         if self.name == "slow_dependency" and self.chaos:
             return "db slow" if run_time_s >= self.chaos[0].at_s else "steady"
+        if self.name == "square":
+            return next((n for n, _, end in self._square_spans() if run_time_s < end), "done")
         if self.storm_s is not None:
             start, end = self.storm_s
             return "before" if run_time_s < start else "storm" if run_time_s < end else "after"
@@ -131,12 +138,29 @@ class Scenario:
         elif self.storm_s is not None:
             start, end = self.storm_s
             spans = [("before", 0.0, start), ("storm", start, end), ("after", end, None)]
+        elif self.name == "square":
+            spans = [(n, a, b) for n, a, b in self._square_spans()]
         else:
             spans = [("steady", 0.0, None)]
         return tuple(
             PhaseSpan(name, round(a, 2), round(self.duration_s if b is None else b, 2))
             for name, a, b in spans
         )
+
+    def _square_spans(self) -> list[tuple[str, float, float]]:
+        """("baseline" | "on N" | "off N", start, end) seconds, from the stages."""
+        spans, start, ons = [], 0.0, 0
+        for number, stage in enumerate(self.stages):
+            if number == 0:
+                name = "baseline"
+            elif number % 2:
+                ons += 1
+                name = f"on {ons}"
+            else:
+                name = f"off {ons}"
+            spans.append((name, start, stage.until_s))
+            start = stage.until_s
+        return spans
 
     @property
     def baseline_phase(self) -> str | None:
@@ -165,6 +189,20 @@ def spike_stages(users: int, duration_s: float, baseline: int | None = None) -> 
         Stage(hold_end, users, up),
         Stage(duration_s, base, up),  # back down as fast as it came
     )
+
+
+def square_stages(users: int, duration_s: float, baseline: int | None = None) -> tuple[Stage, ...]:
+    """``SQUARE_PRE_S`` of baseline, then ``users`` and the baseline in turn for
+    ``SQUARE_HALF_S`` each, each reached within a second, until ``duration_s``."""
+    base = min(users, max(1, round(users * 0.02)) if baseline is None else baseline)
+    rate = _rate(users - base, 1.0)
+    stages = [Stage(min(SQUARE_PRE_S, duration_s), base, float(base))]
+    on = True
+    while stages[-1].until_s < duration_s:
+        until = min(stages[-1].until_s + SQUARE_HALF_S, duration_s)
+        stages.append(Stage(until, users if on else base, rate))
+        on = not on
+    return tuple(stages)
 
 
 def step_stages(users: int, duration_s: float, steps: int = 8) -> tuple[Stage, ...]:
@@ -201,6 +239,9 @@ DEFAULTS: dict[str, Defaults] = {
         300, 120.0, "steady users; half-way the db becomes 5x slower (chaos API)"
     ),
     "retry_storm": Defaults(3_000, 90.0, "a spike of impatient users who retry at once"),
+    "square": Defaults(
+        3_000, 85.0, "a square wave: the users for 10 s, the baseline for 10 s, repeated"
+    ),
     "storm": Defaults(
         100, 60.0, "polite users throughout; a wrk storm of impatient connections mid-run"
     ),
@@ -261,6 +302,9 @@ def build(
             duration_s,
             spike_stages(users, duration_s, baseline_users),
             population="impatient",
+        ),
+        "square": lambda: Scenario(
+            name, users, duration_s, square_stages(users, duration_s, baseline_users)
         ),
         "storm": lambda: Scenario(
             name,

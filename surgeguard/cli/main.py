@@ -405,7 +405,23 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--policies",
         default="none,static,aimd",
-        help="comma-separated: none, static, aimd, gradient",
+        help="spike: comma-separated, of none, static (limit 64), static-best (the best "
+        "static limit of a short sweep first), aimd, gradient (the controller), inner "
+        "(the in-process loop under the controller), envoy, vegas, netflix-aimd, "
+        "gradient2 (in-process peers, no controller)",
+    )
+    bench.add_argument(
+        "--shape",
+        choices=("spike", "square", "drift"),
+        help="spike scenario: the load's shape, default spike; square: 10 s at 3x the "
+        "capacity, 10 s at half, in turn; drift: the db 3x slower over 60 s (--quick "
+        "20 s), then back to normal",
+    )
+    bench.add_argument(
+        "--factor",
+        type=float,
+        metavar="X",
+        help="spike shape: the spike's users in multiples of the capacity, default 5",
     )
     bench.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory")
     bench.add_argument(

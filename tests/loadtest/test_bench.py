@@ -187,6 +187,7 @@ def test_policies_are_checked_before_anything_starts(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "surgeguard bench: unknown policy turbo: choose from none, static, aimd, gradient"
+        "surgeguard bench: unknown policy turbo: choose from none, static, static-best, aimd, "
+        "inner, gradient, envoy, vegas, netflix-aimd, gradient2"
     )
     assert not (tmp_path / "b").exists()

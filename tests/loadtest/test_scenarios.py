@@ -84,6 +84,7 @@ def test_every_scenario_has_defaults_and_a_shape() -> None:
         "soak",
         "slow_dependency",
         "retry_storm",
+        "square",
     }
     assert set(ALL_SCENARIOS) == {*SCENARIOS, "storm"}  # the storm needs wrk as well
     for name in ALL_SCENARIOS:

@@ -11,9 +11,13 @@ baseline of half the capacity in users, five times the capacity in users within 
 few seconds, held, then the baseline again. The service's own metrics, scraped every
 second, are the truth; Locust's numbers are kept as client-side.
 
-Policies: ``none`` (limit 10000, no queue, no controller), ``static`` (the default
-limit 64 / queue 128, no controller), ``aimd`` and ``gradient`` (the controller on,
-1 s ticks).
+Policies (``policies.py``): ``none`` (limit 10000, no queue, no controller), ``static``
+(the default limit 64 / queue 128), ``static-best`` (the best static limit of a short
+sweep on the same stack first, ``static_best.py``), ``aimd`` and ``gradient`` (the
+controller on, 1 s ticks), ``inner`` (surgeguard's in-process loop under its
+controller) and the in-process peers ``envoy``, ``vegas``, ``netflix-aimd`` and
+``gradient2``. The shape (``--shape``, ``shapes.py``) may instead be a square wave or
+a dependency that drifts slower; their rows are ``shape_rows.py``'s.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +42,30 @@ from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from surgeguard.settings import SettingsError
 from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_controller.sensing.signals import compute
+from surgeguard_loadtest.bench import columns, ratios, static_best
+from surgeguard_loadtest.bench.policies import POLICIES as CATALOGUE
+from surgeguard_loadtest.bench.policies import parse_policies as parse_policies  # re-exported
+from surgeguard_loadtest.bench.policies import replica_settings
+from surgeguard_loadtest.bench.shape_rows import drift_row, square_row, with_enforced_limits
+from surgeguard_loadtest.bench.shapes import (
+    SPIKE_FACTOR,
+    ShapePlan,
+    check_factor,
+    check_shape,
+    plan_shape,
+)
+from surgeguard_loadtest.bench.timeline import Plane, Timeline
 from surgeguard_loadtest.keys import LOAD_CLIENT_KEYS
 from surgeguard_loadtest.load.options import LoadOptions
 from surgeguard_loadtest.load.run import run_load
 from surgeguard_loadtest.load.watch import ms_or_none
 from surgeguard_loadtest.processes import HOST, child_env, free_port, running
-from surgeguard_loadtest.scenarios import build
+from surgeguard_loadtest.scenarios import SQUARE_PRE_S, build
 
 SLO_S = 0.25
-POLICIES = ("none", "static", "aimd", "gradient")
+POLICIES = tuple(CATALOGUE)
 ADMIN_TOKEN = "bench-admin-token-of-24-chars"  # operator tokens are 24 characters or more
 SETTLE_S = 5.0  # windows before this (after the spike starts) do not count for the SLO share
-SPIKE_FACTOR = 5.0  # the spike's users, in multiples of the capacity (req/s) x 1 s
 CAPACITY_USERS = 600  # enough closed-loop users to keep the db saturated (~200 req/s)
 
 
@@ -90,7 +107,8 @@ def plan_from(quick: bool, seconds: float | None) -> Plan:
     return Plan(capacity_s=capacity_s, run_s=seconds)
 
 
-def target_env(redis_url: str, policy: str) -> dict[str, str]:
+def target_env(redis_url: str, policy_settings: Mapping[str, str]) -> dict[str, str]:
+    """The target's environment: the benchmark's stack, then the policy's settings."""
     settings = {
         "db_capacity": "4",
         "db_latency_ms": "20",
@@ -100,29 +118,39 @@ def target_env(redis_url: str, policy: str) -> dict[str, str]:
         "dependency_timeout_ms": "5000",
         "control_poll_ms": "200",
         "admin_token": ADMIN_TOKEN,
+        **policy_settings,
     }
-    if policy == "none":
-        settings.update(concurrency_limit="10000", queue_limit="0")
     return child_env(redis_url, **settings)
 
 
 @contextmanager
-def stack(policy: str, redis_url: str, logs: Path) -> Iterator[tuple[str, str | None]]:
-    """(target URL, controller URL or None), fresh, for the life of the block."""
-    env = target_env(redis_url, policy)
+def stack(
+    policy: str,
+    redis_url: str,
+    logs: Path,
+    tuned_limit: int | None = None,
+    label: str | None = None,
+) -> Iterator[tuple[str, str | None]]:
+    """(target URL, controller URL or None), fresh, for the life of the block.
+    ``tuned_limit``: the sweep's limit for ``static-best``; ``label``: the logs' name
+    (default the policy's)."""
+    spec = CATALOGUE[policy]
+    env = target_env(redis_url, replica_settings(spec, tuned_limit))
+    label = label or policy
     port = free_port()
     url = f"http://{HOST}:{port}"
     with ExitStack() as stack:
         stack.enter_context(
-            running(["target", "--port", str(port)], env, f"{url}/healthz", logs / f"{policy}.log")
+            running(["target", "--port", str(port)], env, f"{url}/healthz", logs / f"{label}.log")
         )
         controller = None
-        if policy in ("aimd", "gradient"):
+        if spec.controller is not None:
             cport = free_port()
             controller = f"http://{HOST}:{cport}"
-            args = ["controller", "--target", url, "--port", str(cport), "--algorithm", policy]
+            args = ["controller", "--target", url, "--port", str(cport)]
+            args += ["--algorithm", spec.controller]
             stack.enter_context(
-                running(args, env, f"{controller}/healthz", logs / f"controller-{policy}.log")
+                running(args, env, f"{controller}/healthz", logs / f"controller-{label}.log")
             )
         yield url, controller
 
@@ -159,8 +187,10 @@ def summarize(run: dict[str, Any], plan: Plan, capacity: float, policy: str) -> 
     """A policy's row: server-side numbers over the spike (and its recovery)."""
     phases = plan.phases
     pre, spike_s = phases["pre_s"], phases["spike_s"]
-    # Every window on the spike's clock: at = 0 is the moment the spike started.
-    windows = [{**w, "at": round(w["at"] - pre, 2)} for w in run["windows"]]
+    # Every window on the spike's clock: at = 0 is the moment the spike started; the
+    # limit is the one enforced (an inner loop's, where the replica has one).
+    enforced = with_enforced_limits(run["windows"], run["scrapes"])
+    windows = [{**w, "at": round(w["at"] - pre, 2)} for w in enforced]
     for w in windows:
         w["p99_s"] = None if w["p99_ms"] is None else w["p99_ms"] / 1000
     during = [w for w in windows if 0 < w["at"] <= spike_s]
@@ -222,48 +252,115 @@ def time_to_slo(during: Sequence[dict[str, Any]], run_of: int = 5) -> float | No
     return None
 
 
-def bench(policies: Sequence[str], plan: Plan, work: Path) -> dict[str, Any]:
+def tune_static(redis_url: str, shape: ShapePlan, quick: bool, work: Path) -> dict[str, Any]:
+    """The ``static-best`` limit: a sweep under the shape's heaviest load."""
+    limits = static_best.QUICK_LIMITS if quick else static_best.LIMITS
+    step_s = 4.0 if quick else 6.0
+    with stack("static-best", redis_url, work, limits[0], label="static-best-sweep") as (url, _):
+        return static_best.sweep(
+            redis_url,
+            limits,
+            step_s,
+            lambda seconds: _load(shape.users, seconds, "soak", url, work / "sweep"),
+            SLO_S * 1000,
+        )
+
+
+def run_drift(shape: ShapePlan, redis_url: str, url: str, out: Path) -> tuple[Any, float, float]:
+    """The drift's load run, the db slowed on its timeline meanwhile; returns the run
+    and when (seconds on its clock) the db began to slow and was back to normal."""
+    assert shape.drift is not None
+    plane = Plane(redis_url)
+    steps = shape.drift.steps()
+    timeline = Timeline([(at, partial(plane.set_latency, "db", m)) for at, m in steps])
+    timeline.start()
+    try:
+        run = _load(shape.users, shape.run_s, "soak", url, out)
+    finally:
+        timeline.stop()
+        plane.set_latency("db", 1.0)  # whatever happened: the next stack starts calm
+    zero = run["started_at"] + run.get("locust_started_after_s", 0.0)  # Locust's t = 0
+    at = {index: wall - zero for wall, index, ok in timeline.done if ok}
+    planned_lead = 2.0  # the timeline starts about this long before Locust does
+    drift_at = at.get(0, steps[0][0] - planned_lead)
+    recovered_at = at.get(len(steps) - 1, steps[-1][0] - planned_lead)
+    return run, round(drift_at, 2), round(recovered_at, 2)
+
+
+def bench(
+    policies: Sequence[str],
+    plan: Plan,
+    work: Path,
+    *,
+    shape_name: str = "spike",
+    factor: float = SPIKE_FACTOR,
+    quick: bool = False,
+) -> dict[str, Any]:
     with EmbeddedRedis(data_dir=work / "redis") as server:
         capacity = measure_capacity(server.url, plan, work)
-        users = max(2, round(capacity * SPIKE_FACTOR))
-        baseline = max(1, round(capacity * 0.5))
+        shape = plan_shape(shape_name, capacity, plan.run_s, quick, factor)
         print(
-            f"capacity: {capacity:.0f} admitted requests/s (db-bound); the spike: "
-            f"{baseline} -> {users} users",
+            f"capacity: {capacity:.0f} admitted requests/s (db-bound); the {shape_name}: "
+            f"{shape.baseline} -> {shape.users} users",
             flush=True,
         )
+        tuned = None
+        if any(CATALOGUE[p].tuned for p in policies):
+            tuned = tune_static(server.url, shape, quick, work)
+            print(f"static-best: limit {tuned['limit']} of {tuned['steps']}", flush=True)
+            if tuned["limit"] is None:
+                raise RuntimeError("the static sweep measured no settled window")
         results = {}
         flush = redis.Redis.from_url(server.url)
         try:
             for policy in policies:
-                flush.flushall()
+                flush.flushall()  # a fresh control plane: no knobs, no chaos
                 print(f"policy {policy}:", flush=True)
-                with stack(policy, server.url, work) as (url, _):
-                    run = _load(
-                        users, plan.run_s, "spike", url, work / policy, baseline_users=baseline
-                    )
-                results[policy] = summarize(run, plan, capacity, policy)
+                limit = tuned["limit"] if tuned else None
+                with stack(policy, server.url, work, limit) as (url, _):
+                    out = work / policy
+                    if shape.drift is not None:
+                        run, drift_at, back_at = run_drift(shape, server.url, url, out)
+                        row = drift_row(run, capacity, SLO_S, drift_at, back_at)
+                    else:
+                        run = _load(
+                            shape.users, shape.run_s, shape.scenario, url, out,
+                            baseline_users=shape.baseline,
+                        )  # fmt: skip
+                        row = (
+                            square_row(run, shape, capacity, SLO_S)
+                            if shape.shape == "square"
+                            else summarize(run, plan, capacity, policy)
+                        )
+                if policy == "none" and shape.drift is not None:
+                    row["recovery_s"] = None  # no limit to recover
+                row["surgeguard"] = CATALOGUE[policy].surgeguard
+                if CATALOGUE[policy].tuned and tuned:
+                    row["tuned_limit"] = tuned["limit"]
+                results[policy] = row
         finally:
             flush.close()
     return {
-        "scenario": "spike",
+        "scenario": shape_name,
+        "shape": shape_name,
+        "factor": factor if shape_name == "spike" else None,
         "slo_p99_ms": SLO_S * 1000,
         "capacity_rps": round(capacity, 1),
-        "users": {"baseline": baseline, "spike": users},
-        "phases": plan.phases | {"run_s": plan.run_s, "capacity_s": plan.capacity_s},
+        "users": {"baseline": shape.baseline, "spike": shape.users},
+        "phases": _phases(shape, plan),
+        "static_sweep": tuned,
         "policies": results,
     }
 
 
-def parse_policies(raw: str) -> list[str]:
-    policies = [p.strip() for p in raw.split(",") if p.strip()]
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown or not policies:
-        raise SettingsError(
-            f"unknown policy {unknown[0] if unknown else '(none given)'}: "
-            f"choose from {', '.join(POLICIES)}"
-        )
-    return policies
+def _phases(shape: ShapePlan, plan: Plan) -> dict[str, Any]:
+    """The run's parts, seconds, for the report (and the plots' shading)."""
+    common = {"run_s": shape.run_s, "capacity_s": plan.capacity_s}
+    if shape.shape == "spike":
+        return plan.phases | common
+    if shape.drift is not None:
+        return common | {"pre_s": shape.drift.pre_s, "drift_s": shape.drift.ramp_s}
+    return common | {"pre_s": SQUARE_PRE_S}
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
@@ -271,9 +368,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
         raise SettingsError(f"only the spike scenario is benchmarked, not {args.scenario!r}")
     policies = parse_policies(args.policies)
     plan = plan_from(args.quick, args.seconds)
+    shape = check_shape(args.shape or "spike")
+    factor = check_factor(args.factor, shape)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="surgeguard-bench-") as work:
-        report = bench(policies, plan, Path(work))
+        report = bench(
+            policies, plan, Path(work), shape_name=shape, factor=factor, quick=args.quick
+        )
     report["command"] = "surgeguard bench " + " ".join(sys.argv[2:])
     report["seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -290,18 +391,42 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 def table(report: dict[str, Any]) -> str:
-    head = (
-        f"{'policy':>9} {'goodput/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>8} "
-        f"{'SLO share':>9} {'to SLO s':>8} {'recover s':>9}"
+    """The shape's columns (``columns.py``), one line per policy; for the spike, the
+    ratios of surgeguard's policies to the best peer after it."""
+    cols = columns.for_shape(report.get("shape"))
+    widths = [max(9, len(head)) for head, _, _ in cols]
+    head = f"{'policy':>12} " + " ".join(
+        f"{h:>{n}}" for (h, _, _), n in zip(cols, widths, strict=True)
     )
     lines = [head, "-" * len(head)]
     for name, r in report["policies"].items():
+        cells = [_cell(r.get(field), spec) for _, field, spec in cols]
         lines.append(
-            f"{name:>9} {r['goodput_rps']:>10.1f} {r['goodput_ratio']:>6.2f} "
-            f"{_cell(r['p50_ms']):>7} {_cell(r['p99_ms']):>8} {r['slo_window_share']:>9.2f} "
-            f"{_cell(r['time_to_slo_s']):>8} {_cell(r['recovery_s']):>9}"
+            f"{name:>12} " + " ".join(f"{c:>{n}}" for c, n in zip(cells, widths, strict=True))
         )
+    if report.get("shape", "spike") == "spike" and (found := ratio_lines(report["policies"])):
+        lines += ["", "surgeguard over the best peer per column (x1.00 = as good):", *found]
     return "\n".join(lines)
+
+
+def ratio_lines(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The ratio table as plain text: the best peers, then each surgeguard policy."""
+    best = ratios.best_peers(rows)
+    found = ratios.ratios(rows)
+    if not found or all(b is None for b in best.values()):
+        return []
+    lines = []
+    for heading, field, _ in ratios.COLUMNS:
+        b = best[field]
+        peer = f"{b[0]} {b[1]:g}" if b else "-"
+        ours = ", ".join(
+            f"{name} {_cell(rows[name].get(field), 'g')} (x{r:.2f})"
+            if (r := found[name][field]) is not None
+            else f"{name} {_cell(rows[name].get(field), 'g')}"
+            for name in found
+        )
+        lines.append(f"  {heading}: best peer {peer}; {ours}")
+    return lines
 
 
 def verdicts(report: dict[str, Any]) -> str:
@@ -312,10 +437,10 @@ def verdicts(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
+def _cell(value: Any, spec: str = "g") -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return "-"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return format(value, spec)
 
 
 def _json_default(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The controller benchmark's report: ``report.md`` (one table row per policy, the aimd
+"""The controller benchmark's report: ``report.md`` (one table row per policy, the
+shape's columns; for the spike surgeguard's ratios to the best peer; the aimd
 targets) and three plots over time (admitted p99, goodput, concurrency limit), each as
 offline HTML and as PNG.
 
@@ -22,30 +23,39 @@ from typing import Any
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
 
+from surgeguard_loadtest.bench import columns, ratios
+
 DASH = "\u2013"  # en dash: a missing value in the table
 UNLIMITED = 10_000.0  # a limit this high is no limit: the "none" policy
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PNG_WIDTH, PNG_HEIGHT = 1000, 450  # pixels
 PNG_TIMEOUT_S = 60.0  # per image; a healthy render takes a fraction of a second
-COLOURS = {"none": "#e45756", "static": "#f58518", "aimd": "#4c78a8", "gradient": "#54a24b"}
-# the table's columns after the policy: (heading, field, format); "rejected" comes last
-COLUMNS = (
-    ("goodput/s", "goodput_rps", ",.1f"),
-    ("goodput ratio", "goodput_ratio", ".3f"),
-    ("p50 ms", "p50_ms", ",.1f"),
-    ("p99 ms", "p99_ms", ",.1f"),
-    ("p99 ms after 5 s", "p99_ms_settled", ",.1f"),  # once the policy has had time to act
-    ("1 s windows within SLO", "slo_window_share", ".2f"),
-    ("time to SLO s", "time_to_slo_s", ".1f"),
-    ("recovery s", "recovery_s", ".1f"),
-    ("errors", "errors", ",.0f"),
-)
-# the aimd policy's targets: (field, label, at least?, bound, unit, format)
-TARGETS = (
-    ("goodput_ratio", "goodput ratio", True, 0.9, "", ".3f"),
-    ("slo_window_share", "share of 1 s windows within SLO", True, 0.95, "", ".2f"),
-    ("recovery_s", "recovery", False, 30.0, " s", ".1f"),
-)
+COLOURS = {
+    "none": "#e45756",
+    "static": "#f58518",
+    "static-best": "#b279a2",
+    "aimd": "#4c78a8",
+    "inner": "#1f3a93",
+    "gradient": "#54a24b",
+    "envoy": "#eeca3b",
+    "vegas": "#72b7b2",
+    "netflix-aimd": "#ff9da6",
+    "gradient2": "#9d755d",
+}
+COLUMNS = columns.SPIKE  # the spike's table (other shapes: columns.for_shape)
+# surgeguard's targets per shape: (field, label, at least?, bound, unit, format)
+TARGETS_BY_SHAPE = {
+    "spike": (
+        ("goodput_ratio", "goodput ratio", True, 0.9, "", ".3f"),
+        ("slo_window_share", "share of 1 s windows within SLO", True, 0.95, "", ".2f"),
+        ("recovery_s", "recovery", False, 30.0, " s", ".1f"),
+    ),
+    "square": (("largest_move_share", "largest one-window move / range", False, 0.5, "", ".2f"),),
+    "drift": (
+        ("recovery_s", "limit back to 90% after the db recovered", False, 30.0, " s", ".1f"),
+    ),
+}
+TARGETS = TARGETS_BY_SHAPE["spike"]
 
 Summary = Mapping[str, Any]  # the benchmark's summary dict, or one policy's part of it
 Series = tuple[list[float], list[float | None]]  # x, y (None: a gap)
@@ -180,18 +190,42 @@ def _figure(
     fig.update_layout(
         title={"text": title, "subtitle": {"text": note}, "x": 0},
         template="plotly_white",
-        xaxis_title="seconds since the spike started",
+        xaxis_title=X_TITLES.get(str(summary.get("shape") or "spike"), X_TITLES["spike"]),
         yaxis_title=y_title,
         legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
         margin={"t": 80 if note else 50},
         hovermode="x unified",
     )
-    if (length := spike_s(summary)) is not None:
+    for x0, x1, label in shaded(summary):
         fig.add_vrect(
-            x0=0, x1=length, fillcolor="#f2b6b6", opacity=0.3, line_width=0, layer="below",
-            annotation_text=f"spike ({length:g} s)", annotation_position="top left",
+            x0=x0, x1=x1, fillcolor="#f2b6b6", opacity=0.3, line_width=0, layer="below",
+            annotation_text=label, annotation_position="top left",
         )  # fmt: skip
     return fig
+
+
+def shaded(summary: Summary) -> list[tuple[float, float, str]]:
+    """The spans to shade, seconds on the plots' clock: the spike, the square wave's
+    "on" phases (from any policy's row), the drift's slow part."""
+    shape = summary.get("shape") or "spike"
+    rows = list(policies(summary).values())
+    if shape == "square":
+        spans: list[Any] = next(
+            (r["on_spans"] for r in rows if isinstance(r.get("on_spans"), list)), []
+        )
+        return [(float(a), float(b), "on") for a, b in spans]
+    if shape == "drift":
+        slow = next((s for r in rows if (s := num(r.get("slow_s"))) is not None), None)
+        return [] if slow is None else [(0.0, slow, f"db slower ({slow:g} s)")]
+    length = spike_s(summary)
+    return [] if length is None else [(0.0, length, f"spike ({length:g} s)")]
+
+
+X_TITLES = {
+    "spike": "seconds since the spike started",
+    "square": "seconds since the first 'on'",
+    "drift": "seconds since the db began to slow",
+}
 
 
 def _level(fig: go.Figure, traces: Traces, y: float, name: str, colour: str) -> None:
@@ -272,22 +306,23 @@ def rejected_cell(rejected: Any) -> str:
 
 
 def table(summary: Summary) -> list[str]:
-    """The Markdown table, one row per policy."""
+    """The Markdown table, one row per policy, the shape's columns."""
+    cols = columns.for_shape(summary.get("shape"))
     lines = [
-        "| policy | " + " | ".join(head for head, _, _ in COLUMNS) + " | rejected |",
-        "|---|" + "--:|" * len(COLUMNS) + "---|",
+        "| policy | " + " | ".join(head for head, _, _ in cols) + " | rejected |",
+        "|---|" + "--:|" * len(cols) + "---|",
     ]
     for name, p in policies(summary).items():
-        cells = [name, *(fmt(p.get(key), spec) for _, key, spec in COLUMNS)]
+        cells = [name, *(fmt(p.get(key), spec) for _, key, spec in cols)]
         cells.append(rejected_cell(p.get("rejected")))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
 
 
-def targets(policy: Summary) -> list[str]:
-    """One line per target: its bound, the measured value, met or NOT met."""
+def targets(policy: Summary, shape: str = "spike") -> list[str]:
+    """One line per target of the shape: its bound, the measured value, met or NOT met."""
     lines = []
-    for field, label, at_least, bound, unit, spec in TARGETS:
+    for field, label, at_least, bound, unit, spec in TARGETS_BY_SHAPE.get(shape, TARGETS):
         value = num(policy.get(field))
         met = value is not None and (value >= bound if at_least else value <= bound)
         shown = f"{value:{spec}}{unit}" if value is not None else f"{DASH} (not measured)"
@@ -308,6 +343,57 @@ def verdict_lines(summary: Summary) -> list[str]:
     ]
 
 
+def sweep_lines(sweep: Summary) -> list[str]:
+    """The static sweep: each limit's settled goodput and p99, and the one chosen."""
+    steps = sweep.get("steps")
+    lines = [
+        "## The static sweep (static-best)",
+        "",
+        f"Chosen: limit **{fmt(sweep.get('limit'), 'g')}** (the most goodput within the SLO).",
+        "",
+        "| limit | goodput/s | p99 ms | windows |",
+        "|--:|--:|--:|--:|",
+    ]
+    for limit, s in steps.items() if isinstance(steps, Mapping) else ():
+        if isinstance(s, Mapping):
+            lines.append(
+                f"| {limit} | {fmt(s.get('good_per_s'), ',.1f')} | "
+                f"{fmt(s.get('p99_ms'), ',.1f')} | {fmt(s.get('windows'), 'g')} |"
+            )
+    return lines
+
+
+def creep_lines(summary: Summary) -> list[str]:
+    """Per policy: its admitted p50 before the drift and at the run's end."""
+    lines = []
+    for name, p in policies(summary).items():
+        crept = p.get("baseline_crept")
+        word = DASH if crept is None else ("**yes**" if crept else "no")
+        lines.append(
+            f"- **{name}**: {word} (p50 {fmt(p.get('p50_before_ms'), ',.1f')} ms before, "
+            f"{fmt(p.get('p50_end_ms'), ',.1f')} ms at the end; limit at the end "
+            f"{fmt(p.get('limit_end_ratio'), '.2f')} of its pre-drift value)"
+        )
+    return lines
+
+
+def shape_line(summary: Summary) -> str:
+    """The load in a few words: the spike's length and factor, or the other shape's."""
+    shape = summary.get("shape") or "spike"
+    phases = summary.get("phases")
+    phases = phases if isinstance(phases, Mapping) else {}
+    if shape == "square":
+        return "a square wave: 10 s at 3x the capacity in users, 10 s at half, in turn"
+    if shape == "drift":
+        return (
+            f"twice the capacity in users; the db 3x slower over "
+            f"{fmt(phases.get('drift_s'), 'g')} s, then at once back to normal"
+        )
+    factor = summary.get("factor")
+    at = f" at {fmt(factor, 'g')}x the capacity in users" if num(factor) is not None else ""
+    return f"spike {fmt(spike_s(summary), 'g')} s{at}"
+
+
 def markdown(summary: Summary, plots: list[str], png_problem: str | None) -> str:
     """The whole report.md: header, table, aimd targets, plots."""
     scenario = summary.get("scenario") or DASH
@@ -317,7 +403,7 @@ def markdown(summary: Summary, plots: list[str], png_problem: str | None) -> str
     lines += [
         f"Scenario **{scenario}**; SLO: admitted p99 ≤ {fmt(summary.get('slo_p99_ms'), 'g')} ms; "
         f"measured capacity {fmt(summary.get('capacity_rps'), ',.1f')} requests/s; "
-        f"spike {fmt(spike_s(summary), 'g')} s.",
+        f"{shape_line(summary)}.",
         "",
         *table(summary),
         "",
@@ -325,8 +411,25 @@ def markdown(summary: Summary, plots: list[str], png_problem: str | None) -> str
         "client-side counts are in summary.json.",
         "",
     ]
-    if (aimd := policies(summary).get("aimd")) is not None:
-        lines += ["## Targets (aimd)", "", *targets(aimd), ""]
+    shape = str(summary.get("shape") or "spike")
+    if shape == "spike" and (found := ratios.markdown(policies(summary))):
+        lines += [
+            "## surgeguard against the best peer",
+            "",
+            "Each column's best peer (any policy that is not surgeguard's own) and "
+            "surgeguard's value as a ratio to it: above 1 is better for goodput and the "
+            "SLO share, below 1 for p99 and time to SLO.",
+            "",
+            *found,
+            "",
+        ]
+    if isinstance(sweep := summary.get("static_sweep"), Mapping):
+        lines += [*sweep_lines(sweep), ""]
+    if shape == "drift":
+        lines += ["## Did the baseline creep?", "", *creep_lines(summary), ""]
+    for name in ("aimd", "inner"):
+        if (row := policies(summary).get(name)) is not None:
+            lines += [f"## Targets ({name})", "", *targets(row, shape), ""]
     if verdicts := verdict_lines(summary):
         lines += ["## Verdicts per phase", "", *verdicts, ""]
     lines += ["## Plots", ""]

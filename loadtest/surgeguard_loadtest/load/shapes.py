@@ -79,6 +79,10 @@ class RetryStormShape(ScenarioShape):
     scenario_name = "retry_storm"
 
 
+class SquareShape(ScenarioShape):
+    scenario_name = "square"
+
+
 class StormShape(ScenarioShape):
     """The polite users of a storm run; the wrk storm itself is the runner's job."""
 
@@ -93,6 +97,7 @@ SHAPES: dict[str, type[ScenarioShape]] = {
         SoakShape,
         SlowDependencyShape,
         RetryStormShape,
+        SquareShape,
         StormShape,
     )
 }
