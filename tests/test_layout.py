@@ -51,6 +51,8 @@ CROSS_APP_ALLOWED: dict[tuple[str, str], str] = {
     ("surgeguard_loadtest.storm.measure", "surgeguard_controller.sensing.signals"): _SIGNALS,
     ("surgeguard_loadtest.bench.spike", "surgeguard_controller.sensing.scrape"): _SCRAPE,
     ("surgeguard_loadtest.bench.spike", "surgeguard_controller.sensing.signals"): _SIGNALS,
+    ("surgeguard_loadtest.bench.shape_rows", "surgeguard_controller.sensing.scrape"): _SCRAPE,
+    ("surgeguard_loadtest.bench.shape_rows", "surgeguard_controller.sensing.signals"): _SIGNALS,
     ("surgeguard_loadtest.bench.shared_db", "surgeguard_controller.sensing.scrape"): _SCRAPE,
     ("surgeguard_loadtest.bench.shared_db", "surgeguard_controller.sensing.signals"): _SIGNALS,
     ("surgeguard_loadtest.bench.shared_db", "surgeguard_target_app.db.schema"): (

@@ -137,7 +137,14 @@ def test_drill_writes_without_the_right_token_get_401_and_change_nothing(
 
 def test_the_scenarios_and_their_defaults_are_listed(start_drills: StartDrills) -> None:
     body = start_drills().get()
-    assert set(body["scenarios"]) == {"spike", "step", "soak", "slow_dependency", "retry_storm"}
+    assert set(body["scenarios"]) == {
+        "spike",
+        "step",
+        "soak",
+        "slow_dependency",
+        "retry_storm",
+        "square",
+    }
     assert all(set(v) == {"users", "duration_s"} for v in body["scenarios"].values())
     assert body["current"] is None and body["recent"] == []
 
