@@ -3,14 +3,22 @@
 The target is the one the controller's slow loop steers admitted p99 to: the SLO less
 its headroom (``SURGEGUARD_INNER_HEADROOM``, 0.2 like the controller's default). The
 inner loop reacts within a window or two; the controller keeps the ceiling.
+
+The SLO alone would let the limit fill every queue up to the target, so it is bounded
+by the knee (``surgeguard.inner.knee``): never over ``gain`` times the concurrency that
+keeps the bottleneck busy (latency stays near ``gain`` x its own, far under the SLO, and
+a spike meets a limit that is already right), and never cut for latency under what
+keeps the bottleneck busy (such a cut costs goodput and cannot lower latency: a starved
+CPU or a dependency slow on its own). ``knee_gain = 0`` leaves the SLO rule alone.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from surgeguard.inner.knee import Estimate, Knee, KneeState
 from surgeguard.inner.window import Window, check_range
 
 
@@ -18,10 +26,23 @@ from surgeguard.inner.window import Window, check_range
 class AimdState:
     """cooldown_until: seconds (monotonic) before which no further cut is made (the last
     cut has not shown its effect yet). recover_to: the limit before the first cut of an
-    overload episode (requests; None: no episode)."""
+    overload episode (requests; None: no episode). knee: the knee's filters.
+    before_probe: the limit a knee probe interrupted (requests; None: no probe).
+    last_cut: the latest cut for latency, (from, to, the p90 before it in seconds), to
+    judge by its effect (None: none to judge). futile_until: seconds (monotonic) before
+    which cuts for latency hold (the last one did not lower it)."""
 
     cooldown_until: float = -math.inf
     recover_to: int | None = None
+    knee: KneeState = field(default_factory=KneeState)
+    before_probe: int | None = None
+    last_cut: tuple[int, int, float] | None = None
+    futile_until: float = -math.inf
+
+
+# A cut must lower the p90 by at least this share of what queueing predicts (a cut to
+# 60% of the limit should take at least 20% off the latency), else it was futile.
+EVIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,14 @@ class Aimd:
       (the overload is over) it grows by ``grow_factor`` back to where the cuts began
       even when light traffic leaves it unused, so the next spike meets it whole.
     - a window without a finished request holds. Always within [floor, ceiling].
+    - the knee (``knee_gain`` > 0, with ``knee_spare`` requests over it): the limit is
+      at most its ``high``, a cut for latency stops at its ``low`` (and holds there),
+      and during its probe the limit is its ``probe``, then back where it was.
+    - the evidence rule (``futile_hold_s`` > 0): once a cut for latency has shown its
+      effect (after its cooldown), a p90 still over the target that fell by less than
+      ``EVIDENCE`` of the cut's share (latency the limit does not cause: a CPU others
+      hold, a dependency slow on its own) undoes the cut and holds cuts for latency
+      for ``futile_hold_s``. Cuts for failures are not held.
     """
 
     name: ClassVar[str] = "aimd"
@@ -53,6 +82,9 @@ class Aimd:
     grow_factor: float = 1.1
     drop_share: float = 0.5
     max_cooldown_s: float = 0.5
+    knee_gain: float = 3.0
+    knee_spare: float = 4.0
+    futile_hold_s: float = 5.0
 
     def __post_init__(self) -> None:
         check_range("target_s", self.target_s, 0.001, 600.0)
@@ -63,11 +95,45 @@ class Aimd:
         check_range("grow_factor", self.grow_factor, 1.0, 2.0)
         check_range("drop_share", self.drop_share, 0.0, 1.0)
         check_range("max_cooldown_s", self.max_cooldown_s, 0.0, 60.0)
+        if self.knee_gain != 0:
+            check_range("knee_gain", self.knee_gain, 1.0, 100.0)
+        check_range("knee_spare", self.knee_spare, 0.0, 1000.0)
+        check_range("futile_hold_s", self.futile_hold_s, 0.0, 600.0)
+
+    @property
+    def knee(self) -> Knee | None:
+        if self.knee_gain == 0:
+            return None
+        return Knee(gain=self.knee_gain, spare=int(self.knee_spare))
 
     def initial(self, limit: int) -> AimdState:
         return AimdState()
 
     def step(self, state: AimdState, w: Window) -> tuple[AimdState, int]:
+        knee, estimate = self.knee, None
+        if knee is not None:
+            knee_state, estimate = knee.update(state.knee, w)
+            state = replace(state, knee=knee_state)
+        if estimate is not None and estimate.probe is not None:
+            before = w.limit if state.before_probe is None else state.before_probe
+            return replace(state, before_probe=before), w.clamp(estimate.probe)
+        if state.before_probe is not None:  # the probe is over: back where it was
+            before, state = state.before_probe, replace(state, before_probe=None)
+            w = replace(w, limit=w.clamp(before))
+        state, wanted = self._slo_step(state, w, estimate)
+        if estimate is not None:
+            wanted = min(wanted, max(w.floor, estimate.high))
+        new = w.clamp(wanted)
+        if new < w.limit and w.seen and w.p90_s > self.target_s:
+            # A cut for latency (the SLO rule's or the knee's): judged by its effect.
+            cooldown = min(self.max_cooldown_s, w.p90_s)
+            cut = (w.limit, new, w.p90_s)
+            state = replace(state, last_cut=cut, cooldown_until=w.now + cooldown)
+        return state, new
+
+    def _slo_step(
+        self, state: AimdState, w: Window, estimate: Estimate | None
+    ) -> tuple[AimdState, int]:
         limit = w.clamp(w.limit)
         if not w.seen:
             return state, limit
@@ -77,13 +143,21 @@ class Aimd:
         if over or failing:
             if w.now < state.cooldown_until:
                 return state, limit
+            if over and not failing:
+                futile = self._futile(state, w)
+                if futile is not None:
+                    return futile
             factor = max(0.5, min(self.backoff, target / p90)) if over else self.backoff
             new = w.clamp(min(limit - 1, math.floor(limit * factor)))
+            if estimate is not None and over and not failing:
+                # Under the knee's low a cut costs goodput and cannot lower latency.
+                new = max(new, min(limit, estimate.low))
             if new >= limit:
-                return state, limit  # at the floor already
+                return state, limit  # at the floor (or the knee's low) already
             cooldown = min(self.max_cooldown_s, p90)
             recover_to = limit if state.recover_to is None else state.recover_to
-            return AimdState(cooldown_until=w.now + cooldown, recover_to=recover_to), new
+            return replace(state, cooldown_until=w.now + cooldown, recover_to=recover_to), new
+        state = replace(state, last_cut=None)  # under the target: nothing left to judge
         if p90 >= (1.0 - self.hysteresis) * target:
             return state, limit
         fast = p90 < self.fast_below * target
@@ -97,3 +171,30 @@ class Aimd:
         if w.peak_in_flight < self.in_use * limit:
             return state, limit
         return state, w.clamp(faster if fast else limit + 1)
+
+    def _futile(self, state: AimdState, w: Window) -> tuple[AimdState, int] | None:
+        """The evidence rule, for a window over the target: hold (or undo the last cut
+        and hold) when cuts for latency have not lowered it; None: a cut may go ahead."""
+        if self.futile_hold_s == 0:
+            return None
+        if w.now < state.futile_until:
+            return state, w.clamp(w.limit)
+        if state.last_cut is None:
+            return None
+        before, after, p90_before = state.last_cut
+        if w.limit != after:  # the knob moved it since: nothing to judge by
+            return None
+        predicted = 1.0 - after / before  # the share queueing would take off the latency
+        if w.p90_s / p90_before <= 1.0 - EVIDENCE * predicted:
+            return None  # the cut worked: the next one may follow
+        # The latency is not the queue's: it is the base now (the knee's Little's law
+        # would otherwise shrink its high with the throughput the cut itself lost).
+        knee = replace(state.knee, bases=((w.now, w.mean_s),))
+        held = replace(
+            state,
+            last_cut=None,
+            recover_to=None,
+            futile_until=w.now + self.futile_hold_s,
+            knee=knee,
+        )
+        return held, w.clamp(before)

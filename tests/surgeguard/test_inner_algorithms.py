@@ -63,11 +63,13 @@ class Run:
         self.limit, self.floor, self.ceiling = limit, floor, ceiling
         self.now = 1000.0
         self.limits: list[int] = []
+        self.probing: list[bool] = []  # per limit: aimd's knee probe set it
 
     def feed(self, window: Window) -> int:
         self.state, self.limit = self.algorithm.step(self.state, window)
         assert self.floor <= self.limit <= self.ceiling, (self.limit, window)
         self.limits.append(self.limit)
+        self.probing.append(getattr(self.state, "before_probe", None) is not None)
         return self.limit
 
     def serve(self, service: Service, windows: int) -> list[int]:
@@ -146,13 +148,21 @@ def test_no_oscillation_on_a_steady_load(name: str) -> None:
     """Saturated (300 users, 16 at once) with 5% noise on every latency: over 50
     windows after it has settled the limit's standard deviation stays small. Netflix's
     AIMD saws (+1 a window, x0.9 over the timeout) and Envoy's gradient wobbles around
-    its fixed point; neither moves by more than a tenth of its level."""
+    its fixed point; neither moves by more than a tenth of its level. surgeguard's aimd
+    dips on purpose for its knee's probe (two windows every 5 s, to see the latency
+    with nothing queued): outside them it stays within 5% (it follows its knee, whose
+    base is the smallest of noisy windows: a probe that sees a window 5% faster moves it
+    by that much, once)."""
     run = Run(name, 100, ceiling=300)
     limits = run.serve(Service(clients=300, capacity=16, base_s=0.02, noise=0.05), 400)[-50:]
+    probing = run.probing[-50:]
+    if name == "aimd":
+        assert 1 <= sum(probing) <= 2 * 2, probing  # 50 windows: one or two probes
+        limits = [limit for limit, probe in zip(limits, probing, strict=True) if not probe]
     spread = statistics.pstdev(limits)
     assert spread <= 0.1 * statistics.mean(limits), (spread, limits)
     if name == "aimd":
-        assert spread <= 0.02 * statistics.mean(limits), limits
+        assert spread <= 0.05 * statistics.mean(limits), limits
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

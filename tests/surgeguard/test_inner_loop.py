@@ -37,7 +37,7 @@ def fill(samples: WindowSamples, n: int, latency_s: float, in_flight: int = 30) 
 def loop_over(limiter: Limiter, clock: FakeClock, **over: Any) -> tuple[InnerLoop, Any]:
     registry = CollectorRegistry()
     loop = InnerLoop(
-        Aimd(target_s=0.2),
+        Aimd(target_s=0.2, knee_gain=0, futile_hold_s=0),  # the runtime, the SLO rule alone
         limiter,
         floor=1,
         ceiling=limiter.limit,

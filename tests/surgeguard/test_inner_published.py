@@ -38,6 +38,9 @@ def slow(limit: int, latency_s: float, **over: Any) -> Window:
 
 
 # -- surgeguard's aimd ------------------------------------------------------------------
+# These check the SLO rule; the knee that bounds it has tests of its own (test_inner_knee),
+# so the windows here that advance the clock turn it off (knee_gain=0), and the evidence
+# rule too where they cut twice (futile_hold_s=0; its own tests are in test_inner_knee).
 
 
 def test_aimd_cuts_in_proportion_to_the_overshoot_between_half_and_the_backoff() -> None:
@@ -51,7 +54,7 @@ def test_aimd_cuts_in_proportion_to_the_overshoot_between_half_and_the_backoff()
 
 
 def test_aimd_waits_one_latency_before_cutting_again() -> None:
-    aimd = Aimd(target_s=0.2)
+    aimd = Aimd(target_s=0.2, knee_gain=0, futile_hold_s=0)
     state, limit = aimd.step(aimd.initial(40), slow(40, 0.4, now=1000.0))
     assert limit == 20 and state.cooldown_until == pytest.approx(1000.4)
     # The requests finishing meanwhile were admitted before the cut: no second cut.
@@ -81,8 +84,9 @@ def test_aimd_grows_by_one_near_the_target_by_a_tenth_far_under_it_only_in_use()
 def test_aimd_goes_back_where_the_cuts_began_once_the_overload_is_over() -> None:
     """After an episode, while p90 is far under the target, it grows by a tenth per
     window back to the limit before the first cut even when it is not in use; then it
-    grows only in use again."""
-    aimd = Aimd(target_s=0.2)
+    grows only in use again. (The SLO rule alone: the knee would cap the recovery at
+    what 50 requests/s of 20 ms need, as test_inner_knee shows.)"""
+    aimd = Aimd(target_s=0.2, knee_gain=0, futile_hold_s=0)
     state, limit = aimd.step(aimd.initial(40), slow(40, 2.0))
     state, limit = aimd.step(state, slow(limit, 2.0, now=1000.6))
     assert (limit, state.recover_to) == (10, 40)  # recovers to the first limit

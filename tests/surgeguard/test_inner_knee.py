@@ -1,0 +1,227 @@
+"""The knee that bounds surgeguard's inner aimd (issue 14, items 1 and 2): its estimate,
+the first windows of a spike, the hold rule (a starved CPU or a dependency slow on its
+own does not drive the limit down), the probe that keeps its base from creeping, and a
+dependency that drifts slower and back. A fake FIFO bottleneck and a fake clock: a
+window every 100 ms of made-up time, never a sleep.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from surgeguard.inner.aimd import Aimd
+from surgeguard.inner.knee import Knee, KneeState
+from surgeguard.inner.window import Window
+
+WINDOW_S = 0.1
+TARGET_S = 0.2
+
+
+class Bottleneck:
+    """``slots`` served at once for ``service_s`` each, first come first served, behind
+    a closed loop of ``users``; ``cpu_s`` is latency every request pays that no limit
+    changes (a CPU others hold). The window after a cut still sees the crowd admitted
+    before it. Every request of a window waits alike (FIFO), so its fastest is its mean."""
+
+    def __init__(self, users: int, slots: int = 4, service_s: float = 0.02) -> None:
+        self.users, self.slots, self.service_s, self.cpu_s = users, slots, service_s, 0.0
+        self._before = 0
+
+    def capacity(self) -> float:
+        """Requests/s the bottleneck completes when busy."""
+        return self.slots / self.service_s
+
+    def serve(self, now: float, limit: int, ceiling: int = 256) -> tuple[Window, float]:
+        """One window at ``limit``: what the door records, and its goodput (requests/s)."""
+        in_flight = min(limit, self.users)
+        crowd = max(in_flight, self._before)
+        self._before = in_flight
+        latency = self.service_s * max(1.0, crowd / self.slots) + self.cpu_s
+        rate = min(in_flight, self.slots) / self.service_s
+        if self.cpu_s:
+            rate = min(rate, in_flight / latency)
+        done = max(1, round(rate * WINDOW_S))
+        window = Window(
+            now, limit, 1, ceiling, done, latency, latency, latency, latency, in_flight, 0
+        )
+        return window, rate
+
+
+class Drive:
+    """``Aimd`` window by window over a ``Bottleneck``: the limits, latencies and
+    goodputs it gave."""
+
+    def __init__(self, limit: int = 64, **params: Any) -> None:
+        self.aimd = Aimd(target_s=TARGET_S, **params)
+        self.state = self.aimd.initial(limit)
+        self.limit, self.now = limit, 1000.0
+        self.limits: list[int] = []
+        self.latencies: list[float] = []
+        self.goodputs: list[float] = []
+        self.probing: list[bool] = []  # per limit: the knee's probe set it
+
+    def steady(self, since: int = 0) -> list[int]:
+        """The limits from window ``since`` on, less the probes' (a designed dip)."""
+        pairs = zip(self.limits[since:], self.probing[since:], strict=True)
+        return [limit for limit, probe in pairs if not probe]
+
+    def run(self, service: Bottleneck, windows: int, ceiling: int = 256) -> None:
+        for _ in range(windows):
+            self.now += WINDOW_S
+            window, goodput = service.serve(self.now, self.limit, ceiling)
+            self.state, self.limit = self.aimd.step(self.state, window)
+            self.limits.append(self.limit)
+            self.latencies.append(window.mean_s)
+            self.goodputs.append(goodput)
+            self.probing.append(self.state.before_probe is not None)
+
+
+def test_the_estimate_is_littles_law_on_the_fastest_rate_and_the_smallest_mean() -> None:
+    knee = Knee()
+    state = KneeState()
+    w = Window(1000.0, 40, 1, 100, 20, 0.05, 0.05, 0.06, 0.04, 40, 0)
+    state, estimate = knee.update(state, w)
+    assert estimate is None  # no rate before a second window closes
+    slower = Window(1000.1, 40, 1, 100, 20, 0.02, 0.02, 0.03, 0.01, 40, 0)  # 200/s, 20 ms
+    state, estimate = knee.update(state, slower)
+    assert estimate is not None
+    assert (estimate.rate, estimate.base) == (pytest.approx(200.0), 0.02)
+    # 200/s x 20 ms = 4 in flight keep the bottleneck busy.
+    assert (estimate.low, estimate.high, estimate.probe) == (5, 3 * 4 + 4, None)
+    busy = Window(1000.2, 40, 1, 100, 10, 0.08, 0.08, 0.09, 0.07, 40, 0)  # 100/s, queued
+    _, estimate = knee.update(state, busy)
+    assert estimate is not None and (estimate.rate, estimate.base) == (pytest.approx(200.0), 0.02)
+
+
+def test_a_spike_meets_a_limit_near_the_knee_and_latency_stays_far_under_the_slo() -> None:
+    """At half the capacity the limit settles near three times what is in flight; the
+    spike (5x the users) is then held near 3x the bottleneck's own latency from its
+    first window, and it keeps the bottleneck busy."""
+    service = Bottleneck(users=2)  # 100/s of a 200/s bottleneck
+    drive = Drive(limit=64)
+    drive.run(service, 50)
+    assert drive.limit <= 3 * 2 + 4 + 1  # the knee over today's concurrency, not 64
+    service.users = 500
+    start = len(drive.limits)
+    drive.run(service, 100)
+    spike_latency = drive.latencies[start:]
+    assert max(spike_latency) <= 0.5 * TARGET_S, spike_latency[:10]
+    settled = drive.goodputs[start + 5 :]
+    assert sum(settled) / len(settled) >= 0.95 * service.capacity()
+    assert 5 <= drive.limits[-1] <= 3 * 4 + 4  # busy point 4, knee high 16
+
+
+def test_the_hold_rule_a_dependency_slow_on_its_own_keeps_the_limit_that_keeps_it_busy() -> None:
+    """The db answers in 300 ms with nothing queued: over the target, and no limit can
+    change that. The SLO rule alone cuts to the floor and starves the db; with the knee
+    the cuts stop at the busy point (30 slots x 300 ms at 100/s) and goodput stays."""
+    service = Bottleneck(users=200, slots=30, service_s=0.3)
+    alone = Drive(limit=64, knee_gain=0, futile_hold_s=0)
+    alone.run(service, 300)
+    knee = Drive(limit=64)
+    knee.run(service, 300)
+    assert alone.limits[-1] <= 2 and alone.goodputs[-1] < 0.1 * service.capacity()
+    assert min(knee.steady(50)) >= 30
+    assert sum(knee.goodputs[50:]) / 250 >= 0.95 * service.capacity()
+
+
+def test_the_hold_rule_a_starved_cpu_does_not_drive_the_limit_down() -> None:
+    """Latency every request pays whatever the limit (250 ms of a CPU others hold)
+    pushes the p90 over the target. The SLO rule alone keeps cutting to the floor; with
+    the evidence rule the first cut that did not lower the latency is undone and the
+    cuts hold, so the replica keeps serving what its concurrency allows."""
+    runs = []
+    for params in ({}, {"knee_gain": 0, "futile_hold_s": 0}):
+        service = Bottleneck(users=300, slots=16, service_s=0.02)
+        drive = Drive(limit=64, **params)
+        drive.run(service, 100)
+        before = drive.limit
+        service.cpu_s = 0.25
+        drive.run(service, 200)
+        runs.append((drive, before))
+    (knee, before), (alone, _) = runs
+    assert alone.limits[-1] <= 2  # cut for latency it could not change
+    assert min(knee.steady(110)) >= 0.9 * before
+    assert knee.goodputs[-1] >= 0.9 * before / (0.25 + 0.02 * before / 16)
+    assert knee.goodputs[-1] > 10 * alone.goodputs[-1]
+
+
+def test_the_probe_keeps_the_base_from_creeping_and_costs_two_windows_in_fifty() -> None:
+    """Saturated for 60 s, every window queues; without the probe the base would be the
+    queued latency within 10 s. With it the base stays the bottleneck's own and the limit
+    its knee; the probe takes two windows every 5 s."""
+    service = Bottleneck(users=500)
+    drive = Drive(limit=20)
+    drive.run(service, 600)
+    estimate_base = min(b for _, b in drive.state.knee.bases)
+    assert estimate_base == pytest.approx(service.service_s, rel=0.05)
+    last = drive.limits[-200:]
+    probing = [limit < 4 for limit in last]  # under the busy point: the probe's
+    assert sum(probing) <= 2 * 4  # 20 s: four probes of two windows
+    assert max(last) <= 3 * 4 + 4
+    assert sum(drive.goodputs[-200:]) / 200 >= 0.97 * service.capacity()
+
+
+def test_a_base_measured_with_a_queue_is_found_within_one_probe() -> None:
+    """Started saturated (the first windows already queue 4x): the first probe steps down
+    until the latency stops falling, and the limit is at the knee after it."""
+    service = Bottleneck(users=500)
+    drive = Drive(limit=64)
+    drive.run(service, 51 + 16)  # the first probe is due 5 s after the first estimate
+    assert min(b for _, b in drive.state.knee.bases) == pytest.approx(0.02, rel=0.05)
+    drive.run(service, 10)
+    assert drive.limit <= 3 * 4 + 4
+
+
+def test_a_dependency_that_drifts_slower_and_back_is_followed_both_ways() -> None:
+    """3x slower over 60 s, then well again: the throughput is kept while it drifts (the
+    limit grows as the bottleneck needs more in flight) and within 30 s of the recovery
+    the limit is back to 90% of where it was, with the base the bottleneck's own."""
+    service = Bottleneck(users=500)
+    drive = Drive(limit=20)
+    drive.run(service, 200)
+    before = drive.limit
+    for n in range(600):
+        service.service_s = 0.02 * (1 + 2 * n / 600)
+        drive.run(service, 1)
+    assert sum(drive.goodputs[-100:]) / 100 >= 0.9 * service.capacity()
+    service.service_s = 0.02
+    start = len(drive.limits)
+    drive.run(service, 300)
+    back = drive.limits[start:]
+    assert any(abs(limit - before) <= 0.1 * before for limit in back)
+    assert abs(drive.limits[-1] - before) <= 0.1 * before + 1
+    assert min(b for _, b in drive.state.knee.bases) == pytest.approx(0.02, rel=0.05)
+
+
+def test_the_knob_still_wins_over_the_knee() -> None:
+    service = Bottleneck(users=500)
+    drive = Drive(limit=10)
+    drive.run(service, 100, ceiling=6)
+    assert max(drive.limits) <= 6
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"gain": 0.5}, "knee gain must be >= 1, got 0.5"),
+        ({"spare": -1}, "knee spare must be >= 0 requests, got -1"),
+        ({"probe_share": 1.0}, r"knee probe_share must be in \(0, 1\), got 1"),
+        ({"probe_every_s": 20.0}, "0 < probe_every_s < base_window_s"),
+        ({"probe_windows": 1}, "knee probe_windows must be >= 2, got 1"),
+    ],
+)
+def test_the_knees_parameters_say_their_range(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Knee(**params)
+
+
+def test_aimds_knee_parameters_are_checked_and_zero_turns_it_off() -> None:
+    with pytest.raises(ValueError, match=r"knee_gain must be in \[1, 100\], got 0.5"):
+        Aimd(knee_gain=0.5)
+    assert Aimd(knee_gain=0).knee is None
+    assert Aimd().knee == Knee(gain=3.0, spare=4)
+    assert not math.isnan(Aimd().knee_spare)
