@@ -28,9 +28,12 @@ class AimdState:
     cut has not shown its effect yet). recover_to: the limit before the first cut of an
     overload episode (requests; None: no episode). knee: the knee's filters.
     before_probe: the limit a knee probe interrupted (requests; None: no probe).
-    last_cut: the latest cut for latency, (from, to, the p90 before it in seconds), to
-    judge by its effect (None: none to judge). futile_until: seconds (monotonic) before
-    which cuts for latency hold (the last one did not lower it)."""
+    last_cut: the cuts for latency of this overload episode, (the limit before the
+    first, the limit after the last, the window mean latency before the first in
+    seconds), to judge by their effect (None: none to judge). futile_until: seconds
+    (monotonic) before which cuts for latency hold (they did not lower it).
+    not_queueing: the mean latency (seconds) of the window that showed cuts futile;
+    while latency stays near it the knee's cap is off (0: no such latency)."""
 
     cooldown_until: float = -math.inf
     recover_to: int | None = None
@@ -38,11 +41,15 @@ class AimdState:
     before_probe: int | None = None
     last_cut: tuple[int, int, float] | None = None
     futile_until: float = -math.inf
+    not_queueing: float = 0.0
 
 
-# A cut must lower the p90 by at least this share of what queueing predicts (a cut to
-# 60% of the limit should take at least 20% off the latency), else it was futile.
+# Cuts must lower the mean latency by at least this share of what queueing predicts (a
+# cut to 60% of the limit should take at least 20% off it), else they were futile.
 EVIDENCE = 0.5
+# Cuts are judged once they add up to this share of the limit: a 10% cut's effect is
+# within the noise of a window's mean.
+JUDGED_FROM = 0.2
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,14 @@ class Aimd:
     - the knee (``knee_gain`` > 0, with ``knee_spare`` requests over it): the limit is
       at most its ``high``, a cut for latency stops at its ``low`` (and holds there),
       and during its probe the limit is its ``probe``, then back where it was.
-    - the evidence rule (``futile_hold_s`` > 0): once a cut for latency has shown its
-      effect (after its cooldown), a p90 still over the target that fell by less than
-      ``EVIDENCE`` of the cut's share (latency the limit does not cause: a CPU others
-      hold, a dependency slow on its own) undoes the cut and holds cuts for latency
-      for ``futile_hold_s``. Cuts for failures are not held.
+    - the evidence rule (``futile_hold_s`` > 0): once the cuts for latency of an
+      episode add up to ``JUDGED_FROM`` of the limit and have shown their effect (after
+      the cooldown), a p90 still over the target with a mean latency that fell by less
+      than ``EVIDENCE`` of the cuts' share (latency the limit does not cause: a CPU
+      others hold, a dependency slow on its own) undoes them and holds cuts for latency
+      for ``futile_hold_s``. The knee's cap is off until the mean latency falls under
+      half of that window's or cuts are seen to work (its Little's law would shrink
+      with the throughput the cuts lost). Cuts for failures are not held.
     """
 
     name: ClassVar[str] = "aimd"
@@ -121,13 +131,17 @@ class Aimd:
             before, state = state.before_probe, replace(state, before_probe=None)
             w = replace(w, limit=w.clamp(before))
         state, wanted = self._slo_step(state, w, estimate)
-        if estimate is not None:
+        if state.not_queueing and w.seen and w.mean_s < 0.5 * state.not_queueing:
+            state = replace(state, not_queueing=0.0)  # the latency it did not cause is gone
+        if estimate is not None and not state.not_queueing:
             wanted = min(wanted, max(w.floor, estimate.high))
         new = w.clamp(wanted)
         if new < w.limit and w.seen and w.p90_s > self.target_s:
-            # A cut for latency (the SLO rule's or the knee's): judged by its effect.
+            # A cut for latency (the SLO rule's or the knee's): judged by its effect,
+            # with the episode's earlier ones.
             cooldown = min(self.max_cooldown_s, w.p90_s)
-            cut = (w.limit, new, w.p90_s)
+            first = state.last_cut
+            cut = (w.limit, new, w.mean_s) if first is None else (first[0], new, first[2])
             state = replace(state, last_cut=cut, cooldown_until=w.now + cooldown)
         return state, new
 
@@ -144,9 +158,9 @@ class Aimd:
             if w.now < state.cooldown_until:
                 return state, limit
             if over and not failing:
-                futile = self._futile(state, w)
-                if futile is not None:
-                    return futile
+                state, held = self._evidence(state, w)
+                if held is not None:
+                    return state, held
             factor = max(0.5, min(self.backoff, target / p90)) if over else self.backoff
             new = w.clamp(min(limit - 1, math.floor(limit * factor)))
             if estimate is not None and over and not failing:
@@ -172,29 +186,29 @@ class Aimd:
             return state, limit
         return state, w.clamp(faster if fast else limit + 1)
 
-    def _futile(self, state: AimdState, w: Window) -> tuple[AimdState, int] | None:
-        """The evidence rule, for a window over the target: hold (or undo the last cut
-        and hold) when cuts for latency have not lowered it; None: a cut may go ahead."""
+    def _evidence(self, state: AimdState, w: Window) -> tuple[AimdState, int | None]:
+        """The evidence rule, for a window over the target: the state, and the limit to
+        hold (the limit now, or the one before the futile cuts); None: a cut may go
+        ahead."""
         if self.futile_hold_s == 0:
-            return None
+            return state, None
         if w.now < state.futile_until:
             return state, w.clamp(w.limit)
         if state.last_cut is None:
-            return None
-        before, after, p90_before = state.last_cut
+            return state, None
+        before, after, mean_before = state.last_cut
         if w.limit != after:  # the knob moved it since: nothing to judge by
-            return None
+            return state, None
         predicted = 1.0 - after / before  # the share queueing would take off the latency
-        if w.p90_s / p90_before <= 1.0 - EVIDENCE * predicted:
-            return None  # the cut worked: the next one may follow
-        # The latency is not the queue's: it is the base now (the knee's Little's law
-        # would otherwise shrink its high with the throughput the cut itself lost).
-        knee = replace(state.knee, bases=((w.now, w.mean_s),))
+        if predicted < JUDGED_FROM:
+            return state, None  # too small to judge yet
+        if w.mean_s <= (1.0 - EVIDENCE * predicted) * mean_before:
+            return replace(state, not_queueing=0.0), None  # they worked: go on cutting
         held = replace(
             state,
             last_cut=None,
             recover_to=None,
             futile_until=w.now + self.futile_hold_s,
-            knee=knee,
+            not_queueing=w.mean_s,
         )
         return held, w.clamp(before)

@@ -28,9 +28,10 @@ and each probe would measure a base a little higher: creep all the same). A step
 two windows: the first drains what was admitted before it, the second measures. When
 that measure undercuts the base believed before it by more than a tenth, the base had
 been measured with a queue, so the probe steps lower by ``probe_share`` again (at most
-``probe_windows`` windows in all); otherwise it ends and the limit goes back. A right
-base costs two windows at ``probe_share`` of the throughput every ``probe_every_s``
-(1% of the goodput by default); a base 4x too high is found within about 12 windows.
+``probe_windows`` windows in all: three steps, so noisy windows cannot walk it to the
+floor); otherwise it ends and the limit goes back. A right base costs two windows at
+``probe_share`` of the throughput every ``probe_every_s`` (1% of the goodput by
+default); a base 4x too high is found within two probes.
 A slower dependency is followed once its slowness outlasts ``base_window_s``; a faster
 one at once (a smaller mean is taken at once).
 
@@ -89,7 +90,7 @@ class Knee:
     probe_every_s: float = 5.0
     probe_share: float = 0.75
     undercut: float = 0.9  # a measure under this share of the base believed steps lower
-    probe_windows: int = 16
+    probe_windows: int = 6
 
     def __post_init__(self) -> None:
         if self.gain < 1.0:

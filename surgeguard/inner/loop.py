@@ -38,6 +38,22 @@ MAX_WINDOWS = 10  # windows a window may stretch to while it gathers them
 CUT, GROW = "cut", "grow"
 
 
+def _brief(state: Any) -> str:
+    """An algorithm's state for a debug line: its fields, long tuples as their length."""
+    fields = getattr(state, "__dataclass_fields__", None)
+    if fields is None:
+        return repr(state)
+    parts = []
+    for name in fields:
+        value = getattr(state, name)
+        if hasattr(value, "__dataclass_fields__"):
+            value = _brief(value)
+        elif isinstance(value, tuple) and len(value) > 3:
+            value = f"{len(value)} samples, last {value[-1]}"
+        parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
 class InnerMetrics:
     """``surgeguard_inner_limit`` and ``surgeguard_inner_moves_total{direction}``.
 
@@ -145,6 +161,17 @@ class InnerLoop:
         if new == limiter.limit:
             return
         direction = CUT if new < limiter.limit else GROW
+        if log.isEnabledFor(logging.DEBUG):  # why it moved: the window and the state
+            log.debug(
+                "inner limit %d -> %d: %d done, p90 %.1f ms, mean %.1f ms, peak %d; %s",
+                limiter.limit,
+                new,
+                window.completed,
+                window.p90_s * 1000,
+                window.mean_s * 1000,
+                window.peak_in_flight,
+                _brief(self._state),
+            )
         limiter.set_limits(limit=new)
         self.moves[direction] += 1
         if self._metrics is not None:

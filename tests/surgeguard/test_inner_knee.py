@@ -132,7 +132,8 @@ def test_the_hold_rule_a_starved_cpu_does_not_drive_the_limit_down() -> None:
     """Latency every request pays whatever the limit (250 ms of a CPU others hold)
     pushes the p90 over the target. The SLO rule alone keeps cutting to the floor; with
     the evidence rule the first cut that did not lower the latency is undone and the
-    cuts hold, so the replica keeps serving what its concurrency allows."""
+    cuts hold (tried again every 5 s), so the replica keeps serving what its
+    concurrency allows."""
     runs = []
     for params in ({}, {"knee_gain": 0, "futile_hold_s": 0}):
         service = Bottleneck(users=300, slots=16, service_s=0.02)
@@ -144,8 +145,12 @@ def test_the_hold_rule_a_starved_cpu_does_not_drive_the_limit_down() -> None:
         runs.append((drive, before))
     (knee, before), (alone, _) = runs
     assert alone.limits[-1] <= 2  # cut for latency it could not change
-    assert min(knee.steady(110)) >= 0.9 * before
-    assert knee.goodputs[-1] >= 0.9 * before / (0.25 + 0.02 * before / 16)
+    # Every futile_hold_s a cut tries again (a few windows of fifty) and is undone, or
+    # stops at the knee's low (what the throughput seen needs in flight).
+    steady = knee.steady(100)
+    assert sum(limit < 0.8 * before for limit in steady) <= 0.1 * len(steady)
+    served = before / (0.25 + 0.02 * before / 16)  # what the limit before serves now
+    assert sum(knee.goodputs[100:]) / 200 >= 0.8 * served
     assert knee.goodputs[-1] > 10 * alone.goodputs[-1]
 
 
@@ -165,12 +170,13 @@ def test_the_probe_keeps_the_base_from_creeping_and_costs_two_windows_in_fifty()
     assert sum(drive.goodputs[-200:]) / 200 >= 0.97 * service.capacity()
 
 
-def test_a_base_measured_with_a_queue_is_found_within_one_probe() -> None:
-    """Started saturated (the first windows already queue 4x): the first probe steps down
-    until the latency stops falling, and the limit is at the knee after it."""
+def test_a_base_measured_with_a_queue_is_found_within_thirty_seconds() -> None:
+    """Started saturated (the first windows already queue 16x): each probe steps down
+    while the latency keeps falling (three steps at most), and within 30 s the base is
+    the bottleneck's own and the limit at the knee."""
     service = Bottleneck(users=500)
     drive = Drive(limit=64)
-    drive.run(service, 51 + 16)  # the first probe is due 5 s after the first estimate
+    drive.run(service, 300)  # 16x too high: 0.42 per probe (three steps), four probes
     assert min(b for _, b in drive.state.knee.bases) == pytest.approx(0.02, rel=0.05)
     drive.run(service, 10)
     assert drive.limit <= 3 * 4 + 4
