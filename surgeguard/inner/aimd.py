@@ -92,8 +92,8 @@ class Aimd:
     grow_factor: float = 1.1
     drop_share: float = 0.5
     max_cooldown_s: float = 0.5
-    knee_gain: float = 3.0
-    knee_spare: float = 4.0
+    knee_gain: float = 1.5
+    knee_spare: float = 3.0
     futile_hold_s: float = 5.0
 
     def __post_init__(self) -> None:

@@ -83,8 +83,8 @@ class Knee:
     busy point, the filters' spans (seconds), and the probe's period (seconds), step
     (share), undercut (share of the base) and longest run (windows)."""
 
-    gain: float = 3.0
-    spare: int = 4
+    gain: float = 1.5
+    spare: int = 3
     rate_window_s: float = 2.0
     base_window_s: float = 10.0
     probe_every_s: float = 5.0

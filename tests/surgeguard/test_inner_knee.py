@@ -20,6 +20,12 @@ WINDOW_S = 0.1
 TARGET_S = 0.2
 
 
+def high(needed: float) -> int:
+    """The knee's cap over a busy point of ``needed`` requests, at its defaults."""
+    knee = Knee()
+    return math.ceil(knee.gain * needed - 1e-9) + knee.spare
+
+
 class Bottleneck:
     """``slots`` served at once for ``service_s`` each, first come first served, behind
     a closed loop of ``users``; ``cpu_s`` is latency every request pays that no limit
@@ -90,20 +96,20 @@ def test_the_estimate_is_littles_law_on_the_fastest_rate_and_the_smallest_mean()
     assert estimate is not None
     assert (estimate.rate, estimate.base) == (pytest.approx(200.0), 0.02)
     # 200/s x 20 ms = 4 in flight keep the bottleneck busy.
-    assert (estimate.low, estimate.high, estimate.probe) == (5, 3 * 4 + 4, None)
+    assert (estimate.low, estimate.high, estimate.probe) == (5, high(4), None)
     busy = Window(1000.2, 40, 1, 100, 10, 0.08, 0.08, 0.09, 0.07, 40, 0)  # 100/s, queued
     _, estimate = knee.update(state, busy)
     assert estimate is not None and (estimate.rate, estimate.base) == (pytest.approx(200.0), 0.02)
 
 
 def test_a_spike_meets_a_limit_near_the_knee_and_latency_stays_far_under_the_slo() -> None:
-    """At half the capacity the limit settles near three times what is in flight; the
-    spike (5x the users) is then held near 3x the bottleneck's own latency from its
-    first window, and it keeps the bottleneck busy."""
+    """At half the capacity the limit settles near the knee over what is in flight; the
+    spike (5x the users) is then held near the knee's gain times the bottleneck's own
+    latency from its first window, and it keeps the bottleneck busy."""
     service = Bottleneck(users=2)  # 100/s of a 200/s bottleneck
     drive = Drive(limit=64)
     drive.run(service, 50)
-    assert drive.limit <= 3 * 2 + 4 + 1  # the knee over today's concurrency, not 64
+    assert drive.limit <= high(2) + 1  # the knee over today's concurrency, not 64
     service.users = 500
     start = len(drive.limits)
     drive.run(service, 100)
@@ -111,7 +117,7 @@ def test_a_spike_meets_a_limit_near_the_knee_and_latency_stays_far_under_the_slo
     assert max(spike_latency) <= 0.5 * TARGET_S, spike_latency[:10]
     settled = drive.goodputs[start + 5 :]
     assert sum(settled) / len(settled) >= 0.95 * service.capacity()
-    assert 5 <= drive.limits[-1] <= 3 * 4 + 4  # busy point 4, knee high 16
+    assert 5 <= drive.limits[-1] <= high(4)  # busy point 4
 
 
 def test_the_hold_rule_a_dependency_slow_on_its_own_keeps_the_limit_that_keeps_it_busy() -> None:
@@ -166,7 +172,7 @@ def test_the_probe_keeps_the_base_from_creeping_and_costs_two_windows_in_fifty()
     last = drive.limits[-200:]
     probing = [limit < 4 for limit in last]  # under the busy point: the probe's
     assert sum(probing) <= 2 * 4  # 20 s: four probes of two windows
-    assert max(last) <= 3 * 4 + 4
+    assert max(last) <= high(4)
     assert sum(drive.goodputs[-200:]) / 200 >= 0.97 * service.capacity()
 
 
@@ -179,7 +185,7 @@ def test_a_base_measured_with_a_queue_is_found_within_thirty_seconds() -> None:
     drive.run(service, 300)  # 16x too high: 0.42 per probe (three steps), four probes
     assert min(b for _, b in drive.state.knee.bases) == pytest.approx(0.02, rel=0.05)
     drive.run(service, 10)
-    assert drive.limit <= 3 * 4 + 4
+    assert drive.limit <= high(4)
 
 
 def test_a_dependency_that_drifts_slower_and_back_is_followed_both_ways() -> None:
@@ -229,5 +235,5 @@ def test_aimds_knee_parameters_are_checked_and_zero_turns_it_off() -> None:
     with pytest.raises(ValueError, match=r"knee_gain must be in \[1, 100\], got 0.5"):
         Aimd(knee_gain=0.5)
     assert Aimd(knee_gain=0).knee is None
-    assert Aimd().knee == Knee(gain=3.0, spare=4)
+    assert Aimd().knee == Knee()  # the same defaults
     assert not math.isnan(Aimd().knee_spare)

@@ -1,16 +1,18 @@
 """The inner loop in a real replica (issue 14, item 1): the demo service as its own
 process (``surgeguard target``, ``SURGEGUARD_INNER_LOOP=aimd``), the session's real
 Redis, no controller. A closed-loop load reads items from a db of 4 slots x 20 ms;
-chaos in the control document makes the db 5x slower. The inner limit falls under the
-``concurrency_limit`` knob within a few windows and comes back once the chaos is gone;
-with the knob pinned it does not move at all. Bounds are generous (a loaded 2-core
-machine), the values are read from the replica's own ``/metrics``.
+chaos in the control document makes the db 5x slower. The inner limit settles at the
+knee, far under the ``concurrency_limit`` knob, and is not cut towards the floor while
+the db is slow on its own; with the knob pinned it does not move at all. Bounds are
+generous (a loaded 2-core machine), the values are read from the replica's own
+``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -97,28 +99,48 @@ async def _until(url: str, timeout_s: float, what: str, check: Callable[[float],
         await asyncio.sleep(0.2)
 
 
-def test_the_inner_limit_falls_under_the_knob_when_the_db_slows_and_comes_back(
+def test_the_inner_limit_settles_at_the_knee_under_the_knob_and_holds_when_the_db_slows(
     replica: str, redis_server: EmbeddedRedis
 ) -> None:
-    async def scenario() -> tuple[float, float]:
+    """Calm, 12 in flight on a db of 4 slots: the knee is under the knob, so the inner
+    limit settles there (the SLO rule alone would leave it at 40: 60 ms is well under
+    the target). The limit is not binding, so the knee does not probe and its base is
+    the latency of 12 in flight: 1.5 x 12 + 3 = 21. The db 5x slower: it still needs 4
+    in flight, so the limit is not cut towards the floor. Calm again: at the knee."""
+
+    async def phase(seconds: float) -> list[float]:
+        seen = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = await asyncio.to_thread(metric, replica, names.INNER_LIMIT)
+            assert value is not None, f"{names.INNER_LIMIT} is not exported"
+            seen.append(value)
+            await asyncio.sleep(0.2)
+        return seen
+
+    async def scenario() -> tuple[list[float], list[float], list[float]]:
         await _control(redis_server.url, chaos=CALM, pinned=False)
-        load = _load(replica, 14.0, LoadReport())
+        load = _load(replica, 20.0, LoadReport())
         try:
-            await asyncio.sleep(1.0)  # calm: the limit stays at the knob
+            await asyncio.sleep(2.0)  # the knee's first estimates
+            calm = await phase(4.0)
             await _control(redis_server.url, chaos=SLOW, pinned=False)
-            low = await _until(replica, 6.0, "the inner limit under the knob", lambda v: v <= 30)
+            slow = await phase(6.0)
             await _control(redis_server.url, chaos=CALM, pinned=False)
-            back = await _until(replica, 7.0, "the inner limit back up", lambda v: v >= 30)
-            return low, back
+            await asyncio.sleep(1.0)
+            again = await phase(4.0)
+            return calm, slow, again
         finally:
             load.cancel()
             await asyncio.gather(load, return_exceptions=True)
 
-    low, back = asyncio.run(scenario())
-    assert low <= 30 < KNOB and back >= 30, (low, back)
+    calm, slow, again = asyncio.run(scenario())
+    median = statistics.median
+    assert median(calm) <= 30 < KNOB, calm
+    assert median(slow) >= 4, slow  # the db's own slowness: no cut below what keeps it busy
+    assert median(again) <= 30, again
     assert metric(replica, names.CONCURRENCY_LIMIT) == KNOB  # the knob never moved
     assert (metric(replica, names.INNER_MOVES_TOTAL, direction="cut") or 0) >= 1
-    assert (metric(replica, names.INNER_MOVES_TOTAL, direction="grow") or 0) >= 1
 
 
 def test_a_pinned_concurrency_limit_is_enforced_exactly(

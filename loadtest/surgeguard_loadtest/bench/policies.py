@@ -36,6 +36,9 @@ class Policy:
 
 
 NO_QUEUE = {"queue_limit": "0"}
+# Netflix's AIMD cuts when a window's mean passes its timeout: tuned fairly, that is the
+# target surgeguard steers to (the SLO of 250 ms less 20%).
+NETFLIX_AIMD = {**NO_QUEUE, "inner_params": "timeout_s=0.2"}
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
@@ -47,7 +50,8 @@ POLICIES: dict[str, Policy] = {
         Policy("gradient", controller="gradient"),
         Policy("envoy", inner_loop="envoy-gradient", settings=NO_QUEUE),
         Policy("vegas", inner_loop="vegas", settings=NO_QUEUE),
-        Policy("netflix-aimd", inner_loop="netflix-aimd", settings=NO_QUEUE),
+        # AIMDLimit's published timeout (5 s) is meant to be tuned: the same target.
+        Policy("netflix-aimd", inner_loop="netflix-aimd", settings=NETFLIX_AIMD),
         Policy("gradient2", inner_loop="gradient2", settings=NO_QUEUE),
     )
 }
