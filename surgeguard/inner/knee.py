@@ -26,11 +26,11 @@ and it would creep up (the complaint about minRTT-based limiters). So every
 ``probe_share`` of ``rate x base``, under the busy point (at it, one request would queue
 and each probe would measure a base a little higher: creep all the same). A step lasts
 two windows: the first drains what was admitted before it, the second measures. When
-that measure undercuts the base believed before it by more than a tenth, the base had
+that measure undercuts the base believed before it by a fifth or more, the base had
 been measured with a queue, so the probe steps lower by ``probe_share`` again (at most
 ``probe_windows`` windows in all: three steps, so noisy windows cannot walk it to the
 floor); otherwise it ends and the limit goes back. A right base costs two windows at
-``probe_share`` of the throughput every ``probe_every_s`` (1% of the goodput by
+``probe_share`` of the throughput every ``probe_every_s`` (0.5% of the goodput by
 default); a base 4x too high is found within two probes.
 A slower dependency is followed once its slowness outlasts ``base_window_s``; a faster
 one at once (a smaller mean is taken at once).
@@ -86,10 +86,10 @@ class Knee:
     gain: float = 1.5
     spare: int = 3
     rate_window_s: float = 2.0
-    base_window_s: float = 10.0
-    probe_every_s: float = 5.0
+    base_window_s: float = 15.0
+    probe_every_s: float = 10.0
     probe_share: float = 0.75
-    undercut: float = 0.9  # a measure under this share of the base believed steps lower
+    undercut: float = 0.8  # a measure under this share of the base believed steps lower
     probe_windows: int = 6
 
     def __post_init__(self) -> None:

@@ -149,7 +149,7 @@ def test_no_oscillation_on_a_steady_load(name: str) -> None:
     windows after it has settled the limit's standard deviation stays small. Netflix's
     AIMD saws (+1 a window, x0.9 over the timeout) and Envoy's gradient wobbles around
     its fixed point; neither moves by more than a tenth of its level. surgeguard's aimd
-    dips on purpose for its knee's probe (two windows every 5 s, to see the latency
+    dips on purpose for its knee's probe (two windows every 10 s, to see the latency
     with nothing queued): outside them it stays within 5% (it follows its knee, whose
     base is the smallest of noisy windows: a probe that sees a window 5% faster moves it
     by that much, once)."""
@@ -157,7 +157,7 @@ def test_no_oscillation_on_a_steady_load(name: str) -> None:
     limits = run.serve(Service(clients=300, capacity=16, base_s=0.02, noise=0.05), 400)[-50:]
     probing = run.probing[-50:]
     if name == "aimd":
-        assert 1 <= sum(probing) <= 2 * 2, probing  # 50 windows: one or two probes
+        assert 1 <= sum(run.probing[-100:]) <= 2 * 3, run.probing  # one probe in 10 s
         limits = [limit for limit, probe in zip(limits, probing, strict=True) if not probe]
     spread = statistics.pstdev(limits)
     assert spread <= 0.1 * statistics.mean(limits), (spread, limits)

@@ -162,8 +162,8 @@ def test_the_hold_rule_a_starved_cpu_does_not_drive_the_limit_down() -> None:
 
 def test_the_probe_keeps_the_base_from_creeping_and_costs_two_windows_in_fifty() -> None:
     """Saturated for 60 s, every window queues; without the probe the base would be the
-    queued latency within 10 s. With it the base stays the bottleneck's own and the limit
-    its knee; the probe takes two windows every 5 s."""
+    queued latency within 15 s. With it the base stays the bottleneck's own and the limit
+    its knee; the probe takes two windows every 10 s."""
     service = Bottleneck(users=500)
     drive = Drive(limit=20)
     drive.run(service, 600)
@@ -171,18 +171,18 @@ def test_the_probe_keeps_the_base_from_creeping_and_costs_two_windows_in_fifty()
     assert estimate_base == pytest.approx(service.service_s, rel=0.05)
     last = drive.limits[-200:]
     probing = [limit < 4 for limit in last]  # under the busy point: the probe's
-    assert sum(probing) <= 2 * 4  # 20 s: four probes of two windows
+    assert sum(probing) <= 2 * 3  # 20 s: two probes of two windows (and a spare)
     assert max(last) <= high(4)
     assert sum(drive.goodputs[-200:]) / 200 >= 0.97 * service.capacity()
 
 
-def test_a_base_measured_with_a_queue_is_found_within_thirty_seconds() -> None:
+def test_a_base_measured_with_a_queue_is_found_within_a_minute() -> None:
     """Started saturated (the first windows already queue 16x): each probe steps down
-    while the latency keeps falling (three steps at most), and within 30 s the base is
-    the bottleneck's own and the limit at the knee."""
+    while the latency keeps falling (three steps at most), and within a minute the base
+    is the bottleneck's own and the limit at the knee."""
     service = Bottleneck(users=500)
     drive = Drive(limit=64)
-    drive.run(service, 300)  # 16x too high: 0.42 per probe (three steps), four probes
+    drive.run(service, 600)  # 16x too high: 0.42 per probe (three steps), a probe in 10 s
     assert min(b for _, b in drive.state.knee.bases) == pytest.approx(0.02, rel=0.05)
     drive.run(service, 10)
     assert drive.limit <= high(4)
@@ -194,7 +194,7 @@ def test_a_dependency_that_drifts_slower_and_back_is_followed_both_ways() -> Non
     the limit is back to 90% of where it was, with the base the bottleneck's own."""
     service = Bottleneck(users=500)
     drive = Drive(limit=20)
-    drive.run(service, 200)
+    drive.run(service, 600)  # settled: the base measured with a queue at the start is gone
     before = drive.limit
     for n in range(600):
         service.service_s = 0.02 * (1 + 2 * n / 600)
