@@ -114,7 +114,10 @@ class EnvoyGradient:
         return entered, self._pinned(w)
 
     def _measure(self, state: EnvoyState, w: Window) -> tuple[EnvoyState, int]:
-        if w.seen:
+        # Only requests sent inside the minRTT window count (as Envoy samples them): a
+        # window that still saw more in flight than the pinned minimum also finished
+        # requests admitted before the pin, with the queue's latency.
+        if w.seen and w.peak_in_flight <= self._pinned(w):
             state = replace(
                 state,
                 samples=state.samples + w.completed,

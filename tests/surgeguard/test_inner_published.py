@@ -229,14 +229,17 @@ def _measured(envoy: EnvoyGradient, min_rtt_s: float, limit: int) -> EnvoyState:
 
 def test_envoy_starts_with_a_min_rtt_window_pinned_at_min_concurrency() -> None:
     envoy = EnvoyGradient()
-    state, limit = envoy.step(envoy.initial(40), window(40, completed=30, p50_s=0.04))
+    state, limit = envoy.step(envoy.initial(40), window(40, completed=30, p50_s=0.3))
+    # 40 were in flight: these were sent before the pin, with a queue's latency.
+    assert (state.measuring, limit, state.samples) == (True, 3, 0)
+    state, limit = envoy.step(state, window(3, completed=30, p50_s=0.04, now=1000.1))
     assert (state.measuring, limit, state.samples) == (True, 3, 30)
-    state, limit = envoy.step(state, window(3, completed=30, p50_s=0.02, now=1000.1))
+    state, limit = envoy.step(state, window(3, completed=30, p50_s=0.02, now=1000.2))
     # 60 requests >= 50: minRTT is their p50 (weighted by count); back to the limit.
     assert not state.measuring and limit == 40
     assert state.min_rtt_s == pytest.approx((0.04 * 30 + 0.02 * 30) / 60)
     # The next minRTT window: the interval later plus a jitter under 15% of it.
-    assert 1060.1 <= state.next_measure_at < 1060.1 + 9.0
+    assert 1060.2 <= state.next_measure_at < 1060.2 + 9.0
 
 
 def test_envoy_gradient_and_headroom_as_published() -> None:
