@@ -14,7 +14,7 @@ import asyncio
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
@@ -87,16 +87,12 @@ def _load(url: str, seconds: float, report: LoadReport) -> asyncio.Task[LoadRepo
     )
 
 
-async def _until(url: str, timeout_s: float, what: str, check: Callable[[float], bool]) -> float:
-    """Poll the replica's inner limit until ``check(limit)``; returns the limit."""
+async def _moved(url: str, timeout_s: float) -> None:
+    """Poll until the inner loop has cut at least once (its first estimate is in)."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        limit = await asyncio.to_thread(metric, url, names.INNER_LIMIT)
-        assert limit is not None, f"{names.INNER_LIMIT} is not exported"
-        if check(limit):
-            return limit
-        assert time.monotonic() < deadline, f"{what} within {timeout_s} s (last {limit:.0f})"
-        await asyncio.sleep(0.2)
+    while not await asyncio.to_thread(metric, url, names.INNER_MOVES_TOTAL, direction="cut"):
+        assert time.monotonic() < deadline, f"no inner-loop cut within {timeout_s} s"
+        await asyncio.sleep(0.1)
 
 
 def test_the_inner_limit_settles_at_the_knee_under_the_knob_and_holds_when_the_db_slows(
@@ -122,7 +118,8 @@ def test_the_inner_limit_settles_at_the_knee_under_the_knob_and_holds_when_the_d
         await _control(redis_server.url, chaos=CALM, pinned=False)
         load = _load(replica, 20.0, LoadReport())
         try:
-            await asyncio.sleep(2.0)  # the knee's first estimates
+            # The knee's first estimate shows as the first cut from the knob.
+            await _moved(replica, 10.0)
             calm = await phase(4.0)
             await _control(redis_server.url, chaos=SLOW, pinned=False)
             slow = await phase(6.0)
