@@ -39,6 +39,7 @@ from surgeguard.loop_lag import LoopLagMonitor
 from surgeguard.metrics import AdmissionMetrics
 from surgeguard.modes import ModeSpec
 from surgeguard.penalty_box import PenaltyBox
+from surgeguard.runtime import redis_client
 from surgeguard.settings import ENV_PREFIX, ReplicaSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -400,22 +401,11 @@ def route_table(routes: Mapping[str, Route]) -> RouteTable:
 def connect_redis(url: str) -> aioredis.Redis:
     """A client that fails fast: a request must get its 503 quickly when Redis is gone."""
     try:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        return redis_client.connect(url, timeout_s=0.5, connect_timeout_s=0.5, health_check_s=5)
     except ImportError:
         raise SettingsError(
             "a Redis URL was given but redis-py is not installed: pip install 'surgeguard[redis]'"
         ) from None
-    # One immediate retry covers a pooled connection broken by a Redis restart; more
-    # (with redis-py's default backoff) would hold a request for seconds.
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=5,
-    )
 
 
 def _answer_bulkhead_rejections(app: ASGIApp) -> None:

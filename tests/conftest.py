@@ -4,7 +4,11 @@ And one rule for skips: with ``SURGEGUARD_TESTS_REQUIRE_TOOLS=1`` (``.ci/run`` s
 a skipped test fails, because in CI a skip means a tool the suite needs (Prometheus,
 promtool, Alertmanager, Chromium, nginx, wrk) was not installed. Only a skip whose
 reason starts with ``NOT_POSSIBLE_HERE`` stays a skip: what this kind of machine cannot
-do at all (a Docker engine)."""
+do at all (a Docker engine).
+
+In CI the property tests (hypothesis) draw the same examples every run: a run that
+lands is one anyone can repeat. Run locally, they draw new ones each time, which is
+where a new counterexample is found (then pinned with ``@example``)."""
 
 from __future__ import annotations
 
@@ -15,12 +19,17 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import settings
 
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.clock import FakeClock
 from tests.support.tools import NOT_POSSIBLE_HERE
 
 REQUIRE_TOOLS = os.environ.get("SURGEGUARD_TESTS_REQUIRE_TOOLS") == "1"
+
+settings.register_profile("ci", derandomize=True)
+if REQUIRE_TOOLS:
+    settings.load_profile("ci")
 
 
 @pytest.hookimpl(hookwrapper=True)

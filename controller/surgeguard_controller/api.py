@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictFloat, StrictInt
 from redis.exceptions import RedisError
 
@@ -294,7 +294,18 @@ def _control_json(state: ControlState) -> dict[str, Any]:
     }
 
 
-def install_validation_handler(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI) -> None:
+    """422 naming the bad field; 503 naming Redis when it cannot answer a read or a
+    write (down, restarting, or holding the wrong type at a key), never a bare 500."""
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(_: Request, exc: RedisError) -> Response:
+        return JSONResponse(
+            {"detail": f"Redis cannot answer: {error_text(exc)}"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         # ASCII JSON: the errors echo the input, which may hold what UTF-8 cannot

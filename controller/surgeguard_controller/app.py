@@ -17,7 +17,8 @@ from redis.exceptions import RedisError
 
 from surgeguard.aio import cancel_and_wait
 from surgeguard.body_limit import BodySizeLimitMiddleware
-from surgeguard_controller.api import build_api, desk_of, install_validation_handler
+from surgeguard.runtime import redis_client
+from surgeguard_controller.api import build_api, desk_of, install_error_handlers
 from surgeguard_controller.drills.api import build_drills_api
 from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
@@ -84,7 +85,7 @@ def build_app(
             await controller.redis.aclose()
 
     app = FastAPI(title="surgeguard controller", lifespan=lifespan)
-    install_validation_handler(app)
+    install_error_handlers(app)
     # Outermost first: the operator's token, then the body's size, then the routes.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=body_limit)
     app.add_middleware(WriteDoor, operators=operators, registry=controller.registry)
@@ -114,4 +115,4 @@ def build_app(
 
 
 def connect(redis_url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    return redis_client.connect(redis_url, timeout_s=1.0, connect_timeout_s=1.0)

@@ -1,1 +1,1 @@
-"""runtime."""
+"""What the processes run on: embedded Redis and Postgres, child processes, the Redis client."""

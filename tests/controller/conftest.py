@@ -7,11 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from surgeguard.cli.wiring import drill_scenarios
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from surgeguard_controller.app import build_app
+from surgeguard_controller.app import build_app, connect
 from surgeguard_controller.decide import ControllerConfig, Decider
 from surgeguard_controller.drills.drill import Scenarios
 from surgeguard_controller.drills.runner import DrillRunner
@@ -65,7 +64,7 @@ def start_controller(redis_server: EmbeddedRedis) -> Iterator[StartController]:
         **config: Any,
     ) -> RunningController:
         http = httpx.AsyncClient()
-        client = aioredis.Redis.from_url(redis_url or redis_server.url)
+        client = connect(redis_url or redis_server.url)  # the client the CLI builds
         settings = ControllerConfig(**config)
         controller = Controller(
             client,

@@ -13,6 +13,7 @@ import redis
 
 from surgeguard.controlplane import CONTROL_KEY
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
+from surgeguard.runtime.process import free_port
 from surgeguard_controller.lease import LEASE_KEY
 from surgeguard_controller.store import AUDIT_KEY
 from tests.controller.conftest import AUTH, RunningController, StartController
@@ -211,5 +212,51 @@ def test_state_answers_while_redis_is_down(
         assert seen["control"]["version"] == written
         assert seen["control"]["pins"] == ["concurrency_limit"]
         assert "concurrency_limit" in seen["knob_specs"]
+    finally:
+        own.stop()
+
+
+READS = ("/decisions", "/audit", "/history")
+
+
+def test_reads_and_writes_say_503_naming_redis_while_it_is_down_and_answer_at_once_after(
+    start_target: StartTarget, start_controller: StartController, tmp_path: Path
+) -> None:
+    """After a restart, the first read is answered although every connection the
+    controller had open to Redis died with it; while Redis is gone, a 503 naming it,
+    never a 500, and a refused write is not half-applied."""
+    own = EmbeddedRedis(data_dir=tmp_path / "redis", port=free_port())  # same port again
+    own.start()
+    try:
+        target = start_target(redis_url=own.url)
+        controller = start_controller([target.url], redis_url=own.url)
+        operator_intent(controller)
+        controller.tick()
+        for path in READS:  # each read leaves its connection idle in the pool
+            assert httpx.get(f"{controller.url}/api/v1{path}", timeout=5).status_code == 200
+        own.stop()
+        own.start()  # a restart between two reads: the pooled connections are dead
+        for path in READS:
+            again = httpx.get(f"{controller.url}/api/v1{path}", timeout=5)
+            assert again.status_code == 200, (path, again.text)
+
+        own.stop()
+        for path in READS:
+            down = httpx.get(f"{controller.url}/api/v1{path}", timeout=5)
+            assert down.status_code == 503, (path, down.text)
+            assert "Redis cannot answer" in down.json()["detail"]
+            assert down.headers["Retry-After"] == "1"
+        refused = put(controller, "/modes/read_only", {"active": False, "reason": "over"})
+        assert refused.status_code == 503, refused.text
+        assert "Redis" in refused.json()["detail"]
+
+        own.start()  # its data kept (a clean stop), its connections all gone
+        audit = httpx.get(f"{controller.url}/api/v1/audit", timeout=5)
+        assert audit.status_code == 200, audit.text
+        assert len(audit.json()) == 3  # the three operator writes, not the refused one
+        for path in ("/decisions", "/history"):
+            again = httpx.get(f"{controller.url}/api/v1{path}", timeout=5)
+            assert again.status_code == 200, (path, again.text)
+        assert state(controller)["control"]["modes"] == ["read_only"]  # not half-applied
     finally:
         own.stop()

@@ -15,9 +15,8 @@ import socket
 import redis.asyncio as aioredis
 import uvloop
 from prometheus_client import CollectorRegistry
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from surgeguard.runtime import redis_client
 from surgeguard.settings import SettingsError
 from surgeguard_target_app.jobs.store import JobStore
 from surgeguard_target_app.settings import WorkerSettings
@@ -78,13 +77,9 @@ def build_mailer(settings: WorkerSettings, sender: str) -> Mailer:
 
 
 def connect(url: str) -> aioredis.Redis:
-    # One immediate retry covers a pooled connection broken by a Redis restart; the
-    # worker's loops do their own backoff beyond that.
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 1),
+    # The worker's loops do their own backoff beyond the client's one retry.
+    return redis_client.connect(
+        url, timeout_s=SOCKET_TIMEOUT_S, connect_timeout_s=CONNECT_TIMEOUT_S
     )
 
 
