@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from surgeguard.inner.climb import Climb
 from surgeguard.inner.knee import Estimate, Knee, KneeState
 from surgeguard.inner.window import Window, check_range
 
@@ -71,7 +72,9 @@ class Aimd:
     - a window without a finished request holds. Always within [floor, ceiling].
     - the knee (``knee_gain`` > 0, with ``knee_spare`` requests over it): the limit is
       at most its ``high``, a cut for latency stops at its ``low`` (and holds there),
-      and during its probe the limit is its ``probe``, then back where it was.
+      and during its probe the limit is its ``probe``, then back where it was; with
+      ``knee_climb`` its cap is also probed upward while latency is calm
+      (``surgeguard.inner.climb``).
     - the evidence rule (``futile_hold_s`` > 0): once the cuts for latency of an
       episode add up to ``JUDGED_FROM`` of the limit and have shown their effect (after
       the cooldown), a p90 still over the target with a mean latency that fell by less
@@ -95,6 +98,7 @@ class Aimd:
     knee_gain: float = 1.5
     knee_spare: float = 3.0
     futile_hold_s: float = 5.0
+    knee_climb: bool = True
 
     def __post_init__(self) -> None:
         check_range("target_s", self.target_s, 0.001, 600.0)
@@ -114,7 +118,8 @@ class Aimd:
     def knee(self) -> Knee | None:
         if self.knee_gain == 0:
             return None
-        return Knee(gain=self.knee_gain, spare=int(self.knee_spare))
+        climb = Climb() if self.knee_climb else None
+        return Knee(gain=self.knee_gain, spare=int(self.knee_spare), climb=climb)
 
     def initial(self, limit: int) -> AimdState:
         return AimdState()
@@ -122,7 +127,12 @@ class Aimd:
     def step(self, state: AimdState, w: Window) -> tuple[AimdState, int]:
         knee, estimate = self.knee, None
         if knee is not None:
-            knee_state, estimate = knee.update(state.knee, w)
+            calm = (
+                w.seen
+                and w.p90_s < (1.0 - self.hysteresis) * self.target_s
+                and w.drops <= self.drop_share * w.completed
+            )
+            knee_state, estimate = knee.update(state.knee, w, calm=calm)
             state = replace(state, knee=knee_state)
         if estimate is not None and estimate.probe is not None:
             before = w.limit if state.before_probe is None else state.before_probe

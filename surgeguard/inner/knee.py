@@ -35,14 +35,20 @@ default); a base 4x too high is found within two probes.
 A slower dependency is followed once its slowness outlasts ``base_window_s``; a faster
 one at once (a smaller mean is taken at once).
 
+The cap can also be too low, and then it holds itself there (the rate it sees is what
+it allows): the climb (``surgeguard.inner.climb``) probes upward while the cap binds
+and latency is calm, and lifts the cap while more in flight still buys throughput.
+Its probe windows stay out of the rate filter: the lift alone says what they found.
+
 Pure: ``update(state, window) -> (state, estimate)``, time from ``Window.now``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+from surgeguard.inner.climb import Climb, ClimbState
 from surgeguard.inner.window import Window
 
 Sample = tuple[float, float]  # (seconds at the window's close, value)
@@ -54,7 +60,7 @@ class KneeState:
     last_close: the previous window's close (seconds; None before the first);
     next_probe: seconds after which a binding limit probes (-inf: no estimate yet);
     probe: the limit of the probe under way (requests; None: none); probed: windows
-    of it closed so far."""
+    of it closed so far; climb: the probe upward and the lift it found."""
 
     rates: tuple[Sample, ...] = ()
     bases: tuple[Sample, ...] = ()
@@ -62,6 +68,7 @@ class KneeState:
     next_probe: float = -math.inf
     probe: int | None = None
     probed: int = 0
+    climb: ClimbState = field(default_factory=ClimbState)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Knee:
     probe_share: float = 0.75
     undercut: float = 0.8  # a measure under this share of the base believed steps lower
     probe_windows: int = 6
+    climb: Climb | None = field(default_factory=Climb)  # None: no probe upward
 
     def __post_init__(self) -> None:
         if self.gain < 1.0:
@@ -109,13 +117,18 @@ class Knee:
         if self.probe_windows < 2:
             raise ValueError(f"knee probe_windows must be >= 2, got {self.probe_windows}")
 
-    def update(self, state: KneeState, w: Window) -> tuple[KneeState, Estimate | None]:
-        """Take one closed window; the estimate (None until a rate and a base exist)."""
+    def update(
+        self, state: KneeState, w: Window, *, calm: bool = False
+    ) -> tuple[KneeState, Estimate | None]:
+        """Take one closed window; the estimate (None until a rate and a base exist).
+        ``calm``: its latency is well under the target (the climb probes only then)."""
         now = w.now
         rates = _kept(state.rates, now - self.rate_window_s)
         bases = _kept(state.bases, now - self.base_window_s)
-        if state.last_close is not None and now > state.last_close and w.completed > 0:
-            rates += ((now, w.completed / (now - state.last_close)),)
+        elapsed = now - state.last_close if state.last_close is not None else 0.0
+        climbing = state.climb.probe is not None  # this window ran at the climb's limit
+        if elapsed > 0 and w.completed > 0 and not climbing:
+            rates += ((now, w.completed / elapsed),)
         believed = min((b for _, b in bases), default=math.inf)  # before this window
         if w.seen:
             bases += ((now, w.mean_s),)
@@ -126,7 +139,16 @@ class Knee:
         base = min(b for _, b in bases)
         needed = rate * base  # requests in flight that keep the bottleneck busy
         low = math.ceil(needed - 1e-9) + 1
-        high = max(low, math.ceil(self.gain * needed - 1e-9) + self.spare)
+        lift = state.climb.lift
+        high = max(low, math.ceil(self.gain * needed * lift - 1e-9) + self.spare)
+        if state.probe is None and self.climb is not None and elapsed > 0:
+            succeeded = (w.completed - w.drops) / elapsed
+            climb, up = self.climb.step(
+                state.climb, w, high=high, succeeded_per_s=succeeded, calm=calm
+            )
+            state = replace(state, climb=climb)
+            if up is not None or climbing:
+                return state, Estimate(low, high, up, rate, base)
         state = self._probe(
             state, w, needed, undercut=w.seen and w.mean_s < self.undercut * believed
         )

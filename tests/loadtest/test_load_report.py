@@ -9,11 +9,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from surgeguard_controller.sensing.scrape import Scrape
 from surgeguard_loadtest.bench.spike import verdicts
 from surgeguard_loadtest.bench.spike_report import verdict_lines
 from surgeguard_loadtest.load.plots import mode_spans, write_report
-from surgeguard_loadtest.load.report import REPORT_HTML, aligned, progress_line, window_second
-from surgeguard_loadtest.load.watch import Window
+from surgeguard_loadtest.load.report import (
+    REPORT_HTML,
+    aligned,
+    progress_line,
+    server_peaks,
+    window_second,
+)
+from surgeguard_loadtest.load.watch import Window, window_between
 
 RECORDED = Path(__file__).with_name("data") / "load-summary-spike.json"
 START = 1_700_000_000.0  # unix seconds at the run's origin
@@ -104,3 +113,29 @@ def test_the_bench_prints_and_reports_a_verdict_per_policy_and_phase() -> None:
     assert printed[0] == "verdicts against the SLO (admitted p99 <= 250 ms):"
     assert printed[1:] == [f"  aimd: {v['line']}" for v in run["verdicts"]]
     assert verdict_lines(report) == [f"- **aimd** {v['line']}" for v in run["verdicts"]]
+
+
+def test_each_second_keeps_the_limit_the_door_enforced_and_the_replicas_cpu() -> None:
+    """The inner loop's limit is read from the replica's gauge, beside the knob's, and
+    its CPU from the process counter; a replica that exports neither reads as None, not
+    as a limit of 0 or an idle CPU."""
+
+    def scrape(at: float, inner: float | None) -> Scrape:
+        text = "# TYPE surgeguard_concurrency_limit gauge\nsurgeguard_concurrency_limit 40\n"
+        if inner is not None:  # and 0.6 s of CPU per second since the start
+            text += f"# TYPE surgeguard_inner_limit gauge\nsurgeguard_inner_limit {inner}\n"
+            text += f"# TYPE process_cpu_seconds counter\nprocess_cpu_seconds_total {0.6 * at}\n"
+        return Scrape.from_text(text, at=at)
+
+    inner = (12, 9, 30)
+    seen = [window_between(scrape(t, v), scrape(t + 1, v), 0.0) for t, v in enumerate(inner, 1)]
+    assert [w.limit for w in seen] == [40, 40, 40]
+    assert [w.inner_limit for w in seen] == [12, 9, 30]
+    assert [w.cpu_cores for w in seen] == [pytest.approx(0.6)] * 3
+    peaks = server_peaks(seen)
+    assert [peaks[f"inner_limit_{k}"] for k in ("min", "median", "max")] == [9, 12, 30]
+    assert peaks["cpu_cores_median"] == pytest.approx(0.6)
+    unexported = window_between(scrape(0, None), scrape(1, None), 0.0)
+    assert unexported.inner_limit is None and unexported.cpu_cores is None
+    assert server_peaks([unexported])["inner_limit_median"] is None
+    assert server_peaks([unexported])["cpu_cores_median"] is None

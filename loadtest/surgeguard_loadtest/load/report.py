@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -92,6 +93,8 @@ def server_peaks(windows: Sequence[Window]) -> dict[str, Any]:
     """Peaks and memory over the run's one-second windows."""
     rss = [w.rss_mb for w in windows if w.rss_mb is not None]
     limits = [w.limit for w in windows]
+    inner = [w.inner_limit for w in windows if w.inner_limit is not None]
+    cpu = [w.cpu_cores for w in windows if w.cpu_cores is not None]
     p99s = [w.p99_ms for w in windows if w.p99_ms is not None]
     return {
         "offered_peak_per_s": max((w.offered_per_s for w in windows), default=0.0),
@@ -105,6 +108,11 @@ def server_peaks(windows: Sequence[Window]) -> dict[str, Any]:
         "limit_min": min(limits, default=None),
         "limit_max": max(limits, default=None),
         "limit_end": limits[-1] if limits else None,
+        "inner_limit_min": min(inner, default=None),
+        "inner_limit_median": statistics.median(inner) if inner else None,
+        "inner_limit_max": max(inner, default=None),
+        "cpu_cores_median": statistics.median(cpu) if cpu else None,
+        "cpu_cores_max": max(cpu, default=None),
     }
 
 

@@ -51,6 +51,12 @@ class Window:
     # rejected per second by the door's reason (queue_full, penalty, ...)
     rejected_by_reason: Mapping[str, float] = field(default_factory=dict)
     modes_active: tuple[str, ...] = ()  # the replica's surgeguard_mode_active == 1
+    # The limit the door enforces (its inner loop's, under ``limit``, the knob); None
+    # from a replica that does not export it.
+    inner_limit: float | None = None
+    # The replica process's CPU (cores: 1.0 is one core busy all the second); None
+    # without process metrics.
+    cpu_cores: float | None = None
 
 
 def ms_or_none(seconds: float) -> float | None:
@@ -79,6 +85,8 @@ def window_between(before: Scrape, now: Scrape, origin: float, slo_s: float = SL
         modes_active=tuple(
             sorted(m for m, v in now.by_label("surgeguard_mode_active", "mode").items() if v)
         ),
+        inner_limit=None if math.isnan(s.inner_limit) else s.inner_limit,
+        cpu_cores=None if math.isnan(s.cpu_utilisation) else round(s.cpu_utilisation, 3),
     )
 
 

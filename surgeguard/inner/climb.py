@@ -1,0 +1,128 @@
+"""Whether more concurrency still buys throughput: the knee's probe upward.
+
+The knee (``surgeguard.inner.knee``) caps the limit at a gain over Little's law, rate x
+base. Two things make that cap too low, and then it holds itself there, because the
+rate it sees is the rate its own cap allows:
+
+- a base from the smallest window mean of a route mix is the mix's fastest moment, not
+  its typical request (a window of cache hits among db calls);
+- a latency no queue causes rises after the base was measured (a CPU others take, a
+  network hop that got slower): every request takes longer, so the same throughput
+  needs more in flight, and the cap, still computed from the old base, forbids it.
+
+Both look like a knee that is right, and only an experiment can tell them apart (as
+TCP's BBR finds more bandwidth by sending faster for a round trip). So while the cap
+binds and latency is calm, every ``every_s`` the limit goes up by ``share`` for a few
+windows: one to fill, ``measure_windows`` to count what completes. When the requests
+that succeed per second rose by at least ``evidence`` of the step (half of a 25% step:
+12.5%), the bottleneck had room: the cap's ``lift`` grows by ``share`` and the next
+probe comes soon (slow start). Otherwise the cap was right: the lift shrinks by
+``share`` towards 1. A probe whose latency leaves the calm band ends at once as a
+failure. A saturated bottleneck pays ``share`` more queueing for a few windows every
+``every_s``; a cap that was too low climbs ``share``-fold per probe until the
+throughput stops rising.
+
+Pure: ``step(state, window, ...) -> (state, probe limit or None)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from surgeguard.inner.window import Window
+
+
+@dataclass(frozen=True)
+class ClimbState:
+    """lift: the factor on the knee's cap the probes found (>= 1). next_at: seconds
+    (monotonic) before which no probe starts. probe: the limit of the probe under way
+    (requests; None: none). probed: its windows closed so far. before: requests/s that
+    succeeded in the windows just before it. measured: requests/s of its measuring
+    windows so far. recent: requests/s of the last consecutive windows the cap bound."""
+
+    lift: float = 1.0
+    next_at: float = -math.inf
+    probe: int | None = None
+    probed: int = 0
+    before: float = 0.0
+    measured: tuple[float, ...] = ()
+    recent: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Climb:
+    """The probe's step (``share`` of the limit, > 1), period and period after a gain
+    (seconds), the gain it needs (``evidence``, a share of the step), its windows, and
+    the largest lift (x)."""
+
+    share: float = 1.25
+    every_s: float = 2.0
+    again_s: float = 0.3
+    evidence: float = 0.5
+    fill_windows: int = 1
+    measure_windows: int = 2
+    before_windows: int = 3
+    max_lift: float = 16.0
+
+    def __post_init__(self) -> None:
+        if not 1 < self.share <= 2:
+            raise ValueError(f"climb share must be in (1, 2], got {self.share:g}")
+        if not 0 < self.evidence <= 1:
+            raise ValueError(f"climb evidence must be in (0, 1], got {self.evidence:g}")
+        if not 0 < self.again_s <= self.every_s:
+            raise ValueError(
+                f"climb needs 0 < again_s <= every_s seconds, got {self.again_s:g}, "
+                f"{self.every_s:g}"
+            )
+        for name in ("measure_windows", "before_windows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"climb {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_lift < 1:
+            raise ValueError(f"climb max_lift must be >= 1, got {self.max_lift:g}")
+
+    def step(
+        self, state: ClimbState, w: Window, *, high: int, succeeded_per_s: float, calm: bool
+    ) -> tuple[ClimbState, int | None]:
+        """One closed window. ``high``: the knee's cap now (requests, lift included);
+        ``succeeded_per_s``: requests that finished without a 5xx in the window, per
+        second; ``calm``: its latency is well under the target. Returns the state and
+        the limit to hold for the probe (None: no probe now)."""
+        if state.probe is None:
+            return self._maybe_start(state, w, high, succeeded_per_s, calm)
+        probed = state.probed + 1
+        if not calm:  # more in flight queued past the calm band: the cap was right
+            return self._end(state, w.now, gained=False), None
+        if probed <= self.fill_windows:  # it drains into the bottleneck first
+            return replace(state, probed=probed), state.probe
+        measured = (*state.measured, succeeded_per_s)
+        if len(measured) < self.measure_windows:
+            return replace(state, probed=probed, measured=measured), state.probe
+        rose = sum(measured) / len(measured) >= state.before * (
+            1 + self.evidence * (self.share - 1)
+        )
+        return self._end(state, w.now, gained=rose), None
+
+    def _maybe_start(
+        self, state: ClimbState, w: Window, high: int, succeeded_per_s: float, calm: bool
+    ) -> tuple[ClimbState, int | None]:
+        binding = w.seen and w.limit >= high and w.peak_in_flight >= w.limit
+        if not binding:
+            return replace(state, recent=()), None
+        recent = (*state.recent, succeeded_per_s)[-self.before_windows :]
+        state = replace(state, recent=recent)
+        if not calm or w.now < state.next_at or len(recent) < self.before_windows:
+            return state, None
+        up = math.ceil(self.share * w.limit)
+        if up > w.ceiling:  # the knob is the ceiling: nothing to learn above it
+            return replace(state, next_at=w.now + self.every_s), None
+        before = sum(recent) / len(recent)
+        return replace(state, probe=up, probed=0, before=before, measured=()), up
+
+    def _end(self, state: ClimbState, now: float, *, gained: bool) -> ClimbState:
+        lift = (
+            min(self.max_lift, state.lift * self.share)
+            if gained
+            else max(1.0, state.lift / self.share)
+        )
+        return ClimbState(lift=lift, next_at=now + (self.again_s if gained else self.every_s))

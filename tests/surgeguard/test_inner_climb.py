@@ -1,0 +1,119 @@
+"""The knee's probe upward (``surgeguard.inner.climb``), pure, window by window: it
+starts only while the cap binds and latency is calm, lifts the cap when more in flight
+bought throughput, lowers the lift when it did not, gives up at once when latency
+leaves the calm band, and never probes over the knob."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from surgeguard.inner.climb import Climb, ClimbState
+from surgeguard.inner.window import Window
+
+CLIMB = Climb()  # 1.25x, one window to fill, two to measure, three before
+
+
+def window(now: float, limit: int, *, peak: int | None = None, ceiling: int = 100) -> Window:
+    done = 20
+    return Window(now, limit, 1, ceiling, done, 0.05, 0.05, 0.06, 0.04, peak or limit, 0)
+
+
+def run(
+    climb: Climb,
+    state: ClimbState,
+    rates: list[float],
+    *,
+    limit: int = 20,
+    calm: bool = True,
+    start: float = 100.0,
+) -> tuple[ClimbState, list[int | None]]:
+    """Feed a binding window at ``limit`` per rate (requests/s that succeeded); the
+    probe limits returned."""
+    probes = []
+    for n, rate in enumerate(rates):
+        at = limit if state.probe is None else state.probe
+        state, probe = climb.step(
+            state, window(start + n * 0.1, at), high=limit, succeeded_per_s=rate, calm=calm
+        )
+        probes.append(probe)
+    return state, probes
+
+
+def test_more_throughput_at_a_quarter_more_in_flight_lifts_the_cap() -> None:
+    # Three windows at the cap (200/s), then the probe: one to fill, two at 250/s.
+    state, probes = run(CLIMB, ClimbState(), [200, 200, 200, 230, 250, 250])
+    assert probes == [None, None, 25, 25, 25, None]
+    assert state.lift == pytest.approx(1.25)
+    assert state.probe is None
+    assert state.next_at == pytest.approx(100.5 + CLIMB.again_s)  # soon again: slow start
+
+
+def test_no_more_throughput_means_the_cap_was_right_and_the_lift_comes_down() -> None:
+    lifted = ClimbState(lift=1.5625)
+    state, probes = run(CLIMB, lifted, [200, 200, 200, 200, 210, 215])  # +7.5%: noise
+    assert probes[2] == 25 and probes[-1] is None
+    assert state.lift == pytest.approx(1.25)
+    assert state.next_at == pytest.approx(100.5 + CLIMB.every_s)
+    state, _ = run(CLIMB, state, [200] * 6, start=state.next_at)
+    state, _ = run(CLIMB, state, [200] * 6, start=state.next_at)
+    assert state.lift == 1.0  # never under the knee's own cap
+
+
+def test_latency_leaving_the_calm_band_ends_the_probe_as_a_failure() -> None:
+    state, probes = run(CLIMB, ClimbState(lift=1.25), [200, 200, 200])
+    assert probes[-1] == 25
+    state, probe = CLIMB.step(state, window(100.3, 25), high=20, succeeded_per_s=400, calm=False)
+    assert probe is None and state.probe is None
+    assert state.lift == 1.0  # the rise in throughput is not counted: it queued
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"calm": False},  # latency near the target: the SLO rule's ground
+        {"peak": 12},  # the limit does not bind: demand is under it
+        {"high": 30},  # the limit is under the cap: the SLO rule holds it there
+        {"ceiling": 22},  # 1.25 x 20 is over the knob: nothing to learn
+    ],
+)
+def test_a_probe_starts_only_where_it_can_learn_something(case: dict[str, Any]) -> None:
+    state = ClimbState()
+    for n in range(10):
+        w = window(100 + n * 0.1, 20, peak=case.get("peak"), ceiling=case.get("ceiling", 100))
+        state, probe = CLIMB.step(
+            state, w, high=case.get("high", 20), succeeded_per_s=200, calm=case.get("calm", True)
+        )
+        assert probe is None
+    assert state.lift == 1.0
+
+
+def test_it_waits_its_period_and_needs_windows_at_the_cap_first() -> None:
+    state, probes = run(CLIMB, ClimbState(next_at=100.45), [200] * 6)
+    assert probes == [None] * 5 + [25]  # the first window past its period
+    # A window the limit did not bind breaks the run: three binding ones again first.
+    state = ClimbState()
+    state, _ = run(CLIMB, state, [200, 200])
+    state, probe = CLIMB.step(
+        state, window(100.2, 20, peak=12), high=20, succeeded_per_s=120, calm=True
+    )
+    assert probe is None and state.recent == ()
+    state, probes = run(CLIMB, state, [200] * 3, start=100.3)
+    assert probes == [None, None, 25]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"share": 1.0}, "climb share must be in (1, 2], got 1"),
+        ({"evidence": 0}, "climb evidence must be in (0, 1], got 0"),
+        ({"again_s": 3.0}, "climb needs 0 < again_s <= every_s seconds, got 3, 2"),
+        ({"measure_windows": 0}, "climb measure_windows must be >= 1, got 0"),
+        ({"max_lift": 0.5}, "climb max_lift must be >= 1, got 0.5"),
+    ],
+)
+def test_its_parameters_say_their_range(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        Climb(**params)
+    assert str(raised.value) == message
