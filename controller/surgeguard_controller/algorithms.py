@@ -43,6 +43,10 @@ class Sample:
     signal_label: str = "p99"  # names latency_s in reasons
     target_label: str = "target"  # names target_s in reasons
     target_note: str = ""  # said after the target: " (SLO 250 ms less 10% headroom)"
+    # The work the knob lets through: a bulkhead's successful calls/s (NaN: not judged
+    # by it); ``refusing``: the knob turns work away now (its bulkhead is full).
+    throughput_per_s: float = math.nan
+    refusing: bool = False
 
     def _compare(self, sign: str) -> str:
         return (

@@ -319,6 +319,14 @@ class Decider:
             if update.action != CUT:
                 return None
             return Update(limit, HOLD, holds.held_reason(history, sample, knob, now=now))
+        if knob.startswith("bulkhead."):
+            first = holds.costly(history, sample, now=now, wait_s=self.config.cooldown_s)
+            if first is not None:
+                return Update(
+                    min(first.before, self.config.bounds_of(knob)[1]),
+                    GROW,
+                    holds.costly_reason(history, first, sample, hold_s=self.config.futile_hold_s),
+                )
         first = self._futile(history, sample, now)
         if first is None:
             return None
@@ -437,6 +445,8 @@ class Decider:
             target_label=f"{self.config.inflation:g}x baseline"
             if baseline * self.config.inflation >= baseline + self.config.inflation_floor_s
             else f"baseline + {ms(self.config.inflation_floor_s)} =",
+            throughput_per_s=d.calls_per_s * max(0.0, 1.0 - d.error_rate - d.timeout_rate),
+            refusing=d.rejected_per_s > 0,
         )
         inputs = {
             "p99_s": d.p99_s,

@@ -6,6 +6,14 @@ it). When the latency after ``n`` such cuts is no lower than before them, the be
 was lost: the knob returns to its value before them and is held there for a while,
 instead of being walked down to its minimum on latency it does not move.
 
+A bulkhead's bet can be lost the other way too (issue 14): its latency target is
+a multiple of the dependency's healthy baseline, a sign of queueing at it. A cut
+that makes the dependency complete far fewer calls while the bulkhead turns calls
+away shows the slots were working, not queueing: latency from a CPU the whole
+machine is short of, or contention that costs less than the slots bring. Cut on
+such latency, a bulkhead is walked down to one slot while the service fails the
+calls it refuses (``costly``).
+
 Pure: no clock, no I/O; time arrives as ``now`` (seconds, monotonic).
 """
 
@@ -23,6 +31,16 @@ class Cut:
     before: int  # the knob's value before the cut
     latency_s: float  # the knob's latency signal that asked for the cut, seconds
     at: float = -math.inf  # when it was cut, seconds (monotonic)
+    throughput_per_s: float = math.nan  # the work it let through then (per second)
+
+
+# A bulkhead's cuts are judged by the calls they cost once they add up to this share
+# of its slots (a smaller cut's effect is within a tick's noise)...
+COSTLY_FROM = 0.2
+# ...and were costly when the calls completed fell by at least this share of the cut:
+# a saturated dependency completes as many calls with fewer slots (none lost), one
+# whose slots were all working completes fewer in proportion.
+COSTLY_EVIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,8 @@ def after_cut(
     """The history once ``sample.limit -> new`` is applied for latency; the newest
     ``keep`` cuts are kept."""
     earlier = history.cuts if history is not None else ()
-    cuts = (*earlier, Cut(sample.limit, sample.latency_s, now))[-keep:]
+    cut = Cut(sample.limit, sample.latency_s, now, sample.throughput_per_s)
+    cuts = (*earlier, cut)[-keep:]
     return CutHistory(value=new, cuts=cuts, moved_at=now)
 
 
@@ -101,6 +120,45 @@ def futile(
         if latency_s <= cut.latency_s * (1 - margin):
             return None  # this cut helped
     return judged[0]
+
+
+def costly(
+    history: CutHistory, sample: Sample, *, now: float, wait_s: float, window_s: float = 1.0
+) -> Cut | None:
+    """The first of the cuts kept when together they cost the work they were to
+    protect: at least ``COSTLY_FROM`` of the slots cut, the knob still turning work
+    away, and the work it lets through (``sample.throughput_per_s``) down by at least
+    ``COSTLY_EVIDENCE`` of the cut from before the first. Judged once the last cut's
+    effect can show (as in ``futile``); None otherwise, or without a throughput."""
+    if not history.cuts or now - history.moved_at < wait_s or sample.limit != history.value:
+        return None
+    first, last = history.cuts[0], history.cuts[-1]
+    share = 1.0 - history.value / first.before
+    before, after = first.throughput_per_s, sample.throughput_per_s
+    if (
+        share < COSTLY_FROM
+        or not sample.refusing
+        or math.isnan(before)
+        or math.isnan(after)
+        or before <= 0
+        or now - last.at < last.latency_s + window_s
+    ):
+        return None
+    return first if after <= before * (1.0 - COSTLY_EVIDENCE * share) else None
+
+
+def costly_reason(history: CutHistory, to: Cut, sample: Sample, *, hold_s: float) -> str:
+    """``"cuts 7 -> 3 cost db 58% of its calls (210/s -> 88/s) while it refused
+    more: its slots were working, not queueing; back to 7, no cut for latency for
+    30 s"``."""
+    lost = 1.0 - sample.throughput_per_s / to.throughput_per_s
+    name = sample.signal_label.removesuffix(" p99")
+    return (
+        f"cuts {to.before} -> {history.value} cost {name} {lost:.0%} of its calls "
+        f"({to.throughput_per_s:,.0f}/s -> {sample.throughput_per_s:,.0f}/s) while it "
+        f"refused more: its slots were working, not queueing; back to {to.before}, "
+        f"no cut for latency for {hold_s:g} s"
+    )
 
 
 def gone_back(value: int, *, now: float, hold_s: float) -> CutHistory:

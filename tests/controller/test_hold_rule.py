@@ -345,6 +345,78 @@ def test_a_bulkhead_whose_cuts_did_not_help_goes_back(fake_clock: FakeClock) -> 
     )
 
 
+# -- bulkhead cuts that cost the calls they were to protect ------------------------------------
+
+
+def _starved(
+    decider: Decider,
+    clock: FakeClock,
+    *,
+    seconds: int,
+    saturated: bool = False,
+    refusing: bool = True,
+) -> list[Decision]:
+    """A db on a machine short of CPU: its p99 is many times its healthy baseline and
+    falls with fewer slots (less contention), but every slot is working: it
+    completes 14 calls/s per slot (``saturated``: 150/s whatever the slots, the rest
+    queued). The bulkhead turns calls away (``refusing``) once it is cut."""
+    slots, seen = 16, []
+    for _ in range(seconds):
+        calls = 150.0 if saturated else 14.0 * slots
+        p99 = 0.06 + 0.01 * slots
+        d = dep(
+            p50=0.06, p99=p99, util=1.0, limit=slots, calls_per_s=calls,
+            rejected_per_s=40.0 if refusing and slots < 16 else 0.0,
+        )  # fmt: skip
+        decision = decide(decider, signals(dependencies={"db": d}), clock())["bulkhead.db"]
+        seen.append(decision)
+        if decision.applied:
+            slots = decision.new
+        clock.advance(1)
+    return seen
+
+
+def test_a_bulkhead_whose_cuts_cost_its_calls_goes_back(fake_clock: FakeClock) -> None:
+    """Each cut lowered the db's p99 a little (so they were not futile), and cost calls
+    in proportion while the bulkhead refused more: back to 16 and held, not walked to
+    one slot (the 10,000-user spike on a starved CPU cut bulkhead.db to 1)."""
+    decider = Decider()
+    _with_baseline(decider, fake_clock)
+    seen = _starved(decider, fake_clock, seconds=40)
+    moves = [(d.action, d.new) for d in seen if d.action != "hold"]
+    assert moves[:2] == [("cut", 8), ("grow", 16)], moves
+    back = next(d for d in seen if d.action == "grow")
+    assert back.reason == (
+        "cuts 16 -> 8 cost db 50% of its calls (224/s -> 112/s) while it refused more: its "
+        "slots were working, not queueing; back to 16, no cut for latency for 30 s: "
+        "bulkhead.db 8 -> 16"
+    )
+    assert min(d.new for d in seen) == 8  # never further down
+    held = seen[seen.index(back) + 1]
+    assert (held.action, held.new) == ("hold", 16)
+    assert "cutting bulkhead.db did not lower it" in held.reason
+
+
+def test_a_saturated_db_keeps_its_cuts(fake_clock: FakeClock) -> None:
+    """The same latency from a db that completes 150 calls/s however many slots it is
+    given (the rest queue in it): fewer slots cost nothing, and the cuts stand."""
+    decider = Decider()
+    _with_baseline(decider, fake_clock)
+    seen = _starved(decider, fake_clock, seconds=12, saturated=True)
+    assert not [d for d in seen if d.action == "grow" and "cost db" in d.reason]
+    assert seen[-1].new <= 4
+
+
+def test_calls_that_fell_with_the_demand_are_not_the_cuts_doing(fake_clock: FakeClock) -> None:
+    """Fewer calls while the bulkhead refuses none: the demand fell, not the slots'
+    fault; the cuts are not put back for it."""
+    decider = Decider()
+    _with_baseline(decider, fake_clock)
+    seen = _starved(decider, fake_clock, seconds=12, refusing=False)
+    assert not [d for d in seen if "cost db" in d.reason]
+    assert seen[-1].new < 8
+
+
 def test_cuts_not_applied_are_not_judged(fake_clock: FakeClock) -> None:
     """With the autopilot paused the knob never moved: nothing to go back from (the
     Prometheus comparison test watches exactly this: only would-be cuts)."""
