@@ -319,28 +319,18 @@ class Decider:
             if update.action != CUT:
                 return None
             return Update(limit, HOLD, holds.held_reason(history, sample, knob, now=now))
+        hold_s = self.config.futile_hold_s
         if knob.startswith("bulkhead."):
             first = holds.costly(history, sample, now=now, wait_s=self.config.cooldown_s)
             if first is not None:
-                return Update(
-                    min(first.before, self.config.bounds_of(knob)[1]),
-                    GROW,
-                    holds.costly_reason(history, first, sample, hold_s=self.config.futile_hold_s),
-                )
+                why = holds.costly_reason(history, first, sample, hold_s=hold_s)
+                return Update(min(first.before, self.config.bounds_of(knob)[1]), GROW, why)
         first = self._futile(history, sample, now)
         if first is None:
             return None
-        return Update(
-            min(first.before, self.config.bounds_of(knob)[1]),
-            GROW,
-            holds.back_reason(
-                history,
-                first,
-                sample,
-                cuts=self.config.futile_cuts,
-                hold_s=self.config.futile_hold_s,
-            ),
-        )
+        cuts = self.config.futile_cuts
+        why = holds.back_reason(history, first, sample, cuts=cuts, hold_s=hold_s)
+        return Update(min(first.before, self.config.bounds_of(knob)[1]), GROW, why)
 
     # -- per-knob samples ---------------------------------------------------------------
 

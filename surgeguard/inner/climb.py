@@ -17,10 +17,12 @@ windows: one to fill, ``measure_windows`` to count what completes. When the requ
 that succeed per second rose by at least ``evidence`` of the step (half of a 25% step:
 12.5%), the bottleneck had room: the cap's ``lift`` grows by ``share`` and the next
 probe comes soon (slow start). Otherwise the cap was right: the lift shrinks by
-``share`` towards 1. A probe whose latency leaves the calm band ends at once as a
-failure. A saturated bottleneck pays ``share`` more queueing for a few windows every
-``every_s``; a cap that was too low climbs ``share``-fold per probe until the
-throughput stops rising.
+``share`` towards 1, and the next probe waits twice as long as the last (up to
+``2**max_backoff`` x ``every_s``): a bottleneck that stays saturated pays ``share`` more
+queueing for a few windows every 16 s, not every 2 s; the same cap passing a fifth
+fewer requests than then ends the wait (the bottleneck changed). A probe whose latency leaves
+the calm band ends at once as a failure. A cap that was too low climbs
+``share``-fold per probe until the throughput stops rising.
 
 Pure: ``step(state, window, ...) -> (state, probe limit or None)``.
 """
@@ -32,6 +34,10 @@ from dataclasses import dataclass, replace
 
 from surgeguard.inner.window import Window
 
+# A binding cap passing less than this share of the requests/s it passed when a probe
+# last failed: the bottleneck changed since (see ``Climb._maybe_start``).
+CHANGED = 0.8
+
 
 @dataclass(frozen=True)
 class ClimbState:
@@ -39,7 +45,9 @@ class ClimbState:
     (monotonic) before which no probe starts. probe: the limit of the probe under way
     (requests; None: none). probed: its windows closed so far. before: requests/s that
     succeeded in the windows just before it. measured: requests/s of its measuring
-    windows so far. recent: requests/s of the last consecutive windows the cap bound."""
+    windows so far. recent: requests/s of the last consecutive windows the cap bound.
+    failed: probes in a row that found no more throughput; settled: requests/s at the
+    cap before the last of them."""
 
     lift: float = 1.0
     next_at: float = -math.inf
@@ -48,6 +56,8 @@ class ClimbState:
     before: float = 0.0
     measured: tuple[float, ...] = ()
     recent: tuple[float, ...] = ()
+    failed: int = 0
+    settled: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class Climb:
     measure_windows: int = 2
     before_windows: int = 3
     max_lift: float = 16.0
+    max_backoff: int = 3  # the period doubles per failed probe, this many times at most
 
     def __post_init__(self) -> None:
         if not 1 < self.share <= 2:
@@ -80,6 +91,8 @@ class Climb:
                 raise ValueError(f"climb {name} must be >= 1, got {getattr(self, name)}")
         if self.max_lift < 1:
             raise ValueError(f"climb max_lift must be >= 1, got {self.max_lift:g}")
+        if not 0 <= self.max_backoff <= 10:
+            raise ValueError(f"climb max_backoff must be in [0, 10], got {self.max_backoff}")
 
     def step(
         self, state: ClimbState, w: Window, *, high: int, succeeded_per_s: float, calm: bool
@@ -111,18 +124,25 @@ class Climb:
             return replace(state, recent=()), None
         recent = (*state.recent, succeeded_per_s)[-self.before_windows :]
         state = replace(state, recent=recent)
-        if not calm or w.now < state.next_at or len(recent) < self.before_windows:
+        if not calm or len(recent) < self.before_windows:
+            return state, None
+        before = sum(recent) / len(recent)
+        # Waiting out the back-off is for a bottleneck that has not changed: the same
+        # cap now passing a fifth less than when a probe last failed means something
+        # did (a CPU taken, a slower dependency), so it probes at once.
+        changed = state.failed > 0 and before < CHANGED * state.settled
+        if w.now < state.next_at and not changed:
             return state, None
         up = math.ceil(self.share * w.limit)
         if up > w.ceiling:  # the knob is the ceiling: nothing to learn above it
             return replace(state, next_at=w.now + self.every_s), None
-        before = sum(recent) / len(recent)
         return replace(state, probe=up, probed=0, before=before, measured=()), up
 
     def _end(self, state: ClimbState, now: float, *, gained: bool) -> ClimbState:
-        lift = (
-            min(self.max_lift, state.lift * self.share)
-            if gained
-            else max(1.0, state.lift / self.share)
-        )
-        return ClimbState(lift=lift, next_at=now + (self.again_s if gained else self.every_s))
+        if gained:
+            lift = min(self.max_lift, state.lift * self.share)
+            return ClimbState(lift=lift, next_at=now + self.again_s)
+        failed = state.failed + 1
+        wait = self.every_s * 2 ** min(failed - 1, self.max_backoff)
+        lift = max(1.0, state.lift / self.share)
+        return ClimbState(lift=lift, next_at=now + wait, failed=failed, settled=state.before)

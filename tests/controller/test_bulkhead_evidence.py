@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from typing import Any
 
 import httpx
@@ -24,7 +24,7 @@ import pytest
 
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
 from tests.support.polling import until_truthy
-from tests.support.processes import db_bound_env, free_port, surgeguard
+from tests.support.processes import controller_process, db_bound_env, free_port, surgeguard
 from tests.support.rawhttp import closed_loop
 
 TOKEN = "bulkhead-evidence-token-24ch"
@@ -42,25 +42,12 @@ def stack(redis_server: EmbeddedRedis, redis_client: Any) -> Iterator[tuple[str,
         "SURGEGUARD_DB_CAPACITY": "64",
         "SURGEGUARD_BULKHEAD_MAX_WAIT_MS": "50",  # a full bulkhead answers 503 soon
     }
-    with ExitStack() as stack:
-        port, cport = free_port(), free_port()
-        replica, controller = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{cport}"
-        stack.enter_context(
-            surgeguard("target", "--port", str(port), env=env, health_url=f"{replica}/healthz")
-        )
-        stack.enter_context(
-            surgeguard(
-                "controller",
-                "--target",
-                replica,
-                "--port",
-                str(cport),
-                "--tick-ms",
-                "250",
-                env=env,
-                health_url=f"{controller}/healthz",
-            )
-        )
+    port = free_port()
+    replica = f"http://127.0.0.1:{port}"
+    with (
+        surgeguard("target", "--port", str(port), env=env, health_url=f"{replica}/healthz"),
+        controller_process([replica], env) as (controller, _),
+    ):
         yield replica, controller
 
 

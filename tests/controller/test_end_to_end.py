@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from tests.support.processes import db_bound_env, free_port, stop, surgeguard
+from tests.support.processes import controller_process, db_bound_env, free_port, stop, surgeguard
 from tests.support.rawhttp import closed_loop
 
 KEYS = [f"client-{n}" for n in range(10)]
@@ -38,22 +38,13 @@ def stack(redis_server: EmbeddedRedis, redis_client: object) -> Iterator[Stack]:
         SURGEGUARD_QUEUE_TIMEOUT_MS="100",
         SURGEGUARD_ADMIN_TOKEN="e2e-admin-token-of-24-chars",
     )
-    tport, cport = free_port(), free_port()
+    tport = free_port()
     target = f"http://127.0.0.1:{tport}"
-    with surgeguard("target", "--port", str(tport), env=env, health_url=f"{target}/healthz"):
-        controller = f"http://127.0.0.1:{cport}"
-        with surgeguard(
-            "controller",
-            "--target",
-            target,
-            "--port",
-            str(cport),
-            "--tick-ms",
-            "250",
-            env=env,
-            health_url=f"{controller}/healthz",
-        ) as proc:
-            yield Stack(target, controller, proc)
+    with (
+        surgeguard("target", "--port", str(tport), env=env, health_url=f"{target}/healthz"),
+        controller_process([target], env) as (controller, proc),
+    ):
+        yield Stack(target, controller, proc)
 
 
 async def _load(url: str, workers: int, seconds: float) -> list[int]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from surgeguard.runtime.embedded_redis import EmbeddedRedis
-from tests.support.processes import db_bound_env, free_port, surgeguard
+from tests.support.processes import controller_process, db_bound_env, free_port, surgeguard
 from tests.support.rawhttp import closed_loop
 
 TOKEN = "replicas-admin-token-24-chars"
@@ -49,23 +49,7 @@ def pair(redis_server: EmbeddedRedis, redis_client: object) -> Iterator[Pair]:
                 )
             )
             urls.append(url)
-        cport = free_port()
-        controller = f"http://127.0.0.1:{cport}"
-        stack.enter_context(
-            surgeguard(
-                "controller",
-                "--target",
-                urls[0],
-                "--target",
-                urls[1],
-                "--port",
-                str(cport),
-                "--tick-ms",
-                "250",
-                env=env,
-                health_url=f"{controller}/healthz",
-            )
-        )
+        controller, _ = stack.enter_context(controller_process(urls, env))
         yield Pair(urls, controller)
 
 

@@ -4,6 +4,7 @@ a real controller where the scenario acts through it), reports on disk."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -125,6 +126,12 @@ def test_a_short_spike_writes_its_reports_and_counts_shed_as_shed(
     assert health["probes"] >= 10 and health["failed"] == 0
     assert len(summary["windows"]) >= 6
     assert summary["generator"]["users_peak"] == 60
+    # Where the machine's CPU went, per phase: Locust and the replica are both seen.
+    cpu = summary["machine_cpu"]
+    assert cpu["cores"] == os.cpu_count() and len(cpu["timeline"]) >= 6
+    during = cpu["phases"]["spike"]
+    assert during["locust"] > 0 and during["target"] > 0, during
+    assert during["all"] >= during["locust"] + during["target"] - 0.02
 
     # The verdict (issue 16): one line per phase, in the output and in summary.json.
     assert summary["slo"]["p99_ms"] == 250 and summary["slo"]["baseline_phase"] == "baseline"

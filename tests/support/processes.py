@@ -29,6 +29,7 @@ __all__ = [
     "child",
     "child_env",
     "clean_env",
+    "controller_process",
     "db_bound_env",
     "free_port",
     "running",
@@ -54,6 +55,20 @@ def surgeguard(
     """Run ``surgeguard ARGS`` until the block ends, healthy before it starts."""
     with running(args, env, health_url) as process:
         yield process
+
+
+@contextmanager
+def controller_process(
+    targets: Sequence[str], env: dict[str, str], *, tick_ms: int = 250
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``surgeguard controller`` tuning ``targets`` every ``tick_ms`` on a free port,
+    until the block ends: its URL and its process."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    flags = [arg for target in targets for arg in ("--target", target)]
+    args = ("controller", *flags, "--port", str(port), "--tick-ms", str(tick_ms))
+    with surgeguard(*args, env=env, health_url=f"{url}/healthz") as process:
+        yield url, process
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """The knee's probe upward (``surgeguard.inner.climb``), pure, window by window: it
 starts only while the cap binds and latency is calm, lifts the cap when more in flight
-bought throughput, lowers the lift when it did not, gives up at once when latency
-leaves the calm band, and never probes over the knob."""
+bought throughput, lowers the lift and backs off when it did not (until the bottleneck
+changes), gives up at once when latency leaves the calm band, and never probes over
+the knob."""
 
 from __future__ import annotations
 
@@ -103,6 +104,24 @@ def test_it_waits_its_period_and_needs_windows_at_the_cap_first() -> None:
     assert probes == [None, None, 25]
 
 
+def test_failed_probes_back_off_until_the_bottleneck_changes() -> None:
+    """Each probe that finds nothing doubles the wait before the next (2, 4, 8, then
+    16 s at most): a saturated bottleneck is not probed every 2 s for ever. The same
+    cap passing a fifth fewer requests than then is a changed bottleneck: at once."""
+    state, waits = ClimbState(), []
+    for _ in range(5):
+        start = max(100.0, state.next_at)
+        state, _ = run(CLIMB, state, [200] * 6, start=start)
+        waits.append(round(state.next_at - (start + 0.5), 6))
+    assert waits == [2.0, 4.0, 8.0, 16.0, 16.0]
+    assert (state.failed, state.settled) == (5, 200)
+    _, probes = run(CLIMB, state, [190] * 3, start=state.next_at - 10)  # 5% less: noise
+    assert probes == [None] * 3
+    state, probes = run(CLIMB, state, [150] * 3, start=state.next_at - 10)  # 25% less
+    assert probes == [None, None, 25]
+    assert state.before == 150
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
@@ -111,6 +130,7 @@ def test_it_waits_its_period_and_needs_windows_at_the_cap_first() -> None:
         ({"again_s": 3.0}, "climb needs 0 < again_s <= every_s seconds, got 3, 2"),
         ({"measure_windows": 0}, "climb measure_windows must be >= 1, got 0"),
         ({"max_lift": 0.5}, "climb max_lift must be >= 1, got 0.5"),
+        ({"max_backoff": 11}, "climb max_backoff must be in [0, 10], got 11"),
     ],
 )
 def test_its_parameters_say_their_range(params: dict[str, Any], message: str) -> None:

@@ -247,7 +247,10 @@ def test_the_climb_lifts_a_cap_that_a_route_mix_set_too_low() -> None:
         runs[climb] = sum(drive.goodputs[-300:]) / 300 / service.capacity()
         if climb:
             assert drive.state.knee.climb.lift > 1
-            assert max(drive.latencies[-300:]) <= 0.5 * TARGET_S  # calm all along
+            # Calm all along (under the band where the SLO rule acts), and far under
+            # the target on average.
+            assert max(drive.latencies[-300:]) < 0.9 * TARGET_S
+            assert sum(drive.latencies[-300:]) / 300 <= 0.5 * TARGET_S
     assert runs[False] <= 0.6  # the trap: the cap allows what it sees
     assert runs[True] >= 0.85, runs
 

@@ -40,6 +40,7 @@ from surgeguard_loadtest import verdict
 from surgeguard_loadtest.load import report as load_report
 from surgeguard_loadtest.load.controller_calls import ChaosSchedule, ControllerCalls
 from surgeguard_loadtest.load.locust_process import LOCUSTFILE, STOP_FILE, LocustOutput, stop_locust
+from surgeguard_loadtest.load.machine_cpu import CpuWatch
 from surgeguard_loadtest.load.options import LoadOptions
 from surgeguard_loadtest.load.watch import (
     HealthWatch,
@@ -172,7 +173,8 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     )
     health = HealthWatch(opts.host, origin=origin)
     knobs = KnobWatch(opts.controller_url, origin) if opts.controller_url else None
-    watchers = [w for w in (metrics, health, knobs) if w is not None]
+    cpu = CpuWatch(origin)
+    watchers = [w for w in (metrics, health, knobs, cpu) if w is not None]
     for w in watchers:
         w.start()
     if opts.marks:
@@ -228,6 +230,7 @@ def run_load(opts: LoadOptions, say: Callable[[str], None] | None = None) -> dic
     summary = _summary(
         opts, started_at, stopped_early, process.returncode, metrics, health, knobs, chaos, offset
     )
+    summary["machine_cpu"] = cpu.summary(opts.scenario.phase_spans(), offset)
     summary.update(judged(opts, summary["windows"], summary["healthz"]["timeline"], reached))
     if storm is not None:
         summary.update(load_report.storm_sides(opts.scenario, summary, storm.summary()))
