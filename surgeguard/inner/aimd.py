@@ -98,7 +98,7 @@ class Aimd:
     knee_gain: float = 1.5
     knee_spare: float = 3.0
     futile_hold_s: float = 5.0
-    knee_climb: bool = True
+    knee_climb: float = 1.0  # 0: no climb (a number, as SURGEGUARD_INNER_PARAMS gives)
 
     def __post_init__(self) -> None:
         check_range("target_s", self.target_s, 0.001, 600.0)
@@ -113,12 +113,14 @@ class Aimd:
             check_range("knee_gain", self.knee_gain, 1.0, 100.0)
         check_range("knee_spare", self.knee_spare, 0.0, 1000.0)
         check_range("futile_hold_s", self.futile_hold_s, 0.0, 600.0)
+        if self.knee_climb not in (0, 1):
+            raise ValueError(f"knee_climb must be 1 (on) or 0 (off), got {self.knee_climb:g}")
 
     @property
     def knee(self) -> Knee | None:
         if self.knee_gain == 0:
             return None
-        climb = Climb() if self.knee_climb else None
+        climb = Climb() if self.knee_climb != 0 else None
         return Knee(gain=self.knee_gain, spare=int(self.knee_spare), climb=climb)
 
     def initial(self, limit: int) -> AimdState:
@@ -127,12 +129,11 @@ class Aimd:
     def step(self, state: AimdState, w: Window) -> tuple[AimdState, int]:
         knee, estimate = self.knee, None
         if knee is not None:
-            calm = (
-                w.seen
-                and w.p90_s < (1.0 - self.hysteresis) * self.target_s
-                and w.drops <= self.drop_share * w.completed
-            )
-            knee_state, estimate = knee.update(state.knee, w, calm=calm)
+            # How far latency may grow and stay calm, in the band under the target.
+            calm_s = (1.0 - self.hysteresis) * self.target_s
+            failing = w.drops > self.drop_share * w.completed
+            room = calm_s / w.p90_s if w.seen and w.p90_s > 0 and not failing else 0.0
+            knee_state, estimate = knee.update(state.knee, w, room=room)
             state = replace(state, knee=knee_state)
         if estimate is not None and estimate.probe is not None:
             before = w.limit if state.before_probe is None else state.before_probe

@@ -118,10 +118,11 @@ class Knee:
             raise ValueError(f"knee probe_windows must be >= 2, got {self.probe_windows}")
 
     def update(
-        self, state: KneeState, w: Window, *, calm: bool = False
+        self, state: KneeState, w: Window, *, room: float = 0.0
     ) -> tuple[KneeState, Estimate | None]:
         """Take one closed window; the estimate (None until a rate and a base exist).
-        ``calm``: its latency is well under the target (the climb probes only then)."""
+        ``room``: how many times its latency may grow and stay calm, under the target
+        (the climb probes only when it is over 1, never by more)."""
         now = w.now
         rates = _kept(state.rates, now - self.rate_window_s)
         bases = _kept(state.bases, now - self.base_window_s)
@@ -144,7 +145,7 @@ class Knee:
         if state.probe is None and self.climb is not None and elapsed > 0:
             succeeded = (w.completed - w.drops) / elapsed
             climb, up = self.climb.step(
-                state.climb, w, high=high, succeeded_per_s=succeeded, calm=calm
+                state.climb, w, high=high, succeeded_per_s=succeeded, room=room
             )
             state = replace(state, climb=climb)
             if up is not None or climbing:

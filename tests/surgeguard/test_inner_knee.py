@@ -191,10 +191,10 @@ def test_the_probe_keeps_the_base_from_creeping_and_costs_two_windows_in_fifty()
     probing = [limit < 4 for limit in last]  # under the busy point: the probe's
     assert sum(probing) <= 2 * 3  # 20 s: two probes of two windows (and a spare)
     assert max(drive.steady(len(drive.limits) - 200)) <= high(4)
-    # The climb finds no throughput above the knee: three windows at 1.25x every 2 s,
-    # and the cap stays where it was.
+    # The climb finds no throughput above the knee: a few windows at 1.5x, backing off
+    # to one climb in 16 s, and the cap stays where it was.
     climbs = [limit for limit, c in zip(last, drive.climbing[-200:], strict=True) if c]
-    assert len(climbs) <= 10 * 3 and max(climbs) <= math.ceil(1.25 * high(4))
+    assert len(climbs) <= 2 * 4 and max(climbs, default=0) <= math.ceil(1.5 * high(4))
     assert drive.state.knee.climb.lift == 1.0
     assert sum(drive.goodputs[-200:]) / 200 >= 0.97 * service.capacity()
 
@@ -242,11 +242,11 @@ def test_the_climb_lifts_a_cap_that_a_route_mix_set_too_low() -> None:
         rng = random.Random(7)
         service = Bottleneck(users=500, slots=32, service_s=0.05)
         service.mix = lambda rng=rng: rng.uniform(0.5, 1.5)
-        drive = Drive(limit=20, knee_climb=climb)
+        drive = Drive(limit=20, knee_climb=float(climb))
         drive.run(service, 900)
         runs[climb] = sum(drive.goodputs[-300:]) / 300 / service.capacity()
         if climb:
-            assert drive.state.knee.climb.lift > 1
+            assert max(drive.steady(600)) >= 32  # it found the busy point (32 slots)
             # Calm all along (under the band where the SLO rule acts), and far under
             # the target on average.
             assert max(drive.latencies[-300:]) < 0.9 * TARGET_S
@@ -264,12 +264,12 @@ def test_a_latency_that_queues_nowhere_is_climbed_over_within_seconds() -> None:
     runs = {}
     for climb in (True, False):
         service = Bottleneck(users=500)
-        drive = Drive(limit=20, knee_climb=climb)
+        drive = Drive(limit=20, knee_climb=float(climb))
         drive.run(service, 600)
         service.delay_s = 0.06
         drive.run(service, 150)
         runs[climb] = sum(drive.goodputs[-150:]) / 150 / service.capacity()
-        assert max(drive.latencies[-150:]) < TARGET_S
+        assert max(drive.latencies[-150:]) <= TARGET_S
     assert runs[True] >= 0.8 and runs[True] >= runs[False] + 0.1, runs
 
 
@@ -300,4 +300,8 @@ def test_aimds_knee_parameters_are_checked_and_zero_turns_it_off() -> None:
         Aimd(knee_gain=0.5)
     assert Aimd(knee_gain=0).knee is None
     assert Aimd().knee == Knee()  # the same defaults
+    climbless = Aimd(knee_climb=0).knee
+    assert climbless is not None and climbless.climb is None
+    with pytest.raises(ValueError, match=r"knee_climb must be 1 \(on\) or 0 \(off\), got 2"):
+        Aimd(knee_climb=2)
     assert not math.isnan(Aimd().knee_spare)
