@@ -27,6 +27,7 @@ from surgeguard.penalty_box import PenaltyBox
 from surgeguard.priority import Priority
 from tests.support.asgi import serve_lifespan
 from tests.support.clock import FakeClock
+from tests.support.polling import until_truthy
 from tests.support.servers import ServerThread
 
 ROUTES = RouteTable(
@@ -187,8 +188,19 @@ def test_two_client_key_headers_get_400_and_never_reach_the_app(door: Callable[.
 # -- priority is earned, not claimed --------------------------------------------------------
 
 
-def _requests_by_priority(d: Door, priority: str) -> float:
-    return d.sample("surgeguard_requests_total", route="work", priority=priority, outcome="ok")
+def _requests_by_priority(d: Door, priority: str, route: str = "work") -> float:
+    return d.sample("surgeguard_requests_total", route=route, priority=priority, outcome="ok")
+
+
+def _counted(d: Door, requests: int, route: str = "work") -> None:
+    """Wait until the door has counted ``requests`` answered ones: it counts a request
+    once its response is sent, so the client may read its answer a moment before."""
+    until_truthy(
+        lambda: sum(_requests_by_priority(d, p.label, route) for p in Priority) >= requests,
+        10,
+        f"{requests} requests counted",
+        every_s=0.01,
+    )
 
 
 def test_a_claimed_priority_above_the_keys_ceiling_is_served_at_the_ceiling(
@@ -199,6 +211,7 @@ def test_a_claimed_priority_above_the_keys_ceiling_is_served_at_the_ceiling(
         assert client.get("/work", headers={**PARTNER, "X-Priority": "critical"}).status_code == 200
         assert client.get("/work", headers={**VIP, "X-Priority": "critical"}).status_code == 200
         assert client.get("/work", headers={**VIP, "X-Priority": "sheddable"}).status_code == 200
+    _counted(d, 3)
     assert _requests_by_priority(d, "normal") == 1  # partner asked for critical
     assert _requests_by_priority(d, "critical") == 1  # vip may
     assert _requests_by_priority(d, "sheddable") == 1  # anyone may lower it
@@ -208,7 +221,8 @@ def test_a_route_default_above_the_ceiling_is_lowered_too(door: Callable[..., Do
     d = door()
     with fresh(d) as client:
         assert client.get("/order", headers={"X-Api-Key": "batch"}).status_code == 200
-    assert d.sample("surgeguard_requests_total", route="order", priority="sheddable", outcome="ok")
+    _counted(d, 1, route="order")
+    assert _requests_by_priority(d, "sheddable", route="order") == 1
 
 
 def test_a_claimed_critical_cannot_displace_a_waiter_but_a_critical_key_can(
