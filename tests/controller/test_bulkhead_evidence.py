@@ -78,9 +78,18 @@ def test_a_bulkhead_cut_that_halves_the_dbs_calls_is_put_back(stack: tuple[str, 
                 pause_after_rejection_s=0.05,
             )
         )
-        await asyncio.sleep(3.0)  # the controller learns the db's healthy baseline
-        at_chaos.append(len(slots))
         async with httpx.AsyncClient(timeout=5) as client:
+            # The controller has judged the db against a healthy baseline (a move of
+            # bulkhead.db names it) before the db slows.
+            deadline = time.monotonic() + LOAD_S / 2
+            while not [
+                d
+                for d in (await client.get(f"{controller}/api/v1/decisions")).json()
+                if d.get("knob") == "bulkhead.db" and "baseline" in d.get("reason", "")
+            ]:
+                assert time.monotonic() < deadline, "no bulkhead.db decision in half the load"
+                await asyncio.sleep(0.1)
+            at_chaos.append(len(slots))
             answer = await client.put(
                 f"{controller}/api/v1/chaos/db",
                 json={"latency_multiplier": 8.0, "reason": "the db slows on its own"},
